@@ -1,0 +1,1 @@
+"""API Gateway REQUEST authorizer: API key → principal, scopes and an IAM policy."""

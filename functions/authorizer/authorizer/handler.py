@@ -1,0 +1,55 @@
+"""REQUEST authorizer. Raises ``Unauthorized`` (API Gateway: 401) for a missing or unknown key;
+otherwise returns a policy allowing exactly the routes the principal's scopes open, so API
+Gateway itself answers 403 for the rest (and the policy can be cached per key)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+)
+
+from smartpay import auth
+from smartpay.observability import logger
+from smartpay.settings import secret
+
+
+def _key_store() -> list[dict]:
+    return auth.parse_store(secret("API_KEYS"))
+
+
+def _resource_arn(method_arn: str, method: str, path: str) -> str:
+    # arn:aws:execute-api:region:account:api-id/stage/METHOD/resource
+    api_part, _, _ = method_arn.partition("/")
+    stage = method_arn.split("/")[1]
+    wildcard = "/".join("*" if seg.startswith("{") else seg for seg in path.strip("/").split("/"))
+    return f"{api_part}/{stage}/{method}/{wildcard}"
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = APIGatewayAuthorizerRequestEvent(event)
+    header = os.environ.get("API_KEY_HEADER", "x-api-key").lower()
+    presented = next((v for k, v in (request.headers or {}).items() if k.lower() == header), None)
+    principal = auth.authenticate(presented, _key_store())
+    if principal is None:
+        logger.warning("api key rejected", extra={"path": request.path, "key_present": bool(presented)})
+        raise Exception("Unauthorized")  # API Gateway's contract for a 401
+    allowed = [_resource_arn(request.method_arn, m, p) for m, p in auth.routes_for(principal.scopes)]
+    logger.info("api key accepted", extra={"principal": principal.principal, "key_id": principal.key_id})
+    statement: list[dict[str, Any]] = [
+        {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": allowed or [request.method_arn]}
+    ]
+    if not allowed:
+        statement[0]["Effect"] = "Deny"
+    return {
+        "principalId": principal.principal,
+        "policyDocument": {"Version": "2012-10-17", "Statement": statement},
+        "context": {
+            "principal": principal.principal,
+            "keyId": principal.key_id,
+            "scopes": " ".join(sorted(principal.scopes)),
+        },
+    }

@@ -1,0 +1,1 @@
+"""Beneficiary lookup: Buffr verifies a beneficiary before it credits a wallet."""

@@ -1,0 +1,43 @@
+"""Beneficiaries API: parse → service → reply. The ID number is only ever in a POST body."""
+
+
+import uuid
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from beneficiaries import service
+from beneficiaries.models import BeneficiaryView, Verification, VerifyRequest
+from smartpay.api import make_resolver, require_scope, resolve
+from smartpay.observability import logger, metrics, tracer
+
+MAX_BODY_BYTES = 16 * 1024
+
+app = make_resolver()
+
+
+@app.get("/api/v1/beneficiaries/<beneficiary_id>", summary="A beneficiary's masked profile and open vouchers")
+@tracer.capture_method
+def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> BeneficiaryView:
+    require_scope(app, "beneficiaries:read")
+    metrics.add_metric(name="BeneficiaryLookups", unit="Count", value=1)
+    return service.get(beneficiary_id)
+
+
+@app.post("/api/v1/beneficiaries/verify", summary="Verify a beneficiary by ID number (in the body)")
+@tracer.capture_method
+def verify(request: VerifyRequest) -> Verification:
+    require_scope(app, "beneficiaries:read")
+    result = service.verify(request)
+    metrics.add_metric(name="BeneficiaryVerifications", unit="Count", value=1)
+    metrics.add_metric(name="BeneficiaryMatches" if result.match else "BeneficiaryNoMatches", unit="Count", value=1)
+    return result
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return resolve(app, event, context, max_body_bytes=MAX_BODY_BYTES)

@@ -1,0 +1,53 @@
+"""Request and reply models at the edge of the beneficiaries API (pydantic)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+IdNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{11}$")]
+Msisdn = Annotated[str, StringConstraints(pattern=r"^\+?264[0-9]{8,9}$")]
+
+
+class VerifyRequest(BaseModel):
+    """What Buffr knows about the person in front of it. The ID number travels in the body only."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id_number: IdNumber = Field(description="National ID number, 11 digits")
+    full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    msisdn: Msisdn | None = Field(default=None, description="Phone number, +264…")
+    voucher_id: uuid.UUID | None = None
+
+
+class VoucherSummary(BaseModel):
+    voucher_id: uuid.UUID
+    programme: str
+    cycle: str
+    amount_cents: int
+    currency: str
+    status: str
+    expires_at: str
+
+
+class MaskedBeneficiary(BaseModel):
+    beneficiary_id: uuid.UUID
+    id_number: str = Field(description="Masked: last 4 digits only")
+    name: str = Field(description="Masked: initials only")
+    msisdn: str = Field(description="Masked: country code and last 4 digits")
+    region: str
+    programme: str
+    status: Literal["active", "suspended", "deceased"]
+    eligible: bool
+
+
+class BeneficiaryView(MaskedBeneficiary):
+    open_vouchers: list[VoucherSummary]
+
+
+class Verification(BaseModel):
+    match: bool
+    checks: dict[str, bool] = Field(description="Which of the supplied fields matched")
+    beneficiary: BeneficiaryView | None = None

@@ -1,0 +1,1 @@
+"""Apply the layer's SQL migrations (invoke manually after a deploy)."""

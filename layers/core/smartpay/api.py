@@ -1,0 +1,138 @@
+"""The REST resolver every API function uses, with one mapping of errors to problem replies.
+
+Replies to errors are RFC 9457 problem documents (``application/problem+json``) that say what
+was wrong and where. Validation errors from Powertools' Event Handler (pydantic) become 422,
+except a body that is not JSON at all, which is 400. Unexpected exceptions become a 500 that
+carries the request id and nothing else; the traceback goes to the (masked) log only.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from smartpay.errors import ProblemError
+from smartpay.observability import logger
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"https://smartpay.ketchup.na/problems/{HTTPStatus(status).phrase.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return Response(
+        status_code=status,
+        content_type=PROBLEM_JSON,
+        body=json.dumps(body),
+        headers=headers or {},
+    )
+
+
+def _loc(error: dict[str, Any]) -> str:
+    parts = [str(p) for p in error.get("loc", ())]
+    return ".".join(parts) if parts else "body"
+
+
+def validation_problem(exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem(400, "Malformed request", "The request body is not valid JSON.",
+                       errors=[{"location": "body", "message": "invalid JSON"}])
+    details = [
+        {"location": _loc(e), "message": e.get("msg", "invalid"), "type": e.get("type", "invalid")}
+        for e in errors
+    ]
+    where = ", ".join(d["location"] for d in details)
+    return problem(422, "Validation failed", f"The request is invalid at: {where}.", errors=details)
+
+
+def make_resolver() -> APIGatewayRestResolver:
+    """A resolver with validation (OpenAPI) and the shared problem mapping."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation(exc: RequestValidationError) -> Response:
+        return validation_problem(exc)
+
+    @app.exception_handler(ProblemError)
+    def _problem(exc: ProblemError) -> Response:
+        if exc.status >= 500:
+            logger.warning("dependency problem", extra={"status": exc.status, "detail": exc.detail})
+        return problem(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers,
+                       extra=exc.extra)
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        request_id = app.current_event.request_context.request_id if app.current_event else None
+        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.",
+                       extra={"request_id": request_id})
+
+    @app.not_found
+    def _not_found(exc: Exception) -> Response:
+        return problem(404, "Not found", "No such route.")
+
+    return app
+
+
+def precheck(event: dict[str, Any], max_body_bytes: int) -> Response | None:
+    """Refuse, before any parsing, a body over the limit (413) or one that is not JSON (415)."""
+    body = event.get("body") or ""
+    size = len(body.encode() if isinstance(body, str) else body)
+    if event.get("isBase64Encoded"):
+        size = size * 3 // 4
+    if size > max_body_bytes:
+        return problem(413, "Payload too large", f"The body is {size} bytes; the limit is {max_body_bytes}.")
+    if size:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        content_type = (headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            return problem(415, "Unsupported media type",
+                           f"Send the body as application/json, not {content_type}.",
+                           errors=[{"location": "header.content-type", "message": "must be application/json"}])
+    return None
+
+
+def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any, *,
+            max_body_bytes: int = 64 * 1024) -> dict[str, Any]:
+    """Precheck, then route. Every API function's handler ends with this call."""
+    refused = precheck(event, max_body_bytes)
+    if refused is not None:
+        return {
+            "statusCode": refused.status_code,
+            "headers": {"Content-Type": PROBLEM_JSON},
+            "body": refused.body,
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)
+
+
+def require_scope(app: APIGatewayRestResolver, scope: str) -> str:
+    """Defence in depth behind the authorizer's policy: the caller's principal, if it holds ``scope``."""
+    from smartpay.auth import scopes_from_context
+    from smartpay.errors import Forbidden
+
+    context = app.current_event.request_context.authorizer.raw_event if app.current_event else {}
+    if scope not in scopes_from_context(context):
+        raise Forbidden(f"This API key lacks the scope {scope!r}.")
+    return str(context.get("principal") or context.get("principalId") or "unknown")

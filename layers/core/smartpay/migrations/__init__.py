@@ -1,0 +1,1 @@
+"""Numbered SQL migrations shipped in the layer (applied by smartpay.migrate)."""

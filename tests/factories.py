@@ -1,0 +1,65 @@
+"""Arrange database state for tests (direct SQL, so tests do not depend on the code under test)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import psycopg
+
+_rng = random.Random(7)
+
+
+def id_number() -> str:
+    return f"{_rng.randrange(10**10, 10**11):011d}"
+
+
+def beneficiary(conn: psycopg.Connection[Any], **overrides: Any) -> dict[str, Any]:
+    row = {
+        "id_number": id_number(),
+        "first_name": "Ndapewa",
+        "last_name": "Nangolo",
+        "msisdn": f"+26481{_rng.randrange(10**7):07d}",
+        "region": "Oshana",
+        "programme": "old_age",
+        "status": "active",
+        **overrides,
+    }
+    created = conn.execute(
+        """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme, status)
+           VALUES (%(id_number)s, %(first_name)s, %(last_name)s, %(msisdn)s, %(region)s, %(programme)s,
+                   %(status)s) RETURNING id""",
+        row,
+    ).fetchone()
+    row["id"] = str(created["id"] if isinstance(created, dict) else created[0])
+    return row
+
+
+def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, **overrides: Any) -> dict[str, Any]:
+    row = {
+        "id": str(uuid.uuid4()),
+        "beneficiary_id": beneficiary_id,
+        "programme": "old_age",
+        "cycle": "2026-11",
+        "amount_cents": 140000,
+        "status": "issued",
+        **overrides,
+    }
+    conn.execute(
+        """INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, expires_at)
+           VALUES (%(id)s, %(beneficiary_id)s, %(programme)s, %(cycle)s, %(amount_cents)s, %(status)s,
+                   now() + interval '30 days')""",
+        row,
+    )
+    conn.execute(
+        "INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
+        "VALUES (%s, NULL, 'issued', 'operator', 'test')",
+        (row["id"],),
+    )
+    return row
+
+
+def count(conn: psycopg.Connection[Any], sql: str, *params: Any) -> int:
+    row = conn.execute(sql, params).fetchone()
+    return int(row["count"] if isinstance(row, dict) else row[0])

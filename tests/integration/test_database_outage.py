@@ -1,0 +1,54 @@
+"""A database outage is a clean 503 problem with Retry-After, never a 500; recovery is transparent."""
+
+import json
+
+import psycopg
+import pytest
+
+from smartpay import db
+from smartpay_tools.events import api_event, buffr_authorizer
+from smartpay_tools.lambda_runtime import FakeLambdaContext
+from tests import factories
+
+pytestmark = pytest.mark.integration
+
+
+def _verify_event(id_number: str) -> dict:
+    return api_event("POST", "/api/v1/beneficiaries/verify", headers={"content-type": "application/json"},
+                     body=json.dumps({"id_number": id_number}), authorizer=buffr_authorizer())
+
+
+def _context() -> FakeLambdaContext:
+    import time
+
+    return FakeLambdaContext("beneficiaries", 512, "req-1", time.time() * 1000 + 29000)
+
+
+def test_unreachable_database_is_503(monkeypatch) -> None:
+    from beneficiaries.handler import lambda_handler
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    monkeypatch.setenv("DB_POOL_TIMEOUT_S", "1")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "1")
+    db.close_pool()
+    try:
+        reply = lambda_handler(_verify_event("85010112345"), _context())
+    finally:
+        db.close_pool()
+    assert reply["statusCode"] == 503
+    assert reply["multiValueHeaders"]["Retry-After"] == ["5"]
+    body = json.loads(reply["body"])
+    assert body["status"] == 503 and "database" in body["detail"].lower()
+
+
+def test_dropped_connection_is_replaced_transparently(pg, db_env) -> None:
+    from beneficiaries.handler import lambda_handler
+
+    b = factories.beneficiary(pg)
+    assert lambda_handler(_verify_event(b["id_number"]), _context())["statusCode"] == 200
+    # kill every server connection the pool holds, as a failover or idle timeout would
+    with psycopg.connect(db_env, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    reply = lambda_handler(_verify_event(b["id_number"]), _context())
+    assert reply["statusCode"] == 200 and json.loads(reply["body"])["match"] is True

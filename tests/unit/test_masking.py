@@ -1,0 +1,47 @@
+"""PII never reaches a reply that does not need it, nor any log line."""
+
+import io
+import json
+import logging
+
+from smartpay.masking import mask_id_number, mask_msisdn, mask_name, scrub, scrub_text
+
+
+def test_maskers_keep_only_what_identifies_nothing() -> None:
+    assert mask_id_number("85010112345") == "*******2345"
+    assert mask_msisdn("+264811234567") == "+264*****4567"
+    assert mask_name("Ndapewa van Wyk") == "N****** v** W**"
+
+
+def test_scrub_masks_by_key_and_by_pattern() -> None:
+    record = {"id_number": "85010112345", "nested": {"msisdn": "+264811234567", "full_name": "Anna Angula"},
+              "message": "lookup of 85010112345 from +264851234567"}
+    masked = json.dumps(scrub(record))
+    assert "85010112345" not in masked and "811234567" not in masked and "851234567" not in masked
+    assert "Anna" not in masked
+    assert "*******2345" in masked
+
+
+def test_scrub_text_leaves_uuids_and_amounts_alone() -> None:
+    text = "voucher 3fa85f64-5717-4562-b3fc-2c963f66afa6 amount 140000 at 2026-11-26T10:00:00Z"
+    assert scrub_text(text) == text
+
+
+def test_logger_masks_every_line(monkeypatch) -> None:
+    from smartpay.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        logger.info("verify 85010112345", extra={"msisdn": "+264811234567", "last_name": "Nangolo"})
+        logger.append_keys(id_number="90010154321")
+        logger.warning({"payload": {"beneficiary_id_number": "70010154321"}})
+    finally:
+        logger.remove_keys(["id_number"])
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    for secret in ("85010112345", "811234567", "Nangolo", "90010154321", "70010154321"):
+        assert secret not in out
+    assert "*******2345" in out and "N******" in out

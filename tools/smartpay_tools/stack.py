@@ -1,0 +1,97 @@
+"""The local stack: template.yaml's functions, wired to moto, PostgreSQL and the env-vars file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smartpay_tools import envfile
+from smartpay_tools.lambda_runtime import FunctionPool
+from smartpay_tools.services import MotoServer, Postgres, client_env, create_tables, resolve_postgres
+from smartpay_tools.template import FunctionSpec, Template
+
+
+@dataclass
+class LocalStack:
+    env_file_path: Path | None = None
+    database_url: str | None = None
+    max_concurrency: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    template: Template = field(init=False)
+    env_file: dict[str, Any] = field(init=False)
+    moto: MotoServer | None = field(init=False, default=None)
+    postgres: Postgres | None = field(init=False, default=None)
+    pools: dict[str, FunctionPool] = field(init=False, default_factory=dict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.env_file = envfile.load(self.env_file_path)
+        params = {k: str(v) for k, v in self.env_file.get("Parameters", {}).items()}
+        stage_params = {"Stage": "local", **{k: v for k, v in envfile.local_settings(self.env_file)
+                                              .get("TemplateParameters", {}).items()}}
+        self.template = Template(parameters=stage_params)
+        self.region = params.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "af-south-1"
+        self.functions: dict[str, FunctionSpec] = self.template.functions()
+
+    @property
+    def local(self) -> dict[str, Any]:
+        return envfile.local_settings(self.env_file)
+
+    def start_services(self, *, migrate: bool = True) -> LocalStack:
+        from smartpay import migrate as migrations
+
+        self.moto = MotoServer().start()
+        create_tables(self.moto.endpoint, self.region, self.template.tables())
+        file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+        self.postgres = resolve_postgres(self.database_url or os.environ.get("DATABASE_URL") or file_url)
+        if migrate:
+            migrations.apply(self.postgres.url)
+        return self
+
+    def env_for(self, spec: FunctionSpec) -> dict[str, str]:
+        env = envfile.function_env(spec.environment, self.env_file, spec.logical_id)
+        if self.postgres:
+            env["DATABASE_URL"] = self.postgres.url
+            env["DATABASE_URL_SECRET"] = ""
+        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+        runtime = {
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "_HANDLER": spec.handler,
+            "LAMBDA_TASK_ROOT": str(spec.code_uri),
+            "TZ": "UTC",
+        }
+        aws = client_env(self.moto.endpoint, self.region) if self.moto else {}
+        return {**base, **runtime, **aws, **env, **self.extra_env}
+
+    def pool(self, logical_id: str) -> FunctionPool:
+        with self._lock:
+            if logical_id not in self.pools:
+                spec = self.functions[logical_id]
+                self.pools[logical_id] = FunctionPool(spec, self.env_for(spec), self.template.layer_dirs(),
+                                                      max_concurrency=self.max_concurrency)
+            return self.pools[logical_id]
+
+    def invoke(self, logical_id: str, event: dict[str, Any], request_id: str | None = None) -> Any:
+        return self.pool(logical_id).invoke(event, request_id)
+
+    def find_function(self, name: str) -> str:
+        """Accept a logical id (BeneficiariesFunction), a short name (beneficiaries) or a function name."""
+        lowered = name.lower()
+        for logical_id, spec in self.functions.items():
+            if lowered in {logical_id.lower(), spec.name.lower(), logical_id.lower().removesuffix("function")}:
+                return logical_id
+        raise KeyError(f"no function {name!r}; have: {', '.join(sorted(self.functions))}")
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+        if self.moto:
+            self.moto.stop()
+        if self.postgres:
+            self.postgres.stop()

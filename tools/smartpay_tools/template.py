@@ -1,0 +1,245 @@
+"""Read template.yaml the way SAM does, enough to run it locally without drifting from it.
+
+Functions (code, handler, timeout, memory, environment with Globals merged), their Api and
+Schedule events, the API's authorizer, and the DynamoDB tables all come from the template;
+nothing about routes or tables is written down twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smartpay_tools import PROJECT_ROOT
+
+ACCOUNT_ID = "123456789012"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags into their long form."""
+
+
+def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct)
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    event_name: str
+    method: str
+    path: str
+    authorizer: str | None  # None: open route (Auth.Authorizer NONE)
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        pattern = re.sub(r"\\\{[^/]+?\\\+\\\}", r"(?P<proxy>.+)", re.escape(self.path))
+        pattern = re.sub(r"\\\{([A-Za-z0-9_]+)\\\}", r"(?P<\1>[^/]+)", pattern)
+        return re.compile(f"^{pattern}$")
+
+
+@dataclass(frozen=True)
+class ScheduleEvent:
+    event_name: str
+    schedule: str
+    enabled: bool
+    input: str | None
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    name: str
+    code_uri: Path
+    handler: str
+    runtime: str
+    timeout: int
+    memory: int
+    environment: dict[str, str]
+    routes: list[ApiRoute] = field(default_factory=list)
+    schedules: list[ScheduleEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuthorizerSpec:
+    name: str
+    function: str  # logical id
+    headers: tuple[str, ...]
+    ttl: int
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical_id: str
+    name: str
+    properties: dict[str, Any]
+
+
+class Template:
+    def __init__(self, path: Path | None = None, parameters: dict[str, str] | None = None,
+                 region: str = "af-south-1") -> None:
+        self.path = path or PROJECT_ROOT / "template.yaml"
+        self.doc: dict[str, Any] = yaml.load(self.path.read_text(), Loader=_CfnLoader)  # noqa: S506
+        self.region = region
+        self.parameters = {
+            name: str(spec.get("Default", "")) for name, spec in self.doc.get("Parameters", {}).items()
+        }
+        self.parameters.update(parameters or {})
+        self.resources: dict[str, Any] = self.doc["Resources"]
+
+    # --- intrinsic functions -------------------------------------------------------------
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.doc.get("Conditions", {})[name]))
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
+                  "AWS::StackName": f"smartpay-{self.parameters.get('Stage', 'local')}",
+                  "AWS::URLSuffix": "amazonaws.com"}
+        if name in pseudo:
+            return pseudo[name]
+        if name == "AWS::NoValue":
+            return None
+        if name in self.parameters:
+            return self.parameters[name]
+        resource = self.resources.get(name)
+        if resource is None:
+            raise KeyError(f"!Ref to unknown name {name}")
+        props = resource.get("Properties", {})
+        for key in ("TableName", "FunctionName", "Name", "QueueName", "TopicName", "LayerName"):
+            if key in props:
+                return self.resolve(props[key])
+        return name
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (self.resolve(v) for v in value) if v is not None]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Condition":
+                return self.condition(arg)
+            if key == "Fn::Sub":
+                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+                return re.sub(r"\$\{([^}!]+)\}",
+                              lambda m: str(extra[m.group(1)] if m.group(1) in extra
+                                            else self._sub_name(m.group(1))), text)
+            if key == "Fn::GetAtt":
+                logical, attr = arg
+                return f"arn:aws:local:{self.region}:{ACCOUNT_ID}:{logical}/{attr}"
+            if key == "Fn::If":
+                cond, yes, no = arg
+                return self.resolve(yes if self.condition(cond) else no)
+            if key == "Fn::Not":
+                return not self.resolve(arg[0])
+            if key == "Fn::Equals":
+                left, right = (self.resolve(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::And":
+                return all(self.resolve(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.resolve(a) for a in arg)
+            if key == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(i) for i in self.resolve(items))
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(self.resolve(index))]
+            if key == "Fn::Split":
+                sep, text = arg
+                return str(self.resolve(text)).split(sep)
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub_name(self, name: str) -> Any:
+        if "." in name:
+            logical, attr = name.split(".", 1)
+            return f"arn:aws:local:{self.region}:{ACCOUNT_ID}:{logical}/{attr}"
+        return self._ref(name)
+
+    # --- resources ------------------------------------------------------------------------
+    def _of_type(self, kind: str) -> dict[str, Any]:
+        return {k: v for k, v in self.resources.items() if v.get("Type") == kind}
+
+    def functions(self) -> dict[str, FunctionSpec]:
+        glob = self.doc.get("Globals", {}).get("Function", {})
+        specs: dict[str, FunctionSpec] = {}
+        for logical_id, resource in self._of_type("AWS::Serverless::Function").items():
+            props = {**glob, **resource.get("Properties", {})}
+            env = {
+                **glob.get("Environment", {}).get("Variables", {}),
+                **resource.get("Properties", {}).get("Environment", {}).get("Variables", {}),
+            }
+            spec = FunctionSpec(
+                logical_id=logical_id,
+                name=str(self.resolve(props.get("FunctionName", logical_id))),
+                code_uri=(self.path.parent / props["CodeUri"]).resolve(),
+                handler=props["Handler"],
+                runtime=props.get("Runtime", "python3.12"),
+                timeout=int(props.get("Timeout", 3)),
+                memory=int(props.get("MemorySize", 128)),
+                environment={k: "" if v is None else str(v) for k, v in self.resolve(env).items()},
+            )
+            for event_name, event in (props.get("Events") or {}).items():
+                ep = event.get("Properties", {})
+                if event["Type"] == "Api":
+                    auth = ep.get("Auth", {}).get("Authorizer")
+                    spec.routes.append(ApiRoute(event_name, ep["Method"].upper(), ep["Path"],
+                                                None if auth == "NONE" else (auth or "default")))
+                elif event["Type"] in {"Schedule", "ScheduleV2"}:
+                    schedule = self.resolve(ep.get("Schedule") or ep.get("ScheduleExpression"))
+                    enabled = ep.get("Enabled", ep.get("State", "ENABLED") == "ENABLED")
+                    specs_input = ep.get("Input")
+                    spec.schedules.append(ScheduleEvent(event_name, str(schedule), bool(self.resolve(enabled)),
+                                                        self.resolve(specs_input)))
+            specs[logical_id] = spec
+        return specs
+
+    def layer_dirs(self) -> list[Path]:
+        return [
+            (self.path.parent / r["Properties"]["ContentUri"]).resolve()
+            for r in self._of_type("AWS::Serverless::LayerVersion").values()
+        ]
+
+    def authorizers(self) -> tuple[str | None, dict[str, AuthorizerSpec]]:
+        apis = self._of_type("AWS::Serverless::Api")
+        default, found = None, {}
+        for api in apis.values():
+            auth = api.get("Properties", {}).get("Auth", {})
+            default = auth.get("DefaultAuthorizer", default)
+            for name, spec in auth.get("Authorizers", {}).items():
+                arn = spec["FunctionArn"]
+                logical = arn["Fn::GetAtt"][0] if isinstance(arn, dict) else str(arn)
+                identity = spec.get("Identity", {})
+                found[name] = AuthorizerSpec(name, logical, tuple(h.lower() for h in identity.get("Headers", [])),
+                                             int(identity.get("ReauthorizeEvery", 300)))
+        return default, found
+
+    def stage(self) -> str:
+        return str(self.parameters.get("Stage", "local"))
+
+    def tables(self) -> list[TableSpec]:
+        return [
+            TableSpec(logical, str(self.resolve(r["Properties"].get("TableName", logical))),
+                      self.resolve(r["Properties"]))
+            for logical, r in self._of_type("AWS::DynamoDB::Table").items()
+        ]
