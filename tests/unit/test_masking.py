@@ -45,3 +45,23 @@ def test_logger_masks_every_line(monkeypatch) -> None:
     for secret in ("85010112345", "811234567", "Nangolo", "90010154321", "70010154321"):
         assert secret not in out
     assert "*******2345" in out and "N******" in out
+
+
+def test_untraced_containers_never_import_the_xray_sdk() -> None:
+    """Tracer decorators still work when tracing is off, without paying for the X-Ray SDK."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from smartpay.observability import tracer\n"
+        "@tracer.capture_method\n"
+        "def f(x):\n    return x + 1\n"
+        "@tracer.capture_lambda_handler\n"
+        "def h(e, c):\n    return f(1)\n"
+        "assert h({}, None) == 2\n"
+        "print('aws_xray_sdk.core' in sys.modules, 'botocore.session' in sys.modules)\n"
+    )
+    env = {"POWERTOOLS_TRACE_DISABLED": "true", "PATH": "", "AWS_DEFAULT_REGION": "af-south-1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "False"]

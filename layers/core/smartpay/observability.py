@@ -7,10 +7,13 @@ The logger's formatter masks PII by key and by pattern on every line, so a carel
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
 from smartpay.masking import scrub, scrub_text
 
@@ -35,17 +38,34 @@ def tracing_enabled() -> bool:
     return bool(os.getenv("LAMBDA_TASK_ROOT")) and not os.getenv("AWS_SAM_LOCAL")
 
 
-class _UntracedProvider:
+class _NoSegment(BaseSegment):
+    def close(self, end_time: int | None = None) -> None: ...
+    def add_subsegment(self, subsegment: Any) -> None: ...
+    def remove_subsegment(self, subsegment: Any) -> None: ...
+    def put_annotation(self, key: str, value: Any) -> None: ...
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None: ...
+    def add_exception(self, exception: BaseException, stack: Any, remote: bool = False) -> None: ...
+
+
+class _UntracedProvider(BaseProvider):
     """Stands in for the X-Ray recorder when tracing is off.
 
     Powertools' Tracer otherwise imports the X-Ray SDK (and with it botocore) even when
     disabled: ~300 ms of cold start that an untraced container never uses.
     """
 
-    def patch(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    @contextmanager
+    def in_subsegment(self, name: str | None = None, **kwargs: Any) -> Iterator[BaseSegment]:
+        yield _NoSegment()
 
-    patch_all = patch
+    @asynccontextmanager
+    async def in_subsegment_async(self, name: str | None = None, **kwargs: Any) -> AsyncIterator[BaseSegment]:
+        yield _NoSegment()
+
+    def put_annotation(self, key: str, value: Any) -> None: ...
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None: ...
+    def patch(self, modules: Any) -> None: ...
+    def patch_all(self) -> None: ...
 
 
 logger = Logger(logger_formatter=PiiMaskingFormatter(), use_rfc3339=True)
