@@ -87,8 +87,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     stack.start_services(migrate=False)
     try:
         result = migrate.apply(stack.postgres.url)
+        admin_sql = result.pop("admin_sql", None)
         print(json.dumps(result, indent=2))
-        return EXIT_FAILED if result["changed"] else EXIT_OK
+        if admin_sql:
+            print(f"\nroles missing: {', '.join(result['roles_missing'])}; this user may not create roles, so no "
+                  "grants were applied. An administrator must run:\n", file=sys.stderr)
+            print(admin_sql)
+        return EXIT_FAILED if result["changed"] or admin_sql else EXIT_OK
     finally:
         stack.stop()
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from smartpay_tools import envfile
 from smartpay_tools.lambda_runtime import FunctionPool
 from smartpay_tools.services import MotoServer, Postgres, client_env, create_tables, resolve_postgres
@@ -48,13 +50,16 @@ class LocalStack:
         file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
         self.postgres = resolve_postgres(self.database_url or os.environ.get("DATABASE_URL") or file_url)
         if migrate:
-            migrations.apply(self.postgres.url)
+            result = migrations.apply(self.postgres.url)
+            if result.get("admin_sql"):
+                raise RuntimeError("the functions' database roles are missing and this user may not create "
+                                   f"them; run as an administrator, then start again:\n{result['admin_sql']}")
         return self
 
     def env_for(self, spec: FunctionSpec) -> dict[str, str]:
         env = envfile.function_env(spec.environment, self.env_file, spec.logical_id)
-        if self.postgres:
-            env["DATABASE_URL"] = self.postgres.url
+        if self.postgres and "DATABASE_URL" in spec.environment:
+            env["DATABASE_URL"] = self.database_url_for(spec)
             env["DATABASE_URL_SECRET"] = ""
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
         runtime = {
@@ -68,6 +73,18 @@ class LocalStack:
         }
         aws = client_env(self.moto.endpoint, self.region) if self.moto else {}
         return {**base, **runtime, **aws, **env, **self.extra_env}
+
+    def database_url_for(self, spec: FunctionSpec) -> str:
+        """The function's connection: as its template ``DB_ROLE`` (no password: local trust
+        auth), or as the stack's own (owner) user for a function without one (migrate)."""
+        assert self.postgres is not None
+        role = spec.environment.get("DB_ROLE")
+        if not role:
+            return self.postgres.url
+        params = conninfo_to_dict(self.postgres.url)
+        params.pop("password", None)
+        params["user"] = role
+        return make_conninfo(**params)
 
     def pool(self, logical_id: str) -> FunctionPool:
         with self._lock:

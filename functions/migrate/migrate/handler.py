@@ -13,4 +13,8 @@ from smartpay.settings import database_url
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result = migrate.apply(database_url())
     logger.info("migrations", extra=result)
+    if result.get("admin_sql"):
+        # The owner may not create roles: grants wait until an administrator runs this SQL.
+        logger.warning("database roles missing; an administrator must run admin_sql, then migrate again",
+                       extra={"roles_missing": result["roles_missing"]})
     return result

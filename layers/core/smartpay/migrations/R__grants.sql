@@ -1,0 +1,69 @@
+-- The access matrix (README "Database access"): REPEATABLE, re-applied whenever this file
+-- changes or a numbered migration was applied. It states the whole desired state: every
+-- role starts from nothing in this database, then gets exactly what is granted below.
+-- A new table gets no access until it is added here (and to tests/integration/test_db_roles.py).
+-- The roles themselves come from smartpay/access.py (cluster-wide, created if missing).
+
+-- 1. Start from nothing (column privileges go with their table's REVOKE ALL).
+REVOKE ALL ON ALL TABLES IN SCHEMA public
+    FROM smartpay_beneficiaries, smartpay_disburse, smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public
+    FROM smartpay_beneficiaries, smartpay_disburse, smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor;
+REVOKE ALL ON SCHEMA public
+    FROM smartpay_beneficiaries, smartpay_disburse, smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor;
+GRANT USAGE ON SCHEMA public
+    TO smartpay_beneficiaries, smartpay_disburse, smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor;
+
+-- Only these roles (and the owner/administrators) may connect to this database; no temp tables.
+-- Needs the database's owner: a migrating role that is not the owner leaves it to the DBA.
+DO $$
+BEGIN
+    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO smartpay_beneficiaries, smartpay_disburse, '
+                   'smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor', current_database());
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'not the owner of database %: CONNECT privileges left unchanged', current_database();
+END;
+$$;
+
+-- 2. beneficiaries function: the registry with PII (it verifies ID numbers and masks its
+--    replies) and the vouchers it lists. Nothing else, no writes.
+GRANT SELECT ON beneficiaries, vouchers TO smartpay_beneficiaries;
+
+-- 3. disburse function: issues vouchers and sends them to Buffr, which needs the ID number
+--    (beneficiary_id_number) but never the names or phone number.
+GRANT SELECT ON programmes TO smartpay_disburse;
+GRANT SELECT (id, id_number, region, programme, status, created_at, updated_at) ON beneficiaries
+    TO smartpay_disburse;
+GRANT SELECT, INSERT ON vouchers TO smartpay_disburse;
+GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
+    TO smartpay_disburse;
+GRANT SELECT, INSERT ON voucher_events TO smartpay_disburse;
+GRANT USAGE ON SEQUENCE voucher_events_id_seq TO smartpay_disburse;
+
+-- 4. webhook function: status columns of vouchers, the audit trail and its own log.
+--    No access to beneficiaries at all.
+GRANT SELECT ON vouchers TO smartpay_webhook;
+GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
+    TO smartpay_webhook;
+GRANT SELECT, INSERT ON voucher_events, webhook_events TO smartpay_webhook;
+GRANT USAGE ON SEQUENCE voucher_events_id_seq, webhook_events_id_seq TO smartpay_webhook;
+
+-- 5. reconcile function: status columns of vouchers, the audit trail, its own tables and
+--    reports, and the registry's non-PII columns for reports. Re-disbursing a voucher that
+--    Buffr does not know goes through the disburse function (its role holds the ID number).
+GRANT SELECT ON programmes, vouchers, voucher_events, reconciliation_report TO smartpay_reconcile;
+GRANT SELECT (id, region, programme, status, created_at, updated_at) ON beneficiaries TO smartpay_reconcile;
+GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
+    TO smartpay_reconcile;
+GRANT INSERT ON voucher_events TO smartpay_reconcile;
+GRANT SELECT, INSERT, UPDATE ON reconciliation_runs, reconciliation_records TO smartpay_reconcile;
+GRANT USAGE ON SEQUENCE voucher_events_id_seq, reconciliation_records_id_seq TO smartpay_reconcile;
+
+-- 6. Buffr (partner, read-only): vouchers and the masked registry view. Nothing else.
+GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
+
+-- 7. Auditors (read-only): the audit trail, the webhook log, reconciliation tables and
+--    reports, and the vouchers and masked registry they refer to.
+GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconciliation_runs,
+    reconciliation_records, reconciliation_report, beneficiaries_masked TO auditor;
