@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+pytest_plugins = ["tests.fixtures_dbroles"]
+
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATA_TABLES = (
     "reconciliation_records", "reconciliation_runs", "webhook_events", "voucher_events",

@@ -160,6 +160,14 @@ def ensure_database(admin_url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_url, dbname=dbname)
 
 
+def url_as(url: str, role: str) -> str:
+    """``url`` connecting as ``role`` without a password (local servers use trust auth)."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params.pop("password", None)
+    params["user"] = role
+    return psycopg.conninfo.make_conninfo(**params)
+
+
 def drop_database(admin_url: str, dbname: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from smartpay_tools import envfile
 from smartpay_tools.lambda_runtime import FunctionPool
-from smartpay_tools.services import MotoServer, Postgres, client_env, create_tables, resolve_postgres
+from smartpay_tools.services import (
+    MotoServer,
+    Postgres,
+    client_env,
+    create_tables,
+    resolve_postgres,
+    url_as,
+)
 from smartpay_tools.template import FunctionSpec, Template
 
 
@@ -79,12 +84,7 @@ class LocalStack:
         auth), or as the stack's own (owner) user for a function without one (migrate)."""
         assert self.postgres is not None
         role = spec.environment.get("DB_ROLE")
-        if not role:
-            return self.postgres.url
-        params = conninfo_to_dict(self.postgres.url)
-        params.pop("password", None)
-        params["user"] = role
-        return make_conninfo(**params)
+        return url_as(self.postgres.url, role) if role else self.postgres.url
 
     def pool(self, logical_id: str) -> FunctionPool:
         with self._lock:

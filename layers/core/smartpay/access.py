@@ -48,7 +48,8 @@ def can_create_roles(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-def missing_roles(conn: psycopg.Connection[Any], roles: tuple[Role, ...] = ROLES) -> list[Role]:
+def missing_roles(conn: psycopg.Connection[Any], roles: tuple[Role, ...] | None = None) -> list[Role]:
+    roles = ROLES if roles is None else roles
     existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
                                            ([role.name for role in roles],))}
     return [role for role in roles if role.name not in existing]
@@ -73,12 +74,14 @@ def admin_sql(conn: psycopg.Connection[Any], roles: list[Role]) -> str:
     return "\n".join(lines)
 
 
-def ensure_roles(conn: psycopg.Connection[Any], roles: tuple[Role, ...] = ROLES) -> tuple[list[str], list[Role]]:
+def ensure_roles(conn: psycopg.Connection[Any],
+                 roles: tuple[Role, ...] | None = None) -> tuple[list[str], list[Role]]:
     """Create the missing roles if allowed; returns (created names, roles still missing).
 
     ``conn`` must be in autocommit mode: each role is created in its own transaction, and a
     concurrent creator (another database migrating at the same moment) wins harmlessly.
     """
+    roles = ROLES if roles is None else roles
     missing = missing_roles(conn, roles)
     if not missing or not can_create_roles(conn):
         return [], missing

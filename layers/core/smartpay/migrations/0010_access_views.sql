@@ -18,7 +18,7 @@ CREATE FUNCTION smartpay_mask_name(value text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT
     RETURN CASE WHEN value = '' THEN value ELSE (
         SELECT coalesce(string_agg(left(part, 1) || repeat('*', length(part) - 1), ' ' ORDER BY n), '')
-          FROM regexp_split_to_table(btrim(value, E' \t\n\r\f\v'), E'\\s+') WITH ORDINALITY AS p(part, n)
+          FROM regexp_split_to_table(value, '\s+') WITH ORDINALITY AS p(part, n)
          WHERE part <> '') END;
 
 -- What Buffr (and auditors) may see of the registry: enough to match a voucher to a wallet
