@@ -32,7 +32,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
     },
     "smartpay_disburse": {
         "programmes": {"SELECT": ALL},
-        "beneficiaries": {"SELECT": NON_PII | {"id_number"}},
+        "beneficiaries": {"SELECT": NON_PII | {"id_number"}, "UPDATE": frozenset({"updated_at"})},
         "vouchers": {"SELECT": ALL, "INSERT": ALL, "UPDATE": STATUS_COLUMNS},
         "voucher_events": {"SELECT": ALL, "INSERT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
@@ -158,6 +158,7 @@ CASES: list[tuple[str, str, bool]] = [
     ("smartpay_beneficiaries", "SELECT * FROM programmes", False),
     # disburse: ID number yes, names and phone no; issues vouchers; only status columns change.
     ("smartpay_disburse", "SELECT id, id_number, programme, status FROM beneficiaries WHERE id = %(bid)s", True),
+    ("smartpay_disburse", "SELECT id, status FROM beneficiaries WHERE id = %(bid)s FOR SHARE", True),
     ("smartpay_disburse", "SELECT msisdn FROM beneficiaries", False),
     ("smartpay_disburse", "SELECT first_name FROM beneficiaries", False),
     ("smartpay_disburse", "SELECT * FROM beneficiaries", False),
@@ -167,6 +168,7 @@ CASES: list[tuple[str, str, bool]] = [
     ("smartpay_disburse", "UPDATE vouchers SET beneficiary_id = %(bid)s WHERE id = %(vid)s", False),
     ("smartpay_disburse", "DELETE FROM vouchers WHERE id = %(vid)s", False),
     ("smartpay_disburse", "UPDATE beneficiaries SET region = 'Khomas'", False),
+    ("smartpay_disburse", "UPDATE beneficiaries SET status = 'suspended'", False),
     ("smartpay_disburse", "SELECT * FROM webhook_events", False),
     ("smartpay_disburse", "SELECT * FROM reconciliation_runs", False),
     # webhook: no beneficiaries at all; its own log; only status columns of vouchers.
@@ -177,6 +179,8 @@ CASES: list[tuple[str, str, bool]] = [
     ("smartpay_webhook", "DELETE FROM webhook_events", False),
     ("smartpay_webhook", "SELECT id_number FROM beneficiaries", False),
     ("smartpay_webhook", "SELECT id FROM beneficiaries", False),
+    ("smartpay_webhook", "SELECT id FROM vouchers WHERE id = %(vid)s FOR UPDATE", True),
+    ("smartpay_beneficiaries", "SELECT id FROM vouchers WHERE id = %(vid)s FOR UPDATE", False),
     ("smartpay_webhook", "SELECT id_number FROM beneficiaries_masked", False),
     ("smartpay_webhook", "SELECT b.msisdn FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id", False),
     ("smartpay_webhook", NEW_VOUCHER, False),

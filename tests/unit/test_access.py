@@ -11,6 +11,8 @@ from smartpay_tools.template import Template
 GRANTS = resources.files("smartpay.migrations").joinpath("R__grants.sql").read_text(encoding="utf-8")
 #: Functions that connect as the schema owner (their secret is DatabaseSecretArn).
 OWNER_FUNCTIONS = {"MigrateFunction"}
+#: Functions that never touch PostgreSQL; every other one declares DATABASE_URL and a DB_ROLE.
+NO_DATABASE = {"AuthorizerFunction"}
 
 
 def _grantees() -> set[str]:
@@ -30,9 +32,11 @@ def test_every_database_function_has_its_own_role_and_secret() -> None:
     raw = template.resources
     for logical_id, spec in template.functions().items():
         env = raw[logical_id]["Properties"].get("Environment", {}).get("Variables", {})
-        if "DATABASE_URL" not in spec.environment:
-            assert "DATABASE_URL_SECRET" not in spec.environment, logical_id
+        if logical_id in NO_DATABASE:
+            assert "DATABASE_URL" not in spec.environment and "DATABASE_URL_SECRET" not in spec.environment
             continue
+        assert "DATABASE_URL" in spec.environment, (
+            f"{logical_id}: declare DB_ROLE, DATABASE_URL and its own DATABASE_URL_SECRET (README: Database access)")
         secret_param = env["DATABASE_URL_SECRET"]["Ref"]
         policies = str(raw[logical_id]["Properties"].get("Policies"))
         assert f"'Ref': '{secret_param}'" in policies, f"{logical_id} may not read its own secret"

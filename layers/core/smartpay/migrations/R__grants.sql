@@ -35,6 +35,9 @@ GRANT SELECT ON beneficiaries, vouchers TO smartpay_beneficiaries;
 GRANT SELECT ON programmes TO smartpay_disburse;
 GRANT SELECT (id, id_number, region, programme, status, created_at, updated_at) ON beneficiaries
     TO smartpay_disburse;
+-- Only so it can lock the beneficiary row while issuing (SELECT … FOR SHARE needs UPDATE on
+-- one column); the worst this column allows is touching a timestamp.
+GRANT UPDATE (updated_at) ON beneficiaries TO smartpay_disburse;
 GRANT SELECT, INSERT ON vouchers TO smartpay_disburse;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_disburse;
