@@ -104,11 +104,11 @@ def local_stack(pg_url: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def gateway_url(local_stack: Any) -> Iterator[str]:
-    from smartpay_tools.gateway import Gateway, serve
+    from smartpay_tools.gateway import Gateway, docs_routes, serve
     from smartpay_tools.services import free_port
 
     port = free_port()
-    server = serve(Gateway(local_stack), port=port)
+    server = serve(Gateway(local_stack, extra_routes=docs_routes()), port=port)
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
 

@@ -82,6 +82,7 @@ def test_key_without_scope_is_403(gateway_url, api_keys, person) -> None:
 
 @pytest.mark.parametrize("body, status, location", [
     ("not json", 400, "body"),
+    (b"\xff\xfez", 400, "body"),
     ({"full_name": "A B"}, 422, "body.id_number"),
     ({"id_number": "1234567890"}, 422, "body.id_number"),
     ({"id_number": "12345678901x"}, 422, "body.id_number"),

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from smartpay_tools import PROJECT_ROOT
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
@@ -26,17 +28,18 @@ def _stack(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from smartpay_tools.gateway import Gateway, serve
+    from smartpay_tools.gateway import Gateway, docs_routes, serve
 
     stack = _stack(args).start_services()
     port = args.port or int(stack.local.get("GatewayPort", 3000))
-    server = serve(Gateway(stack), port=port)
+    server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
     print(f"PostgreSQL: {stack.postgres.origin} ({_safe_url(stack.postgres.url)})")
     print(f"DynamoDB (moto): {stack.moto.endpoint}")
     print(f"API: http://127.0.0.1:{port}  routes:")
     for logical_id, spec in sorted(stack.functions.items()):
         for route in spec.routes:
             print(f"  {route.method:6} {route.path:45} -> {logical_id}")
+    print(f"API document: http://127.0.0.1:{port}/openapi.json   Swagger UI: http://127.0.0.1:{port}/docs")
     print("Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -132,6 +135,24 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.rejected else EXIT_FAILED
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Export the API document, or (--check) fail when the committed file and the code disagree."""
+    from smartpay_tools import openapi
+
+    fresh = openapi.render(openapi.build())
+    target = Path(args.out)
+    if args.check:
+        current = target.read_text() if target.exists() else ""
+        if current != fresh:
+            print(f"{target} is out of date with the code: run `smartpay openapi` and commit it", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{target} matches the code")
+        return EXIT_OK
+    target.write_text(fresh)
+    print(f"wrote {target}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartpay_tools import demo
 
@@ -173,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("csv")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_import_beneficiaries)
+    p = sub.add_parser("openapi", help="export the combined OpenAPI document (or --check it)")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "openapi.json"))
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
+    p.set_defaults(func=cmd_openapi)
+
     p = sub.add_parser("demo", help="the main job: local stack, seeded registry, calls through the gateway")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--beneficiaries", type=int, default=5000)

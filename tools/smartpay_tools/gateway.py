@@ -112,8 +112,12 @@ class Gateway:
     def handle(self, method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes,
                source_ip: str = "127.0.0.1") -> GatewayReply:
         path = urlsplit(raw_path).path
-        if path in self.extra_routes and method == "GET":
-            return self.extra_routes[path]()
+        if method == "GET":
+            extra = self.extra_routes.get(path) or next(
+                (fn for prefix, fn in self.extra_routes.items() if prefix.endswith("/") and path.startswith(prefix)),
+                None)
+            if extra is not None:
+                return extra(path)
         if len(body) > MAX_PAYLOAD:
             return _json_reply(413, {"message": "Request Too Long"})
         matched = self.match(method, path)
@@ -134,6 +138,33 @@ class Gateway:
                 return _json_reply(429, {"message": "Too Many Requests"})
             return _json_reply(502, {"message": "Internal server error"})
         return _proxy_reply(result)
+
+
+def docs_routes() -> dict[str, Any]:
+    """The API document and Swagger UI (assets from the swagger-ui-bundle package: no CDN needed)."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    from smartpay_tools import openapi
+
+    document: dict[str, bytes] = {}
+
+    def spec(_: str) -> GatewayReply:
+        if "doc" not in document:
+            document["doc"] = openapi.render(openapi.build()).encode()
+        return GatewayReply(200, [("Content-Type", "application/json")], document["doc"])
+
+    def page(_: str) -> GatewayReply:
+        return GatewayReply(200, [("Content-Type", "text/html; charset=utf-8")], openapi.SWAGGER_HTML.encode())
+
+    def static(path: str) -> GatewayReply:
+        name = path.rsplit("/", 1)[-1]
+        asset = swagger_ui_path / name
+        if name not in {"swagger-ui.css", "swagger-ui-bundle.js"} or not asset.is_file():
+            return _json_reply(404, {"message": "Not Found"})
+        kind = "text/css" if name.endswith(".css") else "application/javascript"
+        return GatewayReply(200, [("Content-Type", kind)], asset.read_bytes())
+
+    return {"/openapi.json": spec, "/docs": page, "/docs/static/": static}
 
 
 def _policy_allows(policy: dict[str, Any], method_arn: str) -> bool:
@@ -182,7 +213,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(reply.body)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+    def __getattr__(self, name: str) -> Any:
+        # Any method (TRACE, PROPFIND, ...) reaches the gateway, which answers as API Gateway does.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # access logs would carry paths only, but the functions already log each request

@@ -92,6 +92,8 @@ def build(template: Template | None = None) -> dict[str, Any]:
                        "Errors are RFC 9457 problem documents.",
     }
     document["servers"] = [{"url": "http://127.0.0.1:3000", "description": "local stack"}]
+    for unused in ("HTTPValidationError", "ValidationError"):  # Powertools' default 422 body: replaced
+        document["components"]["schemas"].pop(unused, None)
     document["components"]["schemas"]["Problem"] = PROBLEM_SCHEMA
     document["components"]["schemas"]["GatewayMessage"] = GATEWAY_MESSAGE
     document["components"]["securitySchemes"] = {
@@ -103,7 +105,7 @@ def build(template: Template | None = None) -> dict[str, Any]:
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
             for code, text in COMMON.items():
-                responses.setdefault(code, _problem(text))
+                responses[code] = _problem(text)
             if (method, path) in open_routes:
                 op["security"] = []
             else:

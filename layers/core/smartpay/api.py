@@ -8,6 +8,7 @@ carries the request id and nothing else; the traceback goes to the (masked) log 
 
 from __future__ import annotations
 
+import base64
 import json
 from http import HTTPStatus
 from typing import Any
@@ -110,6 +111,12 @@ def precheck(event: dict[str, Any], max_body_bytes: int) -> Response | None:
             return problem(415, "Unsupported media type",
                            f"Send the body as application/json, not {content_type}.",
                            errors=[{"location": "header.content-type", "message": "must be application/json"}])
+        if event.get("isBase64Encoded"):
+            try:
+                base64.b64decode(body, validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return problem(400, "Malformed request", "The request body is not UTF-8 JSON.",
+                               errors=[{"location": "body", "message": "invalid UTF-8"}])
     return None
 
 
