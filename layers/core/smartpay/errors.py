@@ -50,6 +50,13 @@ class Unprocessable(ProblemError):
     title = "Unprocessable content"
 
 
+class Unauthenticated(ProblemError):
+    """The caller could not be authenticated (e.g. a webhook whose signature does not verify)."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
 class Forbidden(ProblemError):
     status = 403
     title = "Forbidden"

@@ -1,0 +1,141 @@
+"""Buffr's webhook payloads (Standard Webhooks shape, DESIGN §6), validated after the signature.
+
+Unlike the other edges, extra fields are *tolerated* here (``extra="ignore"``): Standard
+Webhooks consumers must be forward compatible, and DESIGN §6 says so explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
+
+from smartpay.lifecycle import VoucherStatus
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+class Envelope(BaseModel):
+    """Every event: its type, when Buffr emitted it, and its data object."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    timestamp: AwareDatetime
+    data: dict[str, Any]
+
+
+class EventData(BaseModel):
+    """What every voucher event carries: which voucher, Buffr's delivery id, when it happened."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    voucher_id: uuid.UUID
+    delivery_id: Text
+    occurred_at: AwareDatetime
+
+
+class RedeemedData(EventData):
+    amount_cents: Annotated[StrictInt, Field(gt=0, le=10**12)]
+    channel: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+
+
+class ClosedData(EventData):
+    """Cancellation: an optional reason from Buffr."""
+
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class FailedData(ClosedData):
+    """A failed delivery may never have had a delivery id at Buffr."""
+
+    delivery_id: Text | None = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Kind:
+    target: VoucherStatus
+    model: type[EventData]
+
+
+#: Event type → the status it reports and the shape of its data. Anything else is ignored.
+KINDS: dict[str, Kind] = {
+    "voucher.activated": Kind(VoucherStatus.ACTIVE, EventData),
+    "voucher.delivered": Kind(VoucherStatus.ACTIVE, EventData),
+    "voucher.redeemed": Kind(VoucherStatus.REDEEMED, RedeemedData),
+    "voucher.expired": Kind(VoucherStatus.EXPIRED, EventData),
+    "voucher.cancelled": Kind(VoucherStatus.CANCELLED, ClosedData),
+    "voucher.failed": Kind(VoucherStatus.FAILED, FailedData),
+}
+
+
+def _invalid(errors: list[dict[str, Any]]) -> Exception:
+    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+    return RequestValidationError(errors)
+
+
+def _storable(value: Any, where: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The location of the first value PostgreSQL's jsonb cannot hold (NUL, lone surrogate, ±inf)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return where if "\x00" in value else None
+    if isinstance(value, float):
+        return None if value == value and value not in (float("inf"), float("-inf")) else where
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _storable(key, (*where, key)) or _storable(item, (*where, key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _storable(item, (*where, index))
+            if found:
+                return found
+    return None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any], Envelope]:
+    """The verified body as (payload, envelope): not JSON → 400, bad fields → 422 (both as problems).
+
+    A known event type's ``data`` is validated here too, so nothing invalid reaches the service.
+    """
+    try:
+        payload = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise _invalid([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
+    if not isinstance(payload, dict):
+        raise _invalid([{"type": "dict_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
+    bad = _storable(payload, ("body",))
+    if bad:
+        raise _invalid([{"type": "string_unicode", "loc": bad, "msg": "unsupported character or number"}])
+    envelope = _validated(Envelope, payload, ("body",))
+    kind = KINDS.get(envelope.type)
+    if kind is not None:
+        _validated(kind.model, envelope.data, ("body", "data"))
+    return payload, envelope
+
+
+def _validated(model: type[BaseModel], value: Any, prefix: tuple[Any, ...]) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise _invalid([{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_url=False)]) from None

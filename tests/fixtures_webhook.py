@@ -1,0 +1,85 @@
+"""Fixtures for the webhook slice.
+
+* ``webhook_secrets``: the local signing secrets from env.local.json (current first, then old).
+* ``webhook``: the webhook function in-process, warm, on moto DynamoDB (``mock_aws``) and the test
+  database; ``webhook.deliver(payload, ...)`` signs and delivers one event and returns its reply.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+IDEMPOTENCY_TABLE = "smartpay-idempotency-test"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def replayed(self) -> bool:
+        return self.headers.get("Idempotent-Replayed") == "true"
+
+
+@dataclass
+class InProcessWebhook:
+    handler: Any
+    secrets: str
+
+    def deliver(self, body: dict[str, Any] | str | bytes, *, secrets: str | None = None,
+                webhook_id: str | None = None, timestamp: int | None = None,
+                headers: dict[str, str] | None = None, signed: bool = True) -> Reply:
+        from smartpay_tools.events import api_event
+        from smartpay_tools.lambda_runtime import FakeLambdaContext
+        from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, signed_headers
+
+        raw = encode(body)
+        h = signed_headers(secrets or self.secrets, raw, webhook_id=webhook_id, timestamp=timestamp) \
+            if signed else {"content-type": "application/json"}
+        h.update(headers or {})
+        event = api_event("POST", WEBHOOK_PATH, headers=h, body=raw)
+        context = FakeLambdaContext("smartpay-webhook-test", 512, str(uuid.uuid4()), time.time() * 1000 + 15000)
+        result = self.handler.lambda_handler(event, context)
+        headers = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
+        headers.update(result.get("headers") or {})
+        return Reply(result["statusCode"], headers, json.loads(result["body"] or "{}"))
+
+
+@pytest.fixture(scope="session")
+def webhook_secrets() -> str:
+    from smartpay_tools import envfile
+
+    return envfile.load()["WebhookFunction"]["WEBHOOK_SECRET"]
+
+
+@pytest.fixture()
+def webhook(db_env: str, aws_env: None, clean_db: str, webhook_secrets: str,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessWebhook]:
+    import boto3
+    from moto import mock_aws
+
+    from smartpay import idempotency
+
+    monkeypatch.setenv("WEBHOOK_SECRET", webhook_secrets)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", IDEMPOTENCY_TABLE)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "webhook")
+    idempotency._layers.clear()
+    idempotency._configs.clear()
+    with mock_aws():
+        boto3.client("dynamodb").create_table(
+            TableName=IDEMPOTENCY_TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        from webhook import handler
+
+        yield InProcessWebhook(handler, webhook_secrets)
+    idempotency._layers.clear()
+    idempotency._configs.clear()
