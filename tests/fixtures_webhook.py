@@ -83,3 +83,16 @@ def webhook(db_env: str, aws_env: None, clean_db: str, webhook_secrets: str,
         yield InProcessWebhook(handler, webhook_secrets)
     idempotency._layers.clear()
     idempotency._configs.clear()
+
+
+@pytest.fixture()
+def fresh_idempotency(local_stack: Any) -> None:
+    """Empty the local stack's idempotency table(s): saved examples reuse webhook ids across tests."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=local_stack.moto.endpoint, region_name=local_stack.region,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for table in local_stack.template.tables():
+        for page in client.get_paginator("scan").paginate(TableName=table.name, ProjectionExpression="id"):
+            for item in page["Items"]:
+                client.delete_item(TableName=table.name, Key={"id": item["id"]})

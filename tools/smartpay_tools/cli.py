@@ -71,6 +71,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    if args.sign:
+        try:
+            _resign_event(event, _webhook_secrets(stack))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     stack.start_services(migrate=not args.no_migrate)
     try:
         result = stack.invoke(logical_id, event)
@@ -81,6 +87,24 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         stack.stop()
+
+
+def _resign_event(event: dict[str, Any], secrets: str) -> None:
+    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
+    import base64
+
+    from smartpay_tools.webhook_sender import signed_headers
+
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    headers = event.get("headers") or {}
+    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
+    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
+    for block in ("headers", "multiValueHeaders"):
+        current = event.get(block) or {}
+        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
+        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
+        event[block] = kept
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -153,6 +177,77 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _webhook_secrets(stack: Any) -> str:
+    """Signing secrets for replay: SMARTPAY_WEBHOOK_SECRET, else the env-vars file's WebhookFunction block."""
+    value = os.environ.get("SMARTPAY_WEBHOOK_SECRET") or stack.env_file.get("WebhookFunction", {}).get(
+        "WEBHOOK_SECRET", "")
+    if not value.strip():
+        raise ValueError("no webhook secret: set SMARTPAY_WEBHOOK_SECRET or WebhookFunction.WEBHOOK_SECRET "
+                         "in the env-vars file")
+    return value
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-send saved (events/webhooks) or stored (webhook_events) Buffr webhooks, re-signed."""
+    from tqdm import tqdm
+
+    from smartpay import signing
+    from smartpay.errors import ConfigError
+    from smartpay_tools import replay
+    from smartpay_tools.services import resolve_postgres
+
+    if bool(args.files) == bool(args.from_db):
+        print("error: give saved webhook files/directories, or --from-db (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    stack = _stack(args)
+    try:
+        secrets = _webhook_secrets(stack)
+        signing.parse_secrets(secrets)
+        if args.files:
+            items = replay.from_files(Path(f) for f in args.files)
+        else:
+            file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+            postgres = resolve_postgres(args.database_url or os.environ.get("DATABASE_URL") or file_url)
+            try:
+                items = replay.from_rows(postgres.url, since=replay.parse_since(args.since),
+                                         voucher=args.voucher, outcome=args.outcome, limit=args.limit)
+            finally:
+                postgres.stop()
+    except (ValueError, OSError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        for item in items:
+            body = json.loads(item.body) if item.body.lstrip().startswith(b"{") else {}
+            data = body.get("data") if isinstance(body.get("data"), dict) else {}
+            print(f"{item.source:40} {item.webhook_id:36} {body.get('type')!s:22} "
+                  f"{data.get('voucher_id')!s:36} {'re-signed' if item.resign else 'as captured'}")
+        print(f"dry run: {len(items)} deliveries, nothing sent")
+        return EXIT_OK
+    if args.invoke:
+        stack.start_services(migrate=False)
+        send = replay.invoke_sender(stack)
+    else:
+        send = replay.http_sender(args.url or f"http://127.0.0.1:{stack.local.get('GatewayPort', 3000)}")
+    try:
+        with tqdm(total=len(items), unit="webhook", desc="replay", disable=args.quiet) as bar:
+            results = replay.run(items, send, secrets, progress=bar.update)
+    finally:
+        if args.invoke:
+            stack.stop()
+    by_outcome, by_status = replay.summary(results)
+    print("outcomes: " + (", ".join(f"{k} {v}" for k, v in sorted(by_outcome.items())) or "none"))
+    print("HTTP status: " + (", ".join(f"{k} x{v}" for k, v in sorted(by_status.items())) or "none"))
+    for result in results:
+        if result.outcome in {"error", "unauthorized", "invalid"}:
+            print(f"  {result.item.source}: {result.status or 'no answer'} ({result.outcome})")
+    if results and all(r.status is None for r in results):
+        print("unavailable: nothing answered (is `smartpay serve` running, or the URL right?)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    failed = any(r.status is None or r.status >= 500 for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartpay_tools import demo
 
@@ -179,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("function", help="logical id (BeneficiariesFunction) or short name (beneficiaries)")
     p.add_argument("--event", "-e", help="event JSON file (e.g. events/beneficiaries/verify.json)")
     p.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    p.add_argument("--sign", action="store_true",
+                   help="re-sign a saved webhook event (Standard Webhooks headers) with the current secret")
     p.set_defaults(func=cmd_invoke)
 
     p = sub.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
@@ -198,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(PROJECT_ROOT / "openapi.json"))
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
     p.set_defaults(func=cmd_openapi)
+    p = sub.add_parser("replay", help="re-send saved or stored Buffr webhooks, re-signed with the current secret")
+    p.add_argument("files", nargs="*", help="saved webhook files or directories (e.g. events/webhooks)")
+    p.add_argument("--from-db", action="store_true", help="replay stored webhook_events rows instead")
+    p.add_argument("--since", help="with --from-db: received at or after (ISO-8601, or 90m / 6h / 3d)")
+    p.add_argument("--voucher", help="with --from-db: only this voucher id")
+    p.add_argument("--outcome", choices=["applied", "duplicate", "stale", "ignored", "rejected"],
+                   help="with --from-db: only rows with this outcome")
+    p.add_argument("--limit", type=int, default=None)
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--url", help="gateway or deployed stage base URL (default: the local gateway)")
+    target.add_argument("--invoke", action="store_true",
+                        help="invoke the webhook function directly through the local stack")
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="the main job: local stack, seeded registry, calls through the gateway")
     p.add_argument("--port", type=int, default=None)
