@@ -2,7 +2,7 @@
 
 * ``webhook_secrets``: the local signing secrets from env.local.json (current first, then old).
 * ``webhook``: the webhook function in-process, warm, on moto DynamoDB (``mock_aws``) and the test
-  database; ``webhook.deliver(payload, ...)`` signs and delivers one event and returns its reply.
+  database as its own role (``smartpay_webhook``); ``webhook.deliver(payload, ...)`` signs and delivers one event and returns its reply.
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ def webhook(db_env: str, aws_env: None, clean_db: str, webhook_secrets: str,
     import boto3
     from moto import mock_aws
 
-    from smartpay import idempotency
+    from smartpay import db, idempotency
+    from smartpay_tools.services import url_as
 
+    monkeypatch.setenv("DATABASE_URL", url_as(db_env, "smartpay_webhook"))  # the function's own role
+    db.close_pool()
     monkeypatch.setenv("WEBHOOK_SECRET", webhook_secrets)
     monkeypatch.setenv("IDEMPOTENCY_TABLE", IDEMPOTENCY_TABLE)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "webhook")
