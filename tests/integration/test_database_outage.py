@@ -46,9 +46,10 @@ def test_dropped_connection_is_replaced_transparently(pg, db_env) -> None:
 
     b = factories.beneficiary(pg)
     assert lambda_handler(_verify_event(b["id_number"]), _context())["statusCode"] == 200
-    # kill every server connection the pool holds, as a failover or idle timeout would
+    # kill every server connection the pool holds, as a failover or idle timeout would (between
+    # requests: wait until they are gone, as they would be by the time the next request comes)
     with psycopg.connect(db_env, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     reply = lambda_handler(_verify_event(b["id_number"]), _context())
     assert reply["statusCode"] == 200 and json.loads(reply["body"])["match"] is True

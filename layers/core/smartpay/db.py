@@ -1,7 +1,12 @@
 """PostgreSQL access: one small connection pool per container, reused across warm invocations.
 
-* ``check=ConnectionPool.check_connection`` tests a pooled connection before handing it out,
-  so a connection dropped while the container was frozen is replaced transparently.
+* A pooled connection is checked before it is handed out, so one dropped while the container
+  was frozen is replaced transparently. The check costs nothing on a busy container: a
+  connection the server closed (or sent anything on) is readable, which a zero-timeout
+  ``poll`` sees locally; only a connection idle for more than ``DB_IDLE_PING_S`` (default 10 s,
+  e.g. after a freeze) also gets psycopg_pool's round-trip ping. A ping is a server
+  transaction, so pinging every checkout would double the transactions of a one-transaction
+  request such as a webhook.
 * Every connection runs with a ``statement_timeout`` so a stuck query cannot eat the
   Lambda deadline.
 * Connection failures and timeouts become :class:`DatabaseUnavailable` (HTTP 503), never a
@@ -11,7 +16,10 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,8 +38,26 @@ _pool: ConnectionPool | None = None
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout)
 
 
+_returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
+    _returned_at[conn] = time.monotonic()  # just connected: no ping needed
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """Pool ``check`` hook: raise if the connection is unusable (the pool then replaces it)."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):  # an idle connection has nothing to read unless the server closed it
+        conn.close()  # so the pool discards it rather than lending it again
+        raise psycopg.OperationalError("the server closed the connection")
+    idle = time.monotonic() - _returned_at.get(conn, 0.0)
+    if idle > env_int("DB_IDLE_PING_S", 10, minimum=0):
+        ConnectionPool.check_connection(conn)
 
 
 def get_pool() -> ConnectionPool:
@@ -50,7 +76,7 @@ def get_pool() -> ConnectionPool:
                         "application_name": os.environ.get("POWERTOOLS_SERVICE_NAME") or "smartpay",
                     },
                     configure=_configure,
-                    check=ConnectionPool.check_connection,
+                    check=_check,
                     timeout=env_int("DB_POOL_TIMEOUT_S", 5, minimum=1),
                     reconnect_timeout=30,
                     open=True,
@@ -73,7 +99,10 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled connection; committed on success, rolled back on error (psycopg_pool semantics)."""
     try:
         with get_pool().connection() as conn:
-            yield conn  # type: ignore[misc]
+            try:
+                yield conn  # type: ignore[misc]
+            finally:
+                _returned_at[conn] = time.monotonic()  # idle from now on (see _check)
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable() from exc
 
