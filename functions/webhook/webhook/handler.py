@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from smartpay.api import make_resolver, resolve
 from smartpay.observability import logger, metrics, tracer
 from webhook import service
-from webhook.models import parse_body
+from webhook.models import WebhookReply, parse_body
 
 MAX_BODY_BYTES = 256 * 1024
 PATH = "/api/v1/webhooks/buffr"
@@ -32,8 +32,18 @@ def _raw_body() -> bytes:
 
 # No @tracer.capture_method here: it would log a traceback for every forged or malformed request;
 # the handler's segment covers the invocation.
-@app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)")
-def receive() -> Response[dict[str, Any]]:
+SIGNATURE_REFUSED = {
+    "description": "Missing, invalid or stale Standard Webhooks signature (nothing is stored)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
+@app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)",
+          description="Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); "
+                      "idempotent per Idempotency-Key, else webhook-id. Unknown event types are ignored (200); "
+                      "an unknown voucher is 404.",
+          responses={401: SIGNATURE_REFUSED})
+def receive() -> Response[WebhookReply]:
     raw = _raw_body()
     headers = dict(app.current_event.headers or {})
     webhook_id = service.authenticate(raw, headers)

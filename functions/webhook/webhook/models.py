@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -61,6 +61,17 @@ class FailedData(ClosedData):
     """A failed delivery may never have had a delivery id at Buffr."""
 
     delivery_id: Text | None = None  # type: ignore[assignment]
+
+
+class WebhookReply(BaseModel):
+    """What Ketchup answers Buffr (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
+
+    webhook_id: str
+    type: str
+    outcome: Literal["applied", "duplicate", "stale", "ignored"]
+    voucher_id: str | None = None
+    status: str | None = Field(default=None, description="The voucher's status after this event")
+    review_reason: str | None = Field(default=None, description="Set when the change is flagged for review")
 
 
 @dataclass(frozen=True)
