@@ -5,7 +5,8 @@
 * ``clean_db``: empties every data table before a test (TRUNCATE; the audit trigger allows it).
 * ``aws_env``: fake credentials and a region, so boto3 never reaches AWS.
 * ``local_stack`` / ``gateway_url``: the template's functions behind the local API gateway,
-  on moto's server and the test database, over real HTTP on loopback.
+  on moto's server, the test database and the Buffr simulator (a free port), over real HTTP
+  on loopback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DATA_TABLES = (
     "reconciliation_records", "reconciliation_runs", "webhook_events", "voucher_events",
     "vouchers", "beneficiaries",
 )
+
+pytest_plugins = ["tests.fixtures_disburse"]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "af-south-1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -93,7 +96,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def local_stack(pg_url: str) -> Iterator[Any]:
     from smartpay_tools.stack import LocalStack
 
-    stack = LocalStack(database_url=pg_url, max_concurrency=4)
+    stack = LocalStack(database_url=pg_url, max_concurrency=4, simulator_port=0)
     try:
         stack.start_services(migrate=False)
     except Exception as exc:  # moto's server is part of the test dependencies

@@ -35,6 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
     print(f"PostgreSQL: {stack.postgres.origin} ({_safe_url(stack.postgres.url)})")
     print(f"DynamoDB (moto): {stack.moto.endpoint}")
+    print(f"Buffr simulator: {stack.buffr.url} (admin: {stack.buffr.url}/_sim/stats)")
     print(f"API: http://127.0.0.1:{port}  routes:")
     for logical_id, spec in sorted(stack.functions.items()):
         for route in spec.routes:
@@ -111,7 +112,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from smartpay import migrate
 
     stack = _stack(args)
-    stack.start_services(migrate=False)
+    stack.start_services(migrate=False, simulator=False)
     try:
         result = migrate.apply(stack.postgres.url)
         admin_sql = result.pop("admin_sql", None)
@@ -129,8 +130,66 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from smartpay_tools import datagen
 
     out = Path(args.out)
+    if args.payroll_cycle:
+        count = datagen.generate_payroll_file(out, args.count, args.payroll_cycle, args.seed)
+        print(f"wrote {count} payroll rows for {args.payroll_cycle} to {out}")
+        return EXIT_OK
     count = datagen.generate_file(out, args.count, args.seed)
     print(f"wrote {count} beneficiaries to {out}")
+    return EXIT_OK
+
+
+def _print_rejected(rejected: list[tuple[int, str]]) -> None:
+    for line, reason in rejected[:50]:
+        print(f"  line {line}: {reason}")
+    if len(rejected) > 50:
+        print(f"  … and {len(rejected) - 50} more")
+
+
+def cmd_import_payroll(args: argparse.Namespace) -> int:
+    """Payroll CSV → beneficiaries upserted + vouchers issued (chunked, re-runnable)."""
+    from datetime import datetime
+
+    from tqdm import tqdm
+
+    from smartpay import migrate
+    from smartpay_tools import payroll_import
+
+    expires_at = datetime.fromisoformat(args.expires_at) if args.expires_at else None
+    if expires_at is not None and expires_at.tzinfo is None:
+        print("error: --expires-at needs a time zone (e.g. 2027-01-31T23:59:59+02:00)", file=sys.stderr)
+        return EXIT_USAGE
+    stack = _stack(args)
+    stack.start_services(migrate=False, simulator=False)
+    try:
+        migrate.apply(stack.postgres.url)
+        with tqdm(unit="rows", desc="payroll", disable=args.quiet) as bar:
+            report = payroll_import.import_file(stack.postgres.url, Path(args.csv), expires_at=expires_at,
+                                                progress=bar.update)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        stack.stop()
+    print(f"rows: {report.rows}  beneficiaries upserted: {report.beneficiaries_upserted}  "
+          f"vouchers issued: {report.vouchers_issued}  already issued: {report.already_issued}  "
+          f"rejected: {len(report.rejected)}")
+    _print_rejected(report.rejected)
+    return EXIT_OK if not report.rejected else EXIT_FAILED
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    """The Buffr simulator alone, in the foreground (``smartpay serve`` starts it too)."""
+    from smartpay_tools import buffr_sim
+    from smartpay_tools.stack import LocalStack
+
+    stack = LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None)
+    port = args.port or int(stack.local.get("BuffrSimulatorPort", buffr_sim.DEFAULT_PORT))
+    print(f"Buffr simulator on http://127.0.0.1:{port} (admin: /_sim/config, /_sim/stats, /_sim/reset)",
+          flush=True)
+    config = buffr_sim.SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate,
+                                 timeout_rate=args.timeout_rate, rate_429=args.rate_429)
+    buffr_sim.serve(port=port, api_key=stack.buffr_api_key, config=config)
     return EXIT_OK
 
 
@@ -141,7 +200,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
     from smartpay_tools import registry_import
 
     stack = _stack(args)
-    stack.start_services(migrate=False)
+    stack.start_services(migrate=False, simulator=False)
     try:
         migrate.apply(stack.postgres.url)
         with tqdm(unit="rows", desc="import", disable=args.quiet) as bar:
@@ -152,10 +211,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
     print(f"rows: {report.rows}  upserted: {report.upserted}  rejected: {len(report.rejected)}")
-    for line, reason in report.rejected[:50]:
-        print(f"  line {line}: {reason}")
-    if len(report.rejected) > 50:
-        print(f"  … and {len(report.rejected) - 50} more")
+    _print_rejected(report.rejected)
     return EXIT_OK if not report.rejected else EXIT_FAILED
 
 
@@ -285,7 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=5000)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--out", default="beneficiaries.csv")
+    p.add_argument("--payroll-cycle", default=None, metavar="YYYY-MM",
+                   help="write a payroll CSV for this cycle instead of a registry CSV")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import-payroll", help="import a payroll CSV: upsert beneficiaries, issue vouchers")
+    p.add_argument("csv")
+    p.add_argument("--expires-at", default=None, help="ISO-8601 expiry (default: start of cycle month + 2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_import_payroll)
+
+    p = sub.add_parser("simulator", help="run the Buffr simulator (default 127.0.0.1:4010) until Ctrl-C")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--timeout-rate", type=float, default=0.0)
+    p.add_argument("--rate-429", type=float, default=0.0)
+    p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("import-beneficiaries", help="upsert a beneficiary CSV into the registry")
     p.add_argument("csv")

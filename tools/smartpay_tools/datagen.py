@@ -87,3 +87,9 @@ def payroll(count: int, cycle: str, seed: int = 2026) -> Iterator[dict[str, str]
 def generate_file(path: Path, count: int, seed: int = 2026) -> int:
     with path.open("w", newline="") as out:
         return write_csv(beneficiaries(count, seed), out)
+
+
+def generate_payroll_file(path: Path, count: int, cycle: str, seed: int = 2026) -> int:
+    """A payroll CSV of ``count`` beneficiaries' cycle (inactive ones are left out, as a payroll would)."""
+    with path.open("w", newline="") as out:
+        return write_csv(payroll(count, cycle, seed), out, PAYROLL_FIELDS)

@@ -70,26 +70,25 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             yield reader.line_num, row
 
 
+def merge_sql(source: str, fields: tuple[str, ...]) -> str:
+    """Upsert beneficiaries from ``source`` by ID number; rows that change nothing are not touched."""
+    updated = [f for f in fields if f != "id_number"]
+    return f"""INSERT INTO beneficiaries ({', '.join(fields)})
+            SELECT DISTINCT ON (id_number) {', '.join(fields)} FROM {source}
+            ON CONFLICT (id_number) DO UPDATE
+               SET {', '.join(f'{f} = EXCLUDED.{f}' for f in updated)}, updated_at = now()
+             WHERE ({', '.join(f'beneficiaries.{f}' for f in updated)})
+                   IS DISTINCT FROM
+                   ({', '.join(f'EXCLUDED.{f}' for f in updated)})"""
+
+
 def _merge(conn: psycopg.Connection, rows: list[dict[str, str]]) -> int:
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming_beneficiaries "
                  "(LIKE beneficiaries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     with conn.cursor().copy(f"COPY incoming_beneficiaries ({', '.join(FIELDS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[k] for k in FIELDS])
-    merged = conn.execute(
-        f"""INSERT INTO beneficiaries ({', '.join(FIELDS)})
-            SELECT DISTINCT ON (id_number) {', '.join(FIELDS)} FROM incoming_beneficiaries
-            ON CONFLICT (id_number) DO UPDATE
-               SET first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-                   msisdn = EXCLUDED.msisdn, region = EXCLUDED.region,
-                   programme = EXCLUDED.programme, status = EXCLUDED.status, updated_at = now()
-             WHERE (beneficiaries.first_name, beneficiaries.last_name, beneficiaries.msisdn,
-                    beneficiaries.region, beneficiaries.programme, beneficiaries.status)
-                   IS DISTINCT FROM
-                   (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.msisdn,
-                    EXCLUDED.region, EXCLUDED.programme, EXCLUDED.status)"""
-    )
-    return merged.rowcount
+    return conn.execute(merge_sql("incoming_beneficiaries", FIELDS)).rowcount
 
 
 def import_file(conninfo: str, path: Path, *, chunk: int = 5000,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpay_tools import envfile
+from smartpay_tools.buffr_sim import DEFAULT_API_KEY, DEFAULT_PORT, SimulatorProcess
 from smartpay_tools.lambda_runtime import FunctionPool
 from smartpay_tools.services import (
     MotoServer,
@@ -26,11 +27,14 @@ class LocalStack:
     env_file_path: Path | None = None
     database_url: str | None = None
     max_concurrency: int = 4
+    #: The Buffr simulator's port: None → the env file's ``BuffrSimulatorPort`` (4010), 0 → a free port.
+    simulator_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     template: Template = field(init=False)
     env_file: dict[str, Any] = field(init=False)
     moto: MotoServer | None = field(init=False, default=None)
     postgres: Postgres | None = field(init=False, default=None)
+    buffr: SimulatorProcess | None = field(init=False, default=None)
     pools: dict[str, FunctionPool] = field(init=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
@@ -47,9 +51,18 @@ class LocalStack:
     def local(self) -> dict[str, Any]:
         return envfile.local_settings(self.env_file)
 
-    def start_services(self, *, migrate: bool = True) -> LocalStack:
+    @property
+    def buffr_api_key(self) -> str:
+        """The key the functions present to Buffr (env file), which the simulator accepts."""
+        return str(self.env_file.get("DisburseFunction", {}).get("BUFFR_API_KEY") or DEFAULT_API_KEY)
+
+    def start_services(self, *, migrate: bool = True, simulator: bool = True) -> LocalStack:
         from smartpay import migrate as migrations
 
+        if simulator:
+            port = self.simulator_port if self.simulator_port is not None else int(
+                self.local.get("BuffrSimulatorPort", DEFAULT_PORT))
+            self.buffr = SimulatorProcess(port=port, api_key=self.buffr_api_key).start()
         self.moto = MotoServer().start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
         file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
@@ -66,6 +79,8 @@ class LocalStack:
         if self.postgres and "DATABASE_URL" in spec.environment:
             env["DATABASE_URL"] = self.database_url_for(spec)
             env["DATABASE_URL_SECRET"] = ""
+        if self.buffr and "BUFFR_API_URL" in env:
+            env["BUFFR_API_URL"] = self.buffr.url
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
         runtime = {
             "AWS_LAMBDA_FUNCTION_NAME": spec.name,
@@ -110,5 +125,7 @@ class LocalStack:
             pool.shutdown()
         if self.moto:
             self.moto.stop()
+        if self.buffr:
+            self.buffr.stop()
         if self.postgres:
             self.postgres.stop()

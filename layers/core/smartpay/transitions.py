@@ -32,6 +32,17 @@ class TransitionResult:
         return self.outcome == "applied"
 
 
+@dataclass(frozen=True)
+class Change:
+    """One requested status change (for :func:`transition_many`)."""
+
+    voucher_id: str
+    target: VoucherStatus | str
+    delivery_id: str | None = None
+    failure_reason: str | None = None
+    detail: dict[str, Any] | None = None
+
+
 def transition(
     conn: psycopg.Connection[Any],
     voucher_id: str | uuid.UUID,
@@ -44,51 +55,76 @@ def transition(
     failure_reason: str | None = None,
 ) -> TransitionResult:
     """Move one voucher towards ``target`` if the lifecycle allows it; audit it in the same transaction."""
+    change = Change(str(voucher_id), target, delivery_id, failure_reason, detail)
+    return transition_many(conn, [change], source=source, reference=reference)[0]
+
+
+def transition_many(
+    conn: psycopg.Connection[Any], changes: list[Change], *, source: str, reference: str | None
+) -> list[TransitionResult]:
+    """:func:`transition` for many vouchers at once: one lock, one UPDATE, one audit INSERT.
+
+    Rows are locked in id order (no deadlock between two batches); each change is decided by
+    the lifecycle table exactly as a single transition would be. Results are in input order.
+    """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
-    target = VoucherStatus(target)
-    row = conn.execute(
-        "SELECT status FROM vouchers WHERE id = %s FOR UPDATE", (str(voucher_id),)
-    ).fetchone()
-    if row is None:
-        return TransitionResult("not_found", str(voucher_id), None, target.value)
-    current = row["status"] if isinstance(row, dict) else row[0]
-    decision = decide(current, target)
-    if not decision.applies:
-        return TransitionResult(decision.outcome, str(voucher_id), current, target.value)
-    conn.execute(
-        """UPDATE vouchers
-              SET status = %(to)s,
-                  status_changed_at = now(),
-                  version = version + 1,
-                  buffr_delivery_id = COALESCE(%(delivery)s, buffr_delivery_id),
-                  failure_reason = COALESCE(%(failure)s, failure_reason),
-                  review_reason = COALESCE(%(review)s, review_reason)
-            WHERE id = %(id)s""",
-        {
-            "to": target.value,
-            "delivery": delivery_id,
-            "failure": failure_reason,
-            "review": decision.review_reason,
-            "id": str(voucher_id),
-        },
-    )
-    audit_detail = dict(detail or {})
-    if decision.review_reason:
-        audit_detail["review_reason"] = decision.review_reason
-    conn.execute(
-        """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
-           VALUES (%s, %s, %s, %s, %s, %s)""",
-        (
-            str(voucher_id),
-            current,
-            target.value,
-            source,
-            reference,
-            json.dumps(audit_detail) if audit_detail else None,
-        ),
-    )
-    return TransitionResult("applied", str(voucher_id), current, target.value, decision.review_reason)
+    ids = [str(c.voucher_id) for c in changes]
+    if len(set(ids)) != len(ids):
+        raise ValueError("transition_many: a voucher may appear only once per call")
+    if not ids:
+        return []
+    rows = conn.execute(
+        "SELECT id::text AS id, status FROM vouchers WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE", (ids,)
+    ).fetchall()
+    current = {(r["id"] if isinstance(r, dict) else r[0]): (r["status"] if isinstance(r, dict) else r[1])
+               for r in rows}
+    results: list[TransitionResult] = []
+    applied: list[tuple[Change, str, str, str | None]] = []
+    for change in changes:
+        vid, target = str(change.voucher_id), VoucherStatus(change.target)
+        if vid not in current:
+            results.append(TransitionResult("not_found", vid, None, target.value))
+            continue
+        decision = decide(current[vid], target)
+        if not decision.applies:
+            results.append(TransitionResult(decision.outcome, vid, current[vid], target.value))
+            continue
+        applied.append((change, current[vid], target.value, decision.review_reason))
+        results.append(TransitionResult("applied", vid, current[vid], target.value, decision.review_reason))
+    if applied:
+        columns = list(zip(*[
+            (str(c.voucher_id), to, c.delivery_id, c.failure_reason, review)
+            for c, _from, to, review in applied
+        ], strict=True))
+        conn.execute(
+            """UPDATE vouchers AS v
+                  SET status = c.to_status,
+                      status_changed_at = now(),
+                      version = v.version + 1,
+                      buffr_delivery_id = COALESCE(c.delivery, v.buffr_delivery_id),
+                      failure_reason = COALESCE(c.failure, v.failure_reason),
+                      review_reason = COALESCE(c.review, v.review_reason)
+                 FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[])
+                      AS c(id, to_status, delivery, failure, review)
+                WHERE v.id = c.id""",
+            [list(col) for col in columns],
+        )
+        details = []
+        for c, _from, _to, review in applied:
+            audit = dict(c.detail or {})
+            if review:
+                audit["review_reason"] = review
+            details.append(json.dumps(audit) if audit else None)
+        conn.execute(
+            """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
+               SELECT id, from_status, to_status, %s, %s, detail
+                 FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[])
+                      AS e(id, from_status, to_status, detail)""",
+            (source, reference, [str(c.voucher_id) for c, *_ in applied], [a[1] for a in applied],
+             [a[2] for a in applied], details),
+        )
+    return results
 
 
 def record_issue(
@@ -100,3 +136,15 @@ def record_issue(
            VALUES (%s, NULL, 'issued', %s, %s)""",
         (str(voucher_id), source, reference),
     )
+
+
+def record_issues(
+    conn: psycopg.Connection[Any], voucher_ids: list[str], *, source: str, reference: str | None
+) -> None:
+    """:func:`record_issue` for many new vouchers in one statement (bulk payroll import)."""
+    if voucher_ids:
+        conn.execute(
+            """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
+               SELECT id, NULL, 'issued', %s, %s FROM unnest(%s::uuid[]) AS id""",
+            (source, reference, [str(v) for v in voucher_ids]),
+        )

@@ -1,0 +1,1 @@
+"""Disbursement: issue vouchers and send them to Buffr exactly once (single and whole-cycle batches)."""

@@ -1,0 +1,110 @@
+"""Request and reply models at the edge of the disburse API (pydantic, extra fields refused)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+
+Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
+Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+MAX_BATCH_IDS = 1000
+MAX_BATCH_LIMIT = 10_000
+
+
+class IssueRequest(BaseModel):
+    """One voucher for one beneficiary's programme cycle. Money is integer cents, never a float."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    beneficiary_id: uuid.UUID
+    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD), within the programme's maximum")
+    currency: Literal["NAD"]
+    programme: Programme
+    cycle: Cycle = Field(description="YYYY-MM")
+    expires_at: AwareDatetime = Field(description="ISO-8601 with a time zone; must be in the future")
+
+    @model_validator(mode="after")
+    def _expiry_in_future(self) -> IssueRequest:
+        if self.expires_at <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
+        return self
+
+
+class BatchRequest(BaseModel):
+    """Either explicit voucher ids (≤ 1,000) or a programme cycle with a limit (≤ 10,000)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    voucher_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_IDS)
+    programme: Programme | None = None
+    cycle: Cycle | None = None
+    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> BatchRequest:
+        by_cycle = self.programme is not None or self.cycle is not None
+        if self.voucher_ids is not None and by_cycle:
+            raise ValueError("give either voucher_ids or programme and cycle, not both")
+        if self.voucher_ids is None and (self.programme is None or self.cycle is None):
+            raise ValueError("give voucher_ids, or both programme and cycle")
+        return self
+
+
+class AuditEntry(BaseModel):
+    from_status: str | None
+    to_status: str
+    source: str
+    reference: str | None
+    detail: dict[str, Any] | None
+    at: datetime
+
+
+class VoucherView(BaseModel):
+    voucher_id: uuid.UUID
+    beneficiary_id: uuid.UUID
+    programme: str
+    cycle: str
+    amount_cents: int
+    currency: str
+    status: str
+    delivery_id: str | None
+    failure_reason: str | None
+    review_reason: str | None
+    issued_at: datetime
+    expires_at: datetime
+    status_changed_at: datetime
+    version: int
+    history: list[AuditEntry] | None = None
+
+
+class BatchItem(BaseModel):
+    voucher_id: str
+    outcome: Literal["active", "failed", "pending", "skipped", "not_found"]
+    status: str | None
+    delivery_id: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+
+
+class BatchReply(BaseModel):
+    requested: int
+    attempted: int
+    succeeded: int
+    failed: int
+    pending: int
+    skipped: int
+    stopped_early: bool
+    not_attempted: list[str]
+    remaining: int | None = Field(default=None, description="issued + pending left in the programme cycle")
+    results: list[BatchItem]

@@ -1,0 +1,107 @@
+"""Data access for the disburse function: every SQL statement it runs lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from smartpay.transitions import Change, TransitionResult, transition_many
+
+_VOUCHER = """v.id, v.beneficiary_id, v.programme, v.cycle, v.amount_cents, v.currency, v.status,
+              v.buffr_delivery_id, v.failure_reason, v.review_reason, v.issued_at, v.expires_at,
+              v.status_changed_at, v.version"""
+
+
+def beneficiary_for_issue(conn: psycopg.Connection[Any], beneficiary_id: str) -> dict[str, Any] | None:
+    """The beneficiary, share-locked so it cannot be suspended half-way through issuing."""
+    return conn.execute("SELECT id, status, programme FROM beneficiaries WHERE id = %s FOR SHARE",
+                        (beneficiary_id,)).fetchone()
+
+
+def programme_max(conn: psycopg.Connection[Any], code: str) -> int | None:
+    row = conn.execute("SELECT max_amount_cents FROM programmes WHERE code = %s", (code,)).fetchone()
+    return None if row is None else int(row["max_amount_cents"])
+
+
+def insert_voucher(conn: psycopg.Connection[Any], values: dict[str, Any]) -> str | None:
+    """The new voucher's id, or None when the beneficiary already has one for this programme cycle."""
+    row = conn.execute(
+        """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, currency, expires_at)
+           VALUES (%(beneficiary_id)s, %(programme)s, %(cycle)s, %(amount_cents)s, %(currency)s, %(expires_at)s)
+           ON CONFLICT ON CONSTRAINT vouchers_one_per_cycle DO NOTHING
+           RETURNING id""",
+        values,
+    ).fetchone()
+    return None if row is None else str(row["id"])
+
+
+def existing_voucher(conn: psycopg.Connection[Any], beneficiary_id: str, programme: str, cycle: str) -> dict[str, Any]:
+    return conn.execute(
+        "SELECT id, status FROM vouchers WHERE beneficiary_id = %s AND programme = %s AND cycle = %s",
+        (beneficiary_id, programme, cycle),
+    ).fetchone()
+
+
+def get(conn: psycopg.Connection[Any], voucher_id: str) -> dict[str, Any] | None:
+    return conn.execute(f"SELECT {_VOUCHER} FROM vouchers v WHERE v.id = %s", (voucher_id,)).fetchone()
+
+
+def history(conn: psycopg.Connection[Any], voucher_id: str) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT from_status, to_status, source, reference, detail, at
+             FROM voucher_events WHERE voucher_id = %s ORDER BY id""",
+        (voucher_id,),
+    ).fetchall()
+
+
+def lock_for_disburse(conn: psycopg.Connection[Any], voucher_id: str) -> dict[str, Any] | None:
+    """The voucher and what Buffr needs to credit it; the voucher row is locked for this transaction."""
+    return conn.execute(
+        """SELECT v.id, v.status, v.amount_cents, v.currency, b.id_number
+             FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
+            WHERE v.id = %s FOR UPDATE OF v""",
+        (voucher_id,),
+    ).fetchone()
+
+
+def candidates(conn: psycopg.Connection[Any], programme: str, cycle: str, limit: int) -> list[str]:
+    """Open vouchers of a programme cycle still to be sent (issued) or to be finished (pending)."""
+    rows = conn.execute(
+        """SELECT id::text AS id FROM vouchers
+            WHERE programme = %s AND cycle = %s AND status IN ('issued', 'pending')
+            ORDER BY id LIMIT %s""",
+        (programme, cycle, limit),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM vouchers WHERE programme = %s AND cycle = %s AND status IN ('issued', 'pending')",
+        (programme, cycle),
+    ).fetchone()
+    return int(row["n"])
+
+
+def claim(conn: psycopg.Connection[Any], voucher_ids: list[str], reference: str) -> tuple[
+        list[dict[str, Any]], list[TransitionResult]]:
+    """Move issued vouchers to pending (pending ones are retried as they are).
+
+    Returns what Buffr needs for each claimed voucher, and the transition results of those that
+    cannot be sent (already past pending, or unknown).
+    """
+    results = transition_many(conn, [Change(v, "pending") for v in voucher_ids], source="disburse",
+                              reference=reference)
+    claimed = [r.voucher_id for r in results if r.applied or (r.outcome == "duplicate" and r.from_status == "pending")]
+    taken = set(claimed)
+    refused = [r for r in results if r.voucher_id not in taken]
+    rows = conn.execute(
+        """SELECT v.id::text AS id, v.amount_cents, v.currency, b.id_number
+             FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
+            WHERE v.id = ANY(%s::uuid[])""",
+        (claimed,),
+    ).fetchall() if claimed else []
+    order = {v: i for i, v in enumerate(claimed)}
+    rows.sort(key=lambda r: order[r["id"]])
+    return rows, refused

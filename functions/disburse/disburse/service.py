@@ -1,0 +1,291 @@
+"""Issue vouchers and send them to Buffr exactly once.
+
+Exactly once rests on three guards, each enough on its own for its failure:
+
+1. Powertools idempotency keyed by voucher id (single disburse): concurrent duplicates → 409,
+   repeats after success → the cached reply.
+2. The database: ``issued → pending`` is committed (row lock + state machine) *before* the HTTP
+   call, so only one writer ever starts a voucher; a voucher past ``pending`` is never re-sent.
+3. Buffr's idempotency: the key is ``disburse-<voucher_id>``, so re-sending a ``pending`` voucher
+   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice.
+
+A voucher Buffr did not answer for stays ``pending`` (never ``failed`` on a guess); a later
+retry, batch or reconciliation finishes it.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from disburse import repository
+from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, VoucherView
+from smartpay import buffr, db, idempotency
+from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
+from smartpay.lifecycle import VoucherStatus
+from smartpay.observability import logger, metrics
+from smartpay.settings import env_float
+from smartpay.transitions import Change, record_issue, transition, transition_many
+
+SOURCE = "disburse"
+
+
+# --- issue -----------------------------------------------------------------------------------------
+
+def issue(request: IssueRequest, idempotency_key: str | None, *, reference: str, context: Any) -> tuple[
+        dict[str, Any], bool]:
+    """Issue one voucher, at most once per caller's Idempotency-Key. Returns (voucher, replayed)."""
+
+    def _issue(data: dict[str, Any]) -> dict[str, Any]:
+        return _issue_voucher(IssueRequest.model_validate(data["request"]), reference)
+
+    return idempotency.run("issue", _issue, data={"idempotency_key": idempotency_key,
+                                                  "request": request.model_dump(mode="json")},
+                           context=context, event_key_jmespath="idempotency_key",
+                           payload_validation_jmespath="request")
+
+
+def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
+    beneficiary_id = str(request.beneficiary_id)
+    with db.transaction() as conn:
+        person = repository.beneficiary_for_issue(conn, beneficiary_id)
+        if person is None:
+            raise Unprocessable(f"No beneficiary with id {beneficiary_id}.", title="Unknown beneficiary",
+                                errors=[{"location": "body.beneficiary_id", "message": "unknown beneficiary"}])
+        if person["status"] != "active":
+            raise Unprocessable(f"Beneficiary {beneficiary_id} is {person['status']}; only active beneficiaries "
+                                "receive vouchers.", title="Beneficiary not eligible",
+                                errors=[{"location": "body.beneficiary_id",
+                                         "message": f"beneficiary is {person['status']}"}])
+        maximum = repository.programme_max(conn, request.programme)
+        if maximum is None:
+            raise Unprocessable(f"Unknown programme {request.programme!r}.", title="Unknown programme",
+                                errors=[{"location": "body.programme", "message": "unknown programme"}])
+        if request.amount_cents > maximum:
+            raise Unprocessable(f"amount_cents {request.amount_cents} is above the {request.programme} maximum "
+                                f"of {maximum}.", errors=[{"location": "body.amount_cents",
+                                                           "message": f"must be at most {maximum}"}])
+        voucher_id = repository.insert_voucher(conn, {**request.model_dump(), "beneficiary_id": beneficiary_id})
+        if voucher_id is None:
+            existing = repository.existing_voucher(conn, beneficiary_id, request.programme, request.cycle)
+            raise Conflict(f"Beneficiary {beneficiary_id} already has voucher {existing['id']} for "
+                           f"{request.programme} {request.cycle}.", title="Voucher already issued",
+                           extra={"voucher_id": str(existing["id"]), "status": existing["status"]})
+        record_issue(conn, voucher_id, source="operator", reference=reference)
+        row = repository.get(conn, voucher_id)
+    logger.info("voucher issued", extra={"voucher_id": voucher_id, "programme": request.programme,
+                                         "cycle": request.cycle})
+    metrics.add_metric(name="VouchersIssued", unit="Count", value=1)
+    return _view(row).model_dump(mode="json")
+
+
+# --- read ------------------------------------------------------------------------------------------
+
+def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> VoucherView:
+    return VoucherView(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
+                       cycle=row["cycle"], amount_cents=row["amount_cents"], currency=row["currency"],
+                       status=row["status"], delivery_id=row["buffr_delivery_id"],
+                       failure_reason=row["failure_reason"], review_reason=row["review_reason"],
+                       issued_at=row["issued_at"], expires_at=row["expires_at"],
+                       status_changed_at=row["status_changed_at"], version=row["version"], history=history)
+
+
+def get(voucher_id: str) -> VoucherView:
+    with db.connection() as conn:
+        row = repository.get(conn, voucher_id)
+        if row is None:
+            raise NotFound(f"No voucher with id {voucher_id}.")
+        return _view(row, repository.history(conn, voucher_id))
+
+
+# --- disburse one ----------------------------------------------------------------------------------
+
+def disburse(voucher_id: str, *, reference: str, context: Any) -> tuple[dict[str, Any], bool]:
+    """Send one voucher to Buffr, at most once per voucher id whatever the caller sends."""
+
+    def _disburse(data: dict[str, Any]) -> dict[str, Any]:
+        return _disburse_voucher(data["voucher_id"], reference, buffr.deadline_from(context, _margin()))
+
+    result, replayed = idempotency.run("disburse", _disburse, data={"voucher_id": voucher_id}, context=context,
+                                       event_key_jmespath="voucher_id")
+    if replayed:
+        metrics.add_metric(name="IdempotentReplays", unit="Count", value=1)
+    return result, replayed
+
+
+def _margin() -> float:
+    """Seconds kept back from the Lambda deadline for the database write after Buffr's answer."""
+    return env_float("DISBURSE_DEADLINE_MARGIN_S", 2.0)
+
+
+def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[str, Any]:
+    with db.transaction() as conn:
+        row = repository.lock_for_disburse(conn, voucher_id)
+        if row is None:
+            raise NotFound(f"No voucher with id {voucher_id}.")
+        if row["status"] == VoucherStatus.ISSUED:
+            transition(conn, voucher_id, VoucherStatus.PENDING, source=SOURCE, reference=reference)
+        elif row["status"] != VoucherStatus.PENDING:
+            raise Conflict(f"Voucher {voucher_id} is already {row['status']}; it is not sent again.",
+                           title="Voucher already disbursed",
+                           extra={"voucher_id": voucher_id, "status": row["status"]})
+    request = buffr.DisburseRequest(voucher_id, int(row["amount_cents"]), row["currency"], row["id_number"])
+    result = buffr.client().disburse(request, deadline=deadline)
+    with db.transaction() as conn:
+        item = _apply(conn, [result], reference)[0]
+    _count([item])
+    if item.outcome == "active":
+        return {"voucher_id": voucher_id, "status": "active", "delivery_id": item.delivery_id,
+                "attempts": item.attempts}
+    raise _problem(item, result)
+
+
+def _problem(item: BatchItem, result: buffr.BuffrResult) -> ProblemError:
+    extra = {"voucher_id": item.voucher_id, "status": item.status, "attempts": item.attempts}
+    if item.outcome == "failed":
+        return Unprocessable(f"Buffr rejected voucher {item.voucher_id}: {item.reason}", title="Rejected by Buffr",
+                             extra=extra)
+    detail = (f"Buffr did not accept voucher {item.voucher_id} ({result.error}); it stays pending and is "
+              "finished by a retry or by reconciliation.")
+    if result.error == "rate_limited":
+        return ServiceUnavailable(detail, retry_after=max(1, round(result.retry_after or 5)),
+                                  title="Buffr is rate limiting", extra=extra)
+    if result.error in {"timeout", "deadline"}:
+        return ProblemError(detail, status=504, title="Buffr timed out", extra=extra)
+    return ProblemError(detail, status=502, title="Buffr unavailable", extra={**extra, "reason": result.reason})
+
+
+def _apply(conn: Any, results: list[buffr.BuffrResult], reference: str) -> list[BatchItem]:
+    """Record Buffr's answers: accepted → active, rejected → failed; no answer leaves pending."""
+    changes, items = [], []
+    for r in results:
+        if r.outcome == "accepted":
+            changes.append(Change(r.voucher_id, VoucherStatus.ACTIVE, delivery_id=r.delivery_id,
+                                  detail={"delivery_id": r.delivery_id, "attempts": r.attempts}))
+        elif r.outcome == "rejected":
+            changes.append(Change(r.voucher_id, VoucherStatus.FAILED, failure_reason=r.reason,
+                                  detail={"http_status": r.status_code, "attempts": r.attempts}))
+    applied = {t.voucher_id: t for t in transition_many(conn, changes, source=SOURCE, reference=reference)}
+    for r in results:
+        t = applied.get(r.voucher_id)
+        if r.outcome == "accepted":
+            # A concurrent writer (webhook, reconcile) may already have moved it on; still a success.
+            items.append(BatchItem(voucher_id=r.voucher_id, outcome="active", delivery_id=r.delivery_id,
+                                   status=t.to_status if t and t.applied else (t.from_status if t else None),
+                                   attempts=r.attempts))
+        elif r.outcome == "rejected":
+            items.append(BatchItem(voucher_id=r.voucher_id, outcome="failed", reason=r.reason,
+                                   status=t.to_status if t and t.applied else (t.from_status if t else None),
+                                   attempts=r.attempts))
+        else:
+            items.append(BatchItem(voucher_id=r.voucher_id, outcome="pending", status="pending",
+                                   reason=r.reason or r.error, attempts=r.attempts))
+        logger.info("disbursement result", extra={"voucher_id": r.voucher_id, "outcome": items[-1].outcome,
+                                                  "attempts": r.attempts, "error": r.error})
+    return items
+
+
+def _count(items: list[BatchItem]) -> None:
+    """Metrics once per call (aggregated), so a 10,000-voucher batch emits a handful of values."""
+    totals = {"DisbursementsSucceeded": 0, "DisbursementsFailed": 0, "DisbursementsPending": 0,
+              "DisbursementRetries": 0}
+    for item in items:
+        if item.outcome == "active":
+            totals["DisbursementsSucceeded"] += 1
+        elif item.outcome == "failed":
+            totals["DisbursementsFailed"] += 1
+        elif item.outcome == "pending":
+            totals["DisbursementsPending"] += 1
+        totals["DisbursementRetries"] += max(item.attempts - 1, 0)
+    for name, value in totals.items():
+        if value:
+            metrics.add_metric(name=name, unit="Count", value=value)
+
+
+# --- disburse a batch ------------------------------------------------------------------------------
+
+def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> BatchReply:
+    """Disburse many vouchers inside one invocation, resumable.
+
+    Keeps ``BUFFR_CONCURRENCY`` calls in flight: claims (issued → pending) only as many vouchers as
+    there are free slots, so every claimed voucher gets its call at once, and records answers in
+    bulk as they arrive. Stops claiming when less than one full attempt fits before the deadline;
+    what was never claimed is returned in ``not_attempted`` (untouched: still ``issued``).
+    """
+    client = buffr.client()
+    settings = client.settings
+    deadline = buffr.deadline_from(context, _margin())
+    stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
+    concurrency = settings.concurrency
+    claim_at_least = max(1, concurrency // 4)
+    with db.connection() as conn:
+        if request.voucher_ids is not None:
+            todo = deque(dict.fromkeys(str(v) for v in request.voucher_ids))
+        else:
+            todo = deque(repository.candidates(conn, request.programme, request.cycle, request.limit))
+        requested = len(todo)
+        done: queue.SimpleQueue[Future[buffr.BuffrResult]] = queue.SimpleQueue()
+        in_flight: dict[Future[buffr.BuffrResult], str] = {}
+        items: list[BatchItem] = []
+        stopped_early = False
+        while todo or in_flight:
+            free = concurrency - len(in_flight)
+            if todo and (free >= min(claim_at_least, len(todo)) or not in_flight):
+                if time.monotonic() >= stop_claiming_at:
+                    stopped_early = True
+                    if not in_flight:
+                        break
+                else:
+                    chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
+                    with conn.transaction():
+                        rows, refused = repository.claim(conn, chunk, reference)
+                    items.extend(_refused(t) for t in refused)
+                    for row in rows:
+                        request_ = buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
+                                                         row["id_number"])
+                        future = client.submit_disburse(request_, deadline=deadline)
+                        in_flight[future] = row["id"]
+                        future.add_done_callback(done.put)
+                    continue
+            if not in_flight:
+                continue
+            finished = [done.get(timeout=max(deadline - time.monotonic(), 0) + 30)]
+            while True:
+                try:
+                    finished.append(done.get_nowait())
+                except queue.Empty:
+                    break
+            results = [_result(f, in_flight.pop(f)) for f in finished]
+            with conn.transaction():
+                items.extend(_apply(conn, results, reference))
+        not_attempted = list(todo)
+        left = (repository.remaining(conn, request.programme, request.cycle)
+                if request.programme is not None else None)
+    _count(items)
+    outcomes = [i.outcome for i in items]
+    logger.info("batch finished", extra={"requested": requested, "attempted": len(items),
+                                         "not_attempted": len(not_attempted), "stopped_early": stopped_early})
+    return BatchReply(requested=requested, attempted=requested - len(not_attempted),
+                      succeeded=outcomes.count("active"), failed=outcomes.count("failed"),
+                      pending=outcomes.count("pending"),
+                      skipped=outcomes.count("skipped") + outcomes.count("not_found"),
+                      stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
+                      remaining=left, results=items)
+
+
+def _result(future: Future[buffr.BuffrResult], voucher_id: str) -> buffr.BuffrResult:
+    try:
+        return future.result()
+    except Exception as exc:  # a bug in the client must not lose the voucher: it stays pending
+        logger.exception("Buffr call raised", extra={"voucher_id": voucher_id})
+        return buffr.BuffrResult("unavailable", voucher_id, error="client_error", reason=type(exc).__name__)
+
+
+def _refused(t: Any) -> BatchItem:
+    if t.outcome == "not_found":
+        return BatchItem(voucher_id=t.voucher_id, outcome="not_found", status=None, reason="no such voucher")
+    return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,
+                     reason=f"voucher is {t.from_status}; not sent again")

@@ -1,0 +1,62 @@
+"""Fixtures for the disbursement tests: the Buffr simulator and in-process disburse wiring."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from smartpay_tools.lambda_runtime import FakeLambdaContext
+
+
+@pytest.fixture()
+def sim(local_stack: Any) -> Iterator[Any]:
+    """The local stack's Buffr simulator (a separate process on a free port), reset for each test."""
+    local_stack.buffr.reset()
+    yield local_stack.buffr
+    local_stack.buffr.reset()
+
+
+@pytest.fixture()
+def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """In-process disburse code wired to the test DB, moto's DynamoDB and the simulator.
+
+    Returns the settings dict; tests may change BUFFR_* variables and call ``reconfigure()``.
+    """
+    from smartpay import buffr, idempotency
+    from smartpay_tools.services import client_env
+
+    env = {
+        **client_env(local_stack.moto.endpoint, local_stack.region),
+        "IDEMPOTENCY_TABLE": local_stack.template.tables()[0].name,
+        "BUFFR_API_URL": sim.url,
+        "BUFFR_API_KEY": local_stack.buffr_api_key,
+        "BUFFR_CONNECT_TIMEOUT_S": "1",
+        "BUFFR_READ_TIMEOUT_S": "1",
+        "BUFFR_MAX_ATTEMPTS": "4",
+        "BUFFR_BACKOFF_BASE_MS": "10",
+        "BUFFR_BACKOFF_CAP_MS": "100",
+        "BUFFR_CONCURRENCY": "100",
+        "DISBURSE_DEADLINE_MARGIN_S": "0.5",
+    }
+
+    def reconfigure(**changes: str) -> None:
+        for key, value in {**env, **changes}.items():
+            monkeypatch.setenv(key, value)
+        buffr.reset_client()
+        idempotency._layers.clear()
+        idempotency._configs.clear()
+
+    env["reconfigure"] = reconfigure  # type: ignore[assignment]
+    reconfigure()
+    yield env
+    buffr.reset_client()
+    idempotency._layers.clear()
+    idempotency._configs.clear()
+
+
+def lambda_context(seconds: float = 29.0) -> FakeLambdaContext:
+    return FakeLambdaContext("smartpay-disburse-local", 1024, str(uuid.uuid4()), time.time() * 1000 + seconds * 1000)
