@@ -45,7 +45,8 @@ def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.Mo
 
     def reconfigure(**changes: str) -> None:
         for key, value in {**env, **changes}.items():
-            monkeypatch.setenv(key, value)
+            if isinstance(value, str):
+                monkeypatch.setenv(key, value)
         buffr.reset_client()
         idempotency._layers.clear()
         idempotency._configs.clear()

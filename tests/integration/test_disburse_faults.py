@@ -1,0 +1,141 @@
+"""Fault tests: concurrency storms, Buffr faults and deadlines; exact final state every time."""
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from disburse import service
+from disburse.models import BatchRequest
+from smartpay.errors import Conflict, ProblemError
+from tests import factories
+from tests.fixtures_disburse import lambda_context
+
+pytestmark = pytest.mark.integration
+
+
+def _cycle_vouchers(pg, n: int, cycle: str = "2026-08") -> list[str]:
+    """n issued vouchers, inserted in bulk (direct SQL, like the factories)."""
+    ids = []
+    for _ in range(n):
+        b = factories.beneficiary(pg)
+        ids.append(factories.voucher(pg, b["id"], cycle=cycle)["id"])
+    return ids
+
+
+def _events(pg, voucher_id: str) -> list[tuple]:
+    rows = pg.execute("SELECT from_status, to_status FROM voucher_events WHERE voucher_id = %s ORDER BY id",
+                      (voucher_id,)).fetchall()
+    return [(r["from_status"], r["to_status"]) for r in rows]
+
+
+def test_hundred_concurrent_in_process_calls_credit_once(disburse_env, pg, sim) -> None:
+    sim.configure(latency_ms=200)
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
+
+    def call(_: int) -> tuple[str, dict | int]:
+        try:
+            result, replayed = service.disburse(v["id"], reference=str(uuid.uuid4()), context=lambda_context())
+            return ("replay" if replayed else "fresh"), result
+        except Conflict as exc:
+            return "conflict", exc.status
+
+    with ThreadPoolExecutor(100) as pool:
+        outcomes = list(pool.map(call, range(100)))
+    kinds = [k for k, _ in outcomes]
+    assert kinds.count("fresh") == 1 and set(kinds) <= {"fresh", "replay", "conflict"}
+    fresh = next(r for k, r in outcomes if k == "fresh")
+    assert all(r == fresh for k, r in outcomes if k == "replay")
+    assert sim.stats(detail=True)["credits_per_voucher"] == {v["id"]: 1}
+    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
+
+
+def test_faulty_buffr_never_double_credits_and_loses_nothing(disburse_env, pg, sim) -> None:
+    disburse_env["reconfigure"](BUFFR_READ_TIMEOUT_S="0.3", BUFFR_MAX_ATTEMPTS="3")
+    ids = _cycle_vouchers(pg, 1000, cycle="2026-07")
+    sim.configure(error_rate=0.30, timeout_rate=0.10, hang_ms=800, seed=11)
+    request = BatchRequest(programme="old_age", cycle="2026-07", limit=1000)
+    first = service.disburse_batch(request, reference="pass-1", context=lambda_context(120))
+    assert first.attempted == 1000 and first.not_attempted == [] and first.failed == 0
+    statuses = {r["id"]: r["status"] for r in pg.execute(
+        "SELECT id::text AS id, status FROM vouchers WHERE cycle = '2026-07'").fetchall()}
+    assert set(statuses) == set(ids) and set(statuses.values()) <= {"active", "pending"}
+    assert first.succeeded == list(statuses.values()).count("active")
+    assert first.pending == list(statuses.values()).count("pending") > 0  # P(none pending) ≈ e^-64
+    stats = sim.stats(detail=True)
+    assert stats["double_credited"] == {}
+    assert stats["errors_injected"]["5xx"] > 0 and stats["errors_injected"]["timeout"] > 0
+    # Some pending vouchers were credited before their reply was lost (timeout after credit).
+    assert all(stats["credits_per_voucher"].get(v) == 1 for v, s in statuses.items() if s == "active")
+
+    sim.configure(error_rate=0.0, timeout_rate=0.0)
+    second = service.disburse_batch(request, reference="pass-2", context=lambda_context(120))
+    assert second.requested == first.pending and second.succeeded == first.pending and second.remaining == 0
+    stats = sim.stats(detail=True)
+    assert stats["credits_per_voucher"] == {v: 1 for v in ids}
+    rows = pg.execute("SELECT id::text AS id, status, buffr_delivery_id FROM vouchers WHERE cycle = '2026-07'").fetchall()
+    assert {r["status"] for r in rows} == {"active"}
+    for row in rows[:50]:
+        assert sim.voucher(row["id"])["deliveryId"] == row["buffr_delivery_id"]
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE to_status = 'pending'") == 1000
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE to_status = 'active'") == 1000
+
+
+def test_batch_cut_by_the_deadline_reports_exactly_what_it_did_not_attempt(disburse_env, pg, sim) -> None:
+    disburse_env["reconfigure"](BUFFR_CONCURRENCY="20", BUFFR_CONNECT_TIMEOUT_S="0.5",
+                                BUFFR_READ_TIMEOUT_S="0.5")
+    ids = _cycle_vouchers(pg, 300, cycle="2026-06")
+    sim.configure(latency_ms=150)
+    context = lambda_context(3.0)
+    reply = service.disburse_batch(BatchRequest(voucher_ids=ids), reference="cut", context=context)
+    assert context.get_remaining_time_in_millis() > 0
+    attempted = [r.voucher_id for r in reply.results]
+    assert reply.stopped_early and 0 < len(attempted) < 300 and reply.not_attempted
+    assert sorted(attempted + reply.not_attempted) == sorted(ids)
+    assert set(attempted) == set(ids[:len(attempted)]) and reply.not_attempted == ids[len(attempted):]
+    assert {r.outcome for r in reply.results} == {"active"}
+    credits = sim.stats(detail=True)["credits_per_voucher"]
+    assert credits == {v: 1 for v in attempted}
+    for v in reply.not_attempted:
+        assert _events(pg, v) == [(None, "issued")]
+    assert factories.count(pg, "SELECT count(*) FROM vouchers WHERE status = 'issued' AND cycle = '2026-06'") == len(
+        reply.not_attempted)
+    assert factories.count(pg, "SELECT count(*) FROM vouchers WHERE status = 'pending'") == 0
+
+
+def test_buffr_rejection_fails_the_voucher_with_the_reason(disburse_env, pg, sim) -> None:
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
+    sim.set_voucher(v["id"], reject="wallet closed")
+    with pytest.raises(ProblemError) as raised:
+        service.disburse(v["id"], reference="r", context=lambda_context())
+    assert raised.value.status == 422 and raised.value.extra["status"] == "failed"
+    row = pg.execute("SELECT status, failure_reason FROM vouchers WHERE id = %s", (v["id"],)).fetchone()
+    assert row == {"status": "failed", "failure_reason": "wallet closed"}
+    assert sim.stats()["calls"] == {"disburse": 1}
+    with pytest.raises(Conflict) as again:
+        service.disburse(v["id"], reference="r2", context=lambda_context())
+    assert again.value.extra["status"] == "failed"
+
+
+@pytest.mark.parametrize(("faults", "status"), [({"error_rate": 1.0}, 502), ({"rate_429": 1.0}, 503),
+                                                ({"timeout_rate": 1.0, "timeout_after_credit": False}, 504)])
+def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_env, pg, sim, faults,
+                                                                       status) -> None:
+    disburse_env["reconfigure"](BUFFR_READ_TIMEOUT_S="0.2", BUFFR_MAX_ATTEMPTS="3")
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
+    sim.configure(hang_ms=500, retry_after_s=0, **faults)
+    started = time.monotonic()
+    with pytest.raises(ProblemError) as raised:
+        service.disburse(v["id"], reference="r1", context=lambda_context())
+    assert raised.value.status == status and raised.value.extra == {
+        "voucher_id": v["id"], "status": "pending", "attempts": 3, **({"reason": raised.value.extra.get("reason")}
+                                                                      if status == 502 else {})}
+    assert time.monotonic() - started < 10
+    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending")]
+    assert sim.stats()["calls"]["disburse"] == 3
+    sim.reset()
+    result, replayed = service.disburse(v["id"], reference="r2", context=lambda_context())
+    assert result["status"] == "active" and not replayed
+    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
+    assert sim.stats(detail=True)["credits_per_voucher"] == {v["id"]: 1}
