@@ -49,7 +49,7 @@ def test_bad_rows_are_listed_with_line_numbers_and_write_nothing(pg, tmp_path) -
     report = payroll_import.import_file(pg.info.dsn, csv_path)
     assert [line for line, _ in report.rejected] == [3, 4, 5, 6, 7, 8, 9, 10, 11]
     reasons = dict(report.rejected)
-    assert "duplicate id_number (first on line 2)" == reasons[7]
+    assert reasons[7] == "duplicate id_number (first on line 2)"
     assert reasons[8] == "beneficiary is suspended" and "already issued" in reasons[9]
     assert "maximum" in reasons[6] and "expired" in reasons[11]
     assert (report.vouchers_issued, report.beneficiaries_upserted) == (1, 1)

@@ -88,6 +88,7 @@ def _load_chunk(conn: psycopg.Connection, rows: list[dict[str, object]], referen
     with conn.cursor().copy(f"COPY incoming_payroll ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in COLUMNS])
+    conn.execute("ANALYZE incoming_payroll")  # temp tables have no statistics: without them the joins go wrong
     rejected: list[tuple[int, str]] = []
     for sql in _REJECT_SQL:
         rejected.extend((int(line), reason) for line, reason in conn.execute(sql).fetchall())
@@ -113,14 +114,22 @@ def import_file(conninfo: str, path: Path, *, chunk: int = 10_000, expires_at: d
         raise ValueError(f"{path}: missing columns {', '.join(sorted(missing))}")
     report = PayrollReport()
     reference = f"payroll:{path.name}"
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # each chunk its own transaction
         maxima = {code: int(m) for code, m in conn.execute("SELECT code, max_amount_cents FROM programmes")}
         seen: dict[str, int] = {}
         batch: list[dict[str, object]] = []
 
+        chunks = 0
+
         def flush() -> None:
+            nonlocal chunks
             with conn.transaction():
                 _load_chunk(conn, batch, reference, report)
+            chunks += 1
+            if chunks & (chunks - 1) == 0:
+                # The tables grow faster than autovacuum re-plans them; stale statistics (an "empty"
+                # registry) make the joins nested loops over sequential scans. Chunks 1, 2, 4, 8, …
+                conn.execute("ANALYZE beneficiaries, vouchers")
             if progress:
                 progress(len(batch))
             batch.clear()

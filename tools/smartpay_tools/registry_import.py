@@ -94,7 +94,7 @@ def _merge(conn: psycopg.Connection, rows: list[dict[str, str]]) -> int:
 def import_file(conninfo: str, path: Path, *, chunk: int = 5000,
                 progress: Callable[[int], None] | None = None) -> ImportReport:
     report = ImportReport()
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # each chunk its own transaction
         programmes = {r[0] for r in conn.execute("SELECT code FROM programmes")}
         seen: dict[str, int] = {}
         batch: list[dict[str, str]] = []

@@ -231,26 +231,34 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
         in_flight: dict[Future[buffr.BuffrResult], str] = {}
         items: list[BatchItem] = []
         stopped_early = False
-        while todo or in_flight:
+        results: list[buffr.BuffrResult] = []
+        while todo or in_flight or results:
+            # One transaction per turn: record the answers that arrived, claim as many as are free.
+            chunk: list[str] = []
             free = concurrency - len(in_flight)
             if todo and (free >= min(claim_at_least, len(todo)) or not in_flight):
                 if time.monotonic() >= stop_claiming_at:
                     stopped_early = True
-                    if not in_flight:
-                        break
                 else:
                     chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
-                    with conn.transaction():
+            rows: list[dict[str, Any]] = []
+            if results or chunk:
+                with conn.transaction():
+                    if results:
+                        items.extend(_apply(conn, results, reference))
+                    if chunk:
                         rows, refused = repository.claim(conn, chunk, reference)
-                    items.extend(_refused(t) for t in refused)
-                    for row in rows:
-                        request_ = buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
-                                                         row["id_number"])
-                        future = client.submit_disburse(request_, deadline=deadline)
-                        in_flight[future] = row["id"]
-                        future.add_done_callback(done.put)
-                    continue
+                        items.extend(_refused(t) for t in refused)
+            results = []
+            for row in rows:
+                request_ = buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
+                                                 row["id_number"])
+                future = client.submit_disburse(request_, deadline=deadline)
+                in_flight[future] = row["id"]
+                future.add_done_callback(done.put)
             if not in_flight:
+                if stopped_early or not todo:
+                    break
                 continue
             finished = [done.get(timeout=max(deadline - time.monotonic(), 0) + 30)]
             while True:
@@ -259,8 +267,6 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                 except queue.Empty:
                     break
             results = [_result(f, in_flight.pop(f)) for f in finished]
-            with conn.transaction():
-                items.extend(_apply(conn, results, reference))
         not_attempted = list(todo)
         left = (repository.remaining(conn, request.programme, request.cycle)
                 if request.programme is not None else None)

@@ -25,17 +25,19 @@ Buffr *rejecting the voucher* (``rejected``); anything else (401/403 — our key
 The ``Idempotency-Key`` is ``disburse-<voucher_id>`` and nothing else (the integration guide
 hashes a fresh timestamp into its key, so its retries are *not* deduplicated; ours always are).
 
-Why this client setup (figures from ``benchmarks/disburse_batch.py`` on the 2-core dev box,
-10,000 calls at concurrency 100 against the simulator, 0 ms latency — the client's own ceiling):
+Why this client setup (``benchmarks/disburse_batch.py`` on the shared 2-core dev box, 2,000
+calls at concurrency 100 against the simulator at 20 ms per call; the latency bound is 5,000/s):
 
-=====================================================  ===============
-setup                                                   requests / s
-=====================================================  ===============
-``httpx.AsyncClient`` (httpcore pool, 100 connections)  ~150–450
-one ``httpx.Client`` shared by 100 threads              ~500–900
-``httpx.AsyncClient`` + :class:`StreamTransport`        ~2,500–3,000
-=====================================================  ===============
+=====================================================  ============
+setup                                                   requests/s
+=====================================================  ============
+``httpx.AsyncClient`` (httpcore pool, 100 connections)  185
+one ``httpx.Client`` shared by 100 threads              727
+``httpx.AsyncClient`` + :class:`StreamTransport`        1,922
+=====================================================  ============
 
+(A bare asyncio client with hand-written HTTP reached ~5,300/s against the same simulator, so
+the simulator is not the limit; the remaining gap is httpx's request/response objects and h11.)
 httpcore's async pool re-scans every connection and waiter on each request and runs through
 anyio (encode/httpx#3215), which is what made the naive client slow here; threads pay the GIL
 and a thread switch per request. So we keep httpx's API, timeouts and MockTransport (tests),

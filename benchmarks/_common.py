@@ -1,0 +1,31 @@
+"""Shared set-up for the benchmarks: a fresh database on the machine's PostgreSQL, paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for sub in ("layers/core", "tools", "functions/disburse"):
+    if str(ROOT / sub) not in sys.path:
+        sys.path.insert(0, str(ROOT / sub))
+
+ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def fresh_database(name: str) -> str:
+    """Drop and recreate ``name``, migrate it, return its URL."""
+    from smartpay import migrate
+    from smartpay_tools.services import drop_database, ensure_database
+
+    drop_database(ADMIN_URL, name)
+    url = ensure_database(ADMIN_URL, name)
+    migrate.apply(url)
+    return url
+
+
+def drop(name: str) -> None:
+    from smartpay_tools.services import drop_database
+
+    drop_database(ADMIN_URL, name)

@@ -1,0 +1,49 @@
+"""Payroll import rate: N payroll rows (default 300,000) into a fresh database, then a re-run.
+
+Target (issue 3): 300,000 rows in ≤ 60 s on the dev box. Prints rows/s and the ratio to target.
+Usage: python benchmarks/payroll_import.py [ROWS]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common
+
+from smartpay_tools import datagen, payroll_import
+
+TARGET_S_PER_300K = 60.0
+
+
+def main() -> int:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+    url = _common.fresh_database("smartpay_bench_payroll")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "payroll.csv"
+            started = time.perf_counter()
+            rows = datagen.generate_payroll_file(path, int(count / 0.97) + 10, "2026-11")
+            print(f"generated {rows} payroll rows in {time.perf_counter() - started:.1f}s (not timed below)")
+            started = time.perf_counter()
+            report = payroll_import.import_file(url, path)
+            elapsed = time.perf_counter() - started
+            print(f"import: {report.rows} rows, {report.vouchers_issued} vouchers issued, "
+                  f"{report.beneficiaries_upserted} beneficiaries upserted, {len(report.rejected)} rejected "
+                  f"in {elapsed:.1f}s = {report.rows / elapsed:,.0f} rows/s")
+            budget = TARGET_S_PER_300K * report.rows / 300_000
+            print(f"target: {budget:.1f}s for {report.rows} rows -> elapsed/target = {elapsed / budget:.2f} "
+                  f"({'within' if elapsed <= budget else 'OVER'} target)")
+            started = time.perf_counter()
+            again = payroll_import.import_file(url, path)
+            print(f"re-run: {again.vouchers_issued} issued, {again.already_issued} already issued "
+                  f"in {time.perf_counter() - started:.1f}s")
+    finally:
+        _common.drop("smartpay_bench_payroll")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
