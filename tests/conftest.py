@@ -19,15 +19,13 @@ from typing import Any
 import psycopg
 import pytest
 
-pytest_plugins = ["tests.fixtures_dbroles", "tests.fixtures_webhook"]
+pytest_plugins = ["tests.fixtures_dbroles", "tests.fixtures_webhook", "tests.fixtures_disburse"]
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATA_TABLES = (
     "reconciliation_records", "reconciliation_runs", "webhook_events", "voucher_events",
     "vouchers", "beneficiaries",
 )
-
-pytest_plugins = ["tests.fixtures_disburse"]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "af-south-1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")

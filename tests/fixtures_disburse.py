@@ -22,15 +22,16 @@ def sim(local_stack: Any) -> Iterator[Any]:
 
 @pytest.fixture()
 def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """In-process disburse code wired to the test DB, moto's DynamoDB and the simulator.
+    """In-process disburse code wired to the test DB (as ``smartpay_disburse``), moto and the simulator.
 
     Returns the settings dict; tests may change BUFFR_* variables and call ``reconfigure()``.
     """
-    from smartpay import buffr, idempotency
-    from smartpay_tools.services import client_env
+    from smartpay import buffr, db, idempotency
+    from smartpay_tools.services import client_env, url_as
 
     env = {
         **client_env(local_stack.moto.endpoint, local_stack.region),
+        "DATABASE_URL": url_as(db_env, "smartpay_disburse"),  # the function's own least-privilege role
         "IDEMPOTENCY_TABLE": local_stack.template.tables()[0].name,
         "BUFFR_API_URL": sim.url,
         "BUFFR_API_KEY": local_stack.buffr_api_key,
@@ -48,6 +49,7 @@ def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.Mo
             if isinstance(value, str):
                 monkeypatch.setenv(key, value)
         buffr.reset_client()
+        db.close_pool()
         idempotency._layers.clear()
         idempotency._configs.clear()
 
