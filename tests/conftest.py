@@ -94,7 +94,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def local_stack(pg_url: str) -> Iterator[Any]:
     from smartpay_tools.stack import LocalStack
 
-    stack = LocalStack(database_url=pg_url, max_concurrency=4, simulator_port=0)
+    # webhooks off by default: tests that want the simulator's webhooks switch them on (and reset)
+    stack = LocalStack(database_url=pg_url, max_concurrency=4, simulator_port=0,
+                       webhook_knobs={"enabled": False})
     try:
         stack.start_services(migrate=False)
     except Exception as exc:  # moto's server is part of the test dependencies
@@ -110,6 +112,7 @@ def gateway_url(local_stack: Any) -> Iterator[str]:
 
     port = free_port()
     server = serve(Gateway(local_stack, extra_routes=docs_routes()), port=port)
+    local_stack.connect_webhooks(f"http://127.0.0.1:{port}")
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
 

@@ -15,14 +15,27 @@ Admin endpoints (no key; loopback only):
 
 * ``GET|PUT /_sim/config`` — latency_ms, jitter_ms, error_rate (5xx), timeout_rate, rate_429,
   hang_ms (how long a "timeout" holds the request), retry_after_s, timeout_after_credit (a
-  timeout that happens *after* the wallet was credited, the nastiest case), seed. PUT merges.
-* ``GET /_sim/stats`` (``?detail=1`` adds credits per voucher), ``POST /_sim/reset``.
+  timeout that happens *after* the wallet was credited, the nastiest case), seed; and
+  ``webhooks``: ``{"url", <Knobs>}`` (settle/redeem rates, duplicate, reorder, drop, delay,
+  enabled). PUT merges, validates everything first (422 naming the bad setting, nothing changed).
+* ``GET /_sim/stats`` (``?detail=1`` adds credits per voucher; ``statuses`` counts Buffr's
+  vouchers by status; ``webhooks`` counts planned / delivered / duplicated / dropped / failed by
+  event type), ``POST /_sim/reset`` (state, stats and the start-time settings back; the webhook
+  URL is kept; queued webhooks are discarded), ``POST /_sim/webhooks/flush`` (wait for the queue).
 * ``GET|PUT|DELETE /_sim/vouchers/{id}`` — read, change (status, amount, reject) or forget a
   voucher at Buffr only, so reconciliation tests can create drift. ``reject`` makes the next
   disbursement of that voucher a 422 with that reason.
+* ``POST /_sim/vouchers/{id}/redeem`` | ``/expire`` ``{"webhook": true}`` and ``POST /_sim/settle``
+  ``{"voucher_ids": [...], "status": "redeemed"|"expired", "webhook": false}`` — "it happened at
+  Buffr now": the voucher's status changes here, and its webhook is queued unless ``webhook`` is
+  false (a Buffr-only redemption that reconciliation must find). Only active vouchers settle.
 
-Hook point for webhooks: :attr:`BuffrSimulator.on_credit` is a list of callables run (as
-tasks, never blocking the reply) after each wallet credit with the :class:`Voucher`.
+Webhooks: after each credit the simulator's :class:`~smartpay_tools.webhook_sender.WebhookSender`
+(its own bounded queue and threads, never blocking the reply) sends ``voucher.activated`` and then
+``voucher.redeemed`` or ``voucher.expired``, signed with the local secret, to the Ketchup URL
+(loopback only). The outcome changes the simulator's own voucher when it happens — sent, dropped
+or not — so Buffr's status endpoint agrees with what Buffr did. :attr:`BuffrSimulator.on_credit`
+is a list of further callables run after each credit with the :class:`Voucher`.
 
 Performance: raw ASGI on uvicorn with httptools + uvloop in its own process (its own GIL), so
 the simulator is never the bottleneck of a benchmark (see benchmarks/disburse_batch.py).
@@ -35,22 +48,34 @@ import asyncio
 import contextlib
 import inspect
 import json
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from smartpay_tools.webhook_sender import (
+    Knobs,
+    WebhookSender,
+    add_knob_arguments,
+    knobs_from_args,
+    require_loopback,
+)
+
 DEFAULT_PORT = 4010
+SECRET_ENV = "SMARTPAY_WEBHOOK_SECRET"
 DEFAULT_API_KEY = "local-buffr-outbound-key-3e8a1f"
 DISBURSE_PATH = "/api/utilities/vouchers/disburse"
 STATUS_PREFIX = "/api/v1/vouchers/"
 STATUSES = {"active", "redeemed", "expired", "cancelled"}
+SETTLED = {"voucher.redeemed": "redeemed", "voucher.expired": "expired"}
 _ID_NUMBER = re.compile(r"^[0-9]{11}$")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -70,6 +95,7 @@ class SimConfig:
     seed: int | None = None
 
     def update(self, changes: dict[str, Any]) -> None:
+        """Apply validated changes (callers validate on a copy to change all or nothing)."""
         known = {f.name: f for f in fields(self)}
         for key, value in changes.items():
             if key not in known:
@@ -133,15 +159,53 @@ class Reply(Exception):
 
 
 class BuffrSimulator:
-    """The simulator's state and its ASGI app (``await sim(scope, receive, send)``)."""
+    """The simulator's state and its ASGI app (``await sim(scope, receive, send)``).
 
-    def __init__(self, api_key: str = DEFAULT_API_KEY, config: SimConfig | None = None) -> None:
+    ``webhook_secrets`` (Standard Webhooks ``whsec_`` list) turns webhooks on: they go to
+    ``webhook_url`` (the Ketchup gateway; settable later through ``/_sim/config``).
+    """
+
+    def __init__(self, api_key: str = DEFAULT_API_KEY, config: SimConfig | None = None, *,
+                 webhook_url: str | None = None, webhook_secrets: str | None = None,
+                 knobs: Knobs | None = None, webhook_workers: int = 4) -> None:
         self.api_key = api_key
         self.config = config or SimConfig()
+        self._start_config = replace(self.config)
         self.on_credit: list[Callable[[Voucher], Awaitable[None] | None]] = []
+        self.webhooks: WebhookSender | None = None
+        if webhook_secrets:
+            self.webhooks = WebhookSender(webhook_url, webhook_secrets, replace(knobs or Knobs()),
+                                          workers=webhook_workers, seed=self.config.seed,
+                                          on_event=self._happened)
+            self._start_knobs = replace(self.webhooks.knobs)
+            self.on_credit.append(
+                lambda v: self.webhooks.voucher_credited(v.voucher_id, v.delivery_id, v.amount))  # type: ignore[union-attr]
         self.reset()
 
+    def _happened(self, voucher_id: str, type_: str) -> bool:
+        """A webhook's event happens at Buffr (sender thread): settle the voucher here too.
+
+        False when it no longer applies: the voucher was settled differently meanwhile (an
+        operator's "redeem now"), so Buffr would not report this outcome.
+        """
+        voucher = self.vouchers.get(voucher_id)
+        target = SETTLED.get(type_)
+        if voucher is None or target is None:
+            return True
+        if voucher.status == "active":
+            voucher.status = target
+            return True
+        return voucher.status == target
+
+    def close(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.close()
+
     def reset(self) -> None:
+        self.config = replace(self._start_config)
+        if self.webhooks is not None:
+            self.webhooks.knobs = replace(self._start_knobs)
+            self.webhooks.reset()
         self.vouchers: dict[str, Voucher] = {}
         self.keys: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (body fingerprint, reply)
         self.rejections: dict[str, str] = {}
@@ -245,20 +309,105 @@ class BuffrSimulator:
     # --- admin --------------------------------------------------------------------------------
     def admin(self, method: str, path: str, query: str, body: bytes) -> tuple[int, dict[str, Any]]:
         data = json.loads(body) if body else {}
+        if not isinstance(data, dict):
+            raise Reply(400, {"error": "the body must be a JSON object"})
         if path == "/_sim/config":
             if method == "PUT":
-                self.config.update(data)
-                if "seed" in data:
-                    self.rng = random.Random(self.config.seed)
-            return 200, asdict(self.config)
+                self._configure(data)
+            return 200, self.settings()
         if path == "/_sim/stats" and method == "GET":
-            return 200, self.stats.summary(detail="detail=1" in query)
+            return 200, self.summary(detail="detail=1" in query)
         if path == "/_sim/reset" and method == "POST":
             self.reset()
             return 200, {"reset": True}
+        if path == "/_sim/webhooks/flush" and method == "POST":
+            timeout = min(float(data.get("timeout_s", 60)), 600.0)
+            done = self.webhooks.flush(timeout) if self.webhooks else True
+            return (200 if done else 504), {"flushed": done}
+        if path == "/_sim/settle" and method == "POST":
+            return 200, self._settle_many(data)
         if path.startswith("/_sim/vouchers/"):
-            return self._admin_voucher(method, path.removeprefix("/_sim/vouchers/"), data)
+            rest = path.removeprefix("/_sim/vouchers/")
+            voucher_id, _, action = rest.partition("/")
+            if action in {"redeem", "expire"} and method == "POST":
+                return self._settle_one(voucher_id, "redeemed" if action == "redeem" else "expired", data)
+            if not action:
+                return self._admin_voucher(method, voucher_id, data)
         raise Reply(404, {"error": "no such admin route"})
+
+    def settings(self) -> dict[str, Any]:
+        hooks = ({**self.webhooks.knobs.as_dict(), "url": self.webhooks.url, "configured": True}
+                 if self.webhooks else {"configured": False})
+        return {**asdict(self.config), "webhooks": hooks}
+
+    def _configure(self, data: dict[str, Any]) -> None:
+        """Validate every change on copies first, then apply them all (422 names the bad one)."""
+        changes = dict(data)
+        hooks = changes.pop("webhooks", None) or {}
+        if not isinstance(hooks, dict):
+            raise Reply(422, {"error": "webhooks must be an object"})
+        url = hooks.pop("url", ...)
+        if self.webhooks is None and (hooks or url is not ...):
+            raise Reply(422, {"error": "webhooks are not configured: start the simulator with a signing secret"})
+        try:
+            config = replace(self.config)
+            config.update(changes)
+            knobs = replace(self.webhooks.knobs).update(hooks) if self.webhooks else None
+            if url is not ... and url is not None:
+                require_loopback(str(url))
+        except (ValueError, TypeError) as exc:
+            raise Reply(422, {"error": str(exc)}) from None
+        self.config = config
+        if "seed" in changes:
+            self.rng = random.Random(self.config.seed)
+        if self.webhooks is not None and knobs is not None:
+            self.webhooks.knobs = knobs
+            if url is not ...:
+                self.webhooks.set_url(url)
+
+    def summary(self, detail: bool) -> dict[str, Any]:
+        out = self.stats.summary(detail)
+        out["statuses"] = dict(Counter(v.status for v in self.vouchers.values()))
+        out["webhooks"] = self.webhooks.stats.summary() if self.webhooks else None
+        return out
+
+    def _settle(self, voucher_id: str, status: str, webhook: bool, amount_cents: Any = None) -> str:
+        """Settle one voucher at Buffr now; its webhook queued (no faults) unless ``webhook`` is false."""
+        voucher = self.vouchers.get(voucher_id)
+        if voucher is None:
+            return "unknown"
+        if voucher.status != "active":
+            return "not_active"
+        voucher.status = status
+        if webhook and self.webhooks is not None and self.webhooks.url is not None:
+            type_ = "voucher.redeemed" if status == "redeemed" else "voucher.expired"
+            data = {"amount_cents": int(amount_cents or voucher.amount), "channel": "wallet"} \
+                if status == "redeemed" else {}
+            self.webhooks.enqueue([self.webhooks.single(type_, voucher_id, voucher.delivery_id, **data)])
+            return "webhook_queued"
+        return "settled"
+
+    def _settle_one(self, voucher_id: str, status: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        outcome = self._settle(voucher_id, status, bool(data.get("webhook", True)), data.get("amount_cents"))
+        if outcome == "unknown":
+            raise Reply(404, {"error": "voucher not found", "voucher_id": voucher_id})
+        voucher = self.vouchers[voucher_id]
+        if outcome == "not_active":
+            raise Reply(409, {"error": f"voucher is {voucher.status}, only active vouchers settle",
+                              **self.view(voucher)})
+        return 200, {**self.view(voucher), "webhook": outcome == "webhook_queued"}
+
+    def _settle_many(self, data: dict[str, Any]) -> dict[str, Any]:
+        ids, status = data.get("voucher_ids"), data.get("status", "redeemed")
+        if not isinstance(ids, list) or status not in {"redeemed", "expired"}:
+            raise Reply(422, {"error": "give voucher_ids (a list) and status redeemed or expired"})
+        outcomes: dict[str, list[str]] = {}
+        for voucher_id in ids:
+            outcome = self._settle(str(voucher_id), status, bool(data.get("webhook", False)))
+            outcomes.setdefault(outcome, []).append(str(voucher_id))
+        settled = len(outcomes.get("settled", [])) + len(outcomes.get("webhook_queued", []))
+        return {"settled": settled, "webhooks_queued": len(outcomes.get("webhook_queued", [])),
+                "unknown": outcomes.get("unknown", []), "not_active": outcomes.get("not_active", [])}
 
     def _admin_voucher(self, method: str, voucher_id: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         voucher = self.vouchers.get(voucher_id)
@@ -323,20 +472,35 @@ class BuffrSimulator:
 # --- running it ---------------------------------------------------------------------------------
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, api_key: str = DEFAULT_API_KEY,
-          config: SimConfig | None = None) -> None:
+          config: SimConfig | None = None, *, webhook_url: str | None = None,
+          webhook_secrets: str | None = None, knobs: Knobs | None = None) -> None:
     """Run the simulator in this process until interrupted (uvicorn, httptools, uvloop)."""
     import uvicorn
 
-    uvicorn.run(BuffrSimulator(api_key, config), host=host, port=port, loop="uvloop", http="httptools",
-                lifespan="off", access_log=False, log_level="warning", backlog=4096,
-                timeout_keep_alive=75)
+    sim = BuffrSimulator(api_key, config, webhook_url=webhook_url, webhook_secrets=webhook_secrets, knobs=knobs)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the previous handler: make
+    # that a normal exit so the webhook workers are stopped below (and the exit code is 0).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(sim, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
+                    access_log=False, log_level="warning", backlog=4096, timeout_keep_alive=75)
+    finally:
+        sim.close()
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    raise SystemExit(0)
 
 
 class SimulatorProcess:
     """The simulator in its own process (its own GIL), plus a small admin client for it."""
 
-    def __init__(self, port: int = DEFAULT_PORT, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = DEFAULT_PORT, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", *,
+                 webhook_url: str | None = None, webhook_secrets: str | None = None,
+                 knobs: dict[str, Any] | None = None) -> None:
         self.host, self.port, self.api_key = host, port, api_key
+        self.webhook_url, self.webhook_secrets = webhook_url, webhook_secrets
+        self.knobs = Knobs().update(knobs or {})  # validated here, before a process starts
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -347,9 +511,15 @@ class SimulatorProcess:
         from smartpay_tools.services import free_port, wait_port
 
         self.port = self.port or free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "smartpay_tools.buffr_sim", "--host", self.host, "--port", str(self.port),
-             "--api-key", self.api_key], stdout=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "smartpay_tools.buffr_sim", "--host", self.host, "--port", str(self.port),
+               "--api-key", self.api_key, "--webhooks", json.dumps(self.knobs.as_dict())]
+        env = dict(os.environ)
+        env.pop(SECRET_ENV, None)
+        if self.webhook_secrets:  # in the environment, not on a command line anyone can read
+            env[SECRET_ENV] = self.webhook_secrets
+            if self.webhook_url:
+                cmd += ["--webhook-url", self.webhook_url]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
         wait_port(self.host, self.port, timeout, "Buffr simulator")
         return self
 
@@ -376,9 +546,32 @@ class SimulatorProcess:
         return self._admin("GET", "stats?detail=1" if detail else "stats")
 
     def reset(self, **settings: Any) -> None:
+        """Forget vouchers and stats; settings back to how the process started, then ``settings``."""
         self._admin("POST", "reset")
-        defaults = asdict(SimConfig())
-        self.configure(**{**defaults, **settings})
+        if settings:
+            self.configure(**settings)
+
+    def configure_webhooks(self, **knobs: Any) -> dict[str, Any]:
+        """Change webhook knobs or ``url`` at run time (validated by the simulator)."""
+        return dict(self.configure(webhooks=knobs)["webhooks"])
+
+    def flush_webhooks(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the simulator's webhook queue is empty (every delivery answered or given up)."""
+        import httpx
+
+        reply = httpx.post(f"{self.url}/_sim/webhooks/flush", json={"timeout_s": timeout_s},
+                           timeout=timeout_s + 10)
+        return bool(reply.json().get("flushed"))
+
+    def settle(self, voucher_id: str, status: str = "redeemed", *, webhook: bool = True) -> dict[str, Any]:
+        """Redeem or expire one voucher at Buffr now, with or without its webhook."""
+        return self._admin("POST", f"vouchers/{voucher_id}/{'redeem' if status == 'redeemed' else 'expire'}",
+                           {"webhook": webhook})
+
+    def settle_many(self, voucher_ids: list[str], status: str = "redeemed", *,
+                    webhook: bool = False) -> dict[str, Any]:
+        """Settle many at Buffr now (default: Buffr-only, no webhook — drift for reconciliation)."""
+        return self._admin("POST", "settle", {"voucher_ids": voucher_ids, "status": status, "webhook": webhook})
 
     def set_voucher(self, voucher_id: str, **changes: Any) -> dict[str, Any]:
         return self._admin("PUT", f"vouchers/{voucher_id}", changes)
@@ -399,19 +592,41 @@ class SimulatorProcess:
         self.stop()
 
 
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """Buffr API faults and webhook knobs as flags (shared with ``smartpay simulator``)."""
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every Buffr API call")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503")
+    parser.add_argument("--timeout-rate", type=float, default=0.0, help="share of calls that hang (hang_ms)")
+    parser.add_argument("--rate-429", type=float, default=0.0, help="share of calls answered 429")
+    parser.add_argument("--webhook-url", default=None,
+                        help="Ketchup base URL for webhooks (loopback only), e.g. http://127.0.0.1:3000")
+    add_knob_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    return SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate,
+                     rate_429=args.rate_429)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="buffr-sim", description="Buffr simulator (loopback only)")
+    parser = argparse.ArgumentParser(
+        prog="buffr-sim", description=f"Buffr simulator (loopback only). Webhooks are signed with the "
+        f"secrets in ${SECRET_ENV} (none: no webhooks).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument("--timeout-rate", type=float, default=0.0)
-    parser.add_argument("--rate-429", type=float, default=0.0)
+    parser.add_argument("--webhooks", type=json.loads, default=None,
+                        help="webhook knobs as a JSON object (flags override it)")
+    add_fault_arguments(parser)
     args = parser.parse_args(argv)
-    config = SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate,
-                       rate_429=args.rate_429)
-    serve(args.host, args.port, args.api_key, config)
+    try:
+        knobs = knobs_from_args(args, args.webhooks)
+        if args.webhook_url:
+            require_loopback(args.webhook_url)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(args.host, args.port, args.api_key, config_from_args(args), webhook_url=args.webhook_url,
+          webhook_secrets=os.environ.get(SECRET_ENV) or None, knobs=knobs)
     return 0
 
 

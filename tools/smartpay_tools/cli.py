@@ -30,12 +30,17 @@ def _stack(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from smartpay_tools.gateway import Gateway, docs_routes, serve
 
-    stack = _stack(args).start_services()
+    stack = _stack(args)
     port = args.port or int(stack.local.get("GatewayPort", 3000))
+    stack.webhook_url = f"http://127.0.0.1:{port}"
+    stack.start_services()
     server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
     print(f"PostgreSQL: {stack.postgres.origin} ({_safe_url(stack.postgres.url)})")
     print(f"DynamoDB (moto): {stack.moto.endpoint}")
-    print(f"Buffr simulator: {stack.buffr.url} (admin: {stack.buffr.url}/_sim/stats)")
+    print(f"Buffr simulator: {stack.buffr.url} (admin: {stack.buffr.url}/_sim/stats, /_sim/config)")
+    hooks = stack.buffr.configure()["webhooks"]
+    print(f"  webhooks -> {hooks.get('url') or 'off (no WEBHOOK_SECRET)'}: "
+          + ", ".join(f"{k}={v}" for k, v in hooks.items() if k not in {"url", "configured"}))
     print(f"API: http://127.0.0.1:{port}  routes:")
     for logical_id, spec in sorted(stack.functions.items()):
         for route in spec.routes:
@@ -182,14 +187,22 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     """The Buffr simulator alone, in the foreground (``smartpay serve`` starts it too)."""
     from smartpay_tools import buffr_sim
     from smartpay_tools.stack import LocalStack
+    from smartpay_tools.webhook_sender import knobs_from_args, require_loopback
 
     stack = LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None)
     port = args.port or int(stack.local.get("BuffrSimulatorPort", buffr_sim.DEFAULT_PORT))
-    print(f"Buffr simulator on http://127.0.0.1:{port} (admin: /_sim/config, /_sim/stats, /_sim/reset)",
-          flush=True)
-    config = buffr_sim.SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate,
-                                 timeout_rate=args.timeout_rate, rate_429=args.rate_429)
-    buffr_sim.serve(port=port, api_key=stack.buffr_api_key, config=config)
+    try:
+        knobs = knobs_from_args(args, stack.simulator_knobs())
+        url = require_loopback(args.webhook_url or stack.gateway_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    secrets = stack.webhook_secrets or None
+    print(f"Buffr simulator on http://127.0.0.1:{port} (admin: /_sim/config, /_sim/stats, /_sim/reset)")
+    print(f"webhooks -> {url if secrets else 'off (no WEBHOOK_SECRET)'}: "
+          + ", ".join(f"{k}={v}" for k, v in knobs.as_dict().items()), flush=True)
+    buffr_sim.serve(port=port, api_key=stack.buffr_api_key, config=buffr_sim.config_from_args(args),
+                    webhook_url=url, webhook_secrets=secrets, knobs=knobs)
     return EXIT_OK
 
 
@@ -235,9 +248,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 def _webhook_secrets(stack: Any) -> str:
     """Signing secrets for replay: SMARTPAY_WEBHOOK_SECRET, else the env-vars file's WebhookFunction block."""
-    value = os.environ.get("SMARTPAY_WEBHOOK_SECRET") or stack.env_file.get("WebhookFunction", {}).get(
-        "WEBHOOK_SECRET", "")
-    if not value.strip():
+    value = stack.webhook_secrets
+    if not value:
         raise ValueError("no webhook secret: set SMARTPAY_WEBHOOK_SECRET or WebhookFunction.WEBHOOK_SECRET "
                          "in the env-vars file")
     return value
@@ -351,12 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_import_payroll)
 
-    p = sub.add_parser("simulator", help="run the Buffr simulator (default 127.0.0.1:4010) until Ctrl-C")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--error-rate", type=float, default=0.0)
-    p.add_argument("--timeout-rate", type=float, default=0.0)
-    p.add_argument("--rate-429", type=float, default=0.0)
+    p = sub.add_parser("simulator", help="run the Buffr simulator (default 127.0.0.1:4010) until Ctrl-C",
+                       description="Buffr's disburse and status endpoints on loopback; after each credit it sends "
+                       "signed webhooks to the gateway (knobs: flags, else the env file's LocalStack.BuffrWebhooks; "
+                       "change them at run time with PUT /_sim/config).")
+    p.add_argument("--port", type=int, default=None, help="default: LocalStack.BuffrSimulatorPort (4010)")
+    from smartpay_tools.buffr_sim import add_fault_arguments
+
+    add_fault_arguments(p)
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("import-beneficiaries", help="upsert a beneficiary CSV into the registry")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpay_tools import envfile
-from smartpay_tools.buffr_sim import DEFAULT_API_KEY, DEFAULT_PORT, SimulatorProcess
+from smartpay_tools.buffr_sim import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV, SimulatorProcess
 from smartpay_tools.lambda_runtime import FunctionPool
 from smartpay_tools.services import (
     MotoServer,
@@ -29,6 +29,10 @@ class LocalStack:
     max_concurrency: int = 4
     #: The Buffr simulator's port: None → the env file's ``BuffrSimulatorPort`` (4010), 0 → a free port.
     simulator_port: int | None = None
+    #: Where the simulator sends webhooks: None → the local gateway (``GatewayPort``); see connect_webhooks.
+    webhook_url: str | None = None
+    #: Webhook knobs over the env file's ``LocalStack.BuffrWebhooks`` (e.g. ``{"enabled": False}`` in tests).
+    webhook_knobs: dict[str, Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     template: Template = field(init=False)
     env_file: dict[str, Any] = field(init=False)
@@ -56,13 +60,31 @@ class LocalStack:
         """The key the functions present to Buffr (env file), which the simulator accepts."""
         return str(self.env_file.get("DisburseFunction", {}).get("BUFFR_API_KEY") or DEFAULT_API_KEY)
 
+    @property
+    def webhook_secrets(self) -> str:
+        """Webhook signing secrets: $SMARTPAY_WEBHOOK_SECRET, else the env file's WebhookFunction block."""
+        return (os.environ.get(SECRET_ENV) or str(self.env_file.get("WebhookFunction", {}).get(
+            "WEBHOOK_SECRET") or "")).strip()
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{int(self.local.get('GatewayPort', 3000))}"
+
+    def simulator_knobs(self) -> dict[str, Any]:
+        """The simulator's start-time webhook knobs: env file ``LocalStack.BuffrWebhooks``, then overrides."""
+        from_file = {k: v for k, v in dict(self.local.get("BuffrWebhooks") or {}).items() if not k.startswith("_")}
+        return {**from_file, **(self.webhook_knobs or {})}
+
     def start_services(self, *, migrate: bool = True, simulator: bool = True) -> LocalStack:
         from smartpay import migrate as migrations
 
         if simulator:
             port = self.simulator_port if self.simulator_port is not None else int(
                 self.local.get("BuffrSimulatorPort", DEFAULT_PORT))
-            self.buffr = SimulatorProcess(port=port, api_key=self.buffr_api_key).start()
+            self.buffr = SimulatorProcess(port=port, api_key=self.buffr_api_key,
+                                          webhook_url=self.webhook_url or self.gateway_url,
+                                          webhook_secrets=self.webhook_secrets or None,
+                                          knobs=self.simulator_knobs()).start()
         self.moto = MotoServer().start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
         file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
@@ -73,6 +95,11 @@ class LocalStack:
                 raise RuntimeError("the functions' database roles are missing and this user may not create "
                                    f"them; run as an administrator, then start again:\n{result['admin_sql']}")
         return self
+
+    def connect_webhooks(self, gateway_url: str) -> None:
+        """Point the running simulator's webhooks at this gateway (e.g. one on another port)."""
+        if self.buffr is not None and self.webhook_secrets:
+            self.buffr.configure_webhooks(url=gateway_url)
 
     def env_for(self, spec: FunctionSpec) -> dict[str, str]:
         env = envfile.function_env(spec.environment, self.env_file, spec.logical_id)
