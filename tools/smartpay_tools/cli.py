@@ -1,7 +1,8 @@
-"""``smartpay``: the operator CLI (local stack, invoke, migrate, data).
+"""``smartpay``: the operator CLI — local stack, functions, data, disbursement, webhooks.
 
-Exit codes: 0 success, 1 the operation failed (e.g. a function error), 2 bad usage or input,
-3 a dependency (database, moto, gateway) is unavailable.
+Run ``smartpay COMMAND --help`` for each command's options. Exit codes: 0 success, 1 the
+operation failed (e.g. a function error, vouchers failed or left pending), 2 bad usage or input,
+3 a dependency (database, moto, gateway, API) is unavailable.
 """
 
 from __future__ import annotations
@@ -316,6 +317,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_disburse(args: argparse.Namespace) -> int:
+    """Disburse a programme cycle through the API, call after call, until nothing is left."""
+    from tqdm import tqdm
+
+    from smartpay_tools import disburse_cycle
+
+    stack = _stack(args)
+    url = args.url or stack.gateway_url
+    api_key = args.api_key or os.environ.get("SMARTPAY_API_KEY") or str(stack.local.get("OperatorApiKey") or "")
+    if not api_key:
+        print("error: no API key: give --api-key (or SMARTPAY_API_KEY)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        print("error: --batch-size and --limit must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    with tqdm(unit="voucher", desc=f"disburse {args.programme} {args.cycle}", disable=args.quiet) as bar:
+        def progress(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+                bar.refresh()
+            bar.update(done)
+
+        try:
+            summary = disburse_cycle.run(url, api_key, args.programme, args.cycle, limit=args.limit,
+                                         batch_size=args.batch_size, progress=progress)
+        except disburse_cycle.Refused as exc:
+            print(f"error: the API refused the request: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except disburse_cycle.Unavailable as exc:
+            print(f"unavailable: {exc} (is `smartpay serve` running, or the URL right?)", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    counts = summary.outcomes
+    print(f"calls: {summary.calls}  attempted: {summary.attempted}  active: {counts['active']}  "
+          f"pending: {counts['pending']}  failed: {counts['failed']}  "
+          f"skipped: {counts['skipped'] + counts['not_found']}  left in the cycle: {summary.remaining}  "
+          f"stopped: {summary.stopped}")
+    if counts["pending"] or summary.stopped == "no progress":
+        print("some vouchers are still pending: run the command again later (or let reconciliation finish them)")
+    return EXIT_OK if summary.complete else EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartpay_tools import demo
 
@@ -331,14 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SAM env-vars file (default: env.local.json, as in samconfig.toml)")
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (default: DATABASE_URL, else 127.0.0.1:5432, else embedded)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = sub.add_parser
 
-    p = sub.add_parser("serve", help="run the local stack: gateway on 127.0.0.1:3000, moto, PostgreSQL")
-    p.add_argument("--port", type=int, default=None)
+    def command(name: str, help_: str, description: str = "") -> argparse.ArgumentParser:
+        """A subcommand whose ``--help`` starts with its one-line help, then the details."""
+        return add(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}." + (f" {description}"
+                                                                                       if description else ""))
+
+    p = command("serve", "run the local stack: gateway on 127.0.0.1:3000, moto, PostgreSQL, Buffr simulator",
+                "The template's functions behind a local API Gateway (Swagger UI at /docs); the Buffr simulator "
+                "sends its webhooks to this gateway (env file LocalStack.BuffrWebhooks).")
+    p.add_argument("--port", type=int, default=None, help="gateway port (default: LocalStack.GatewayPort, 3000)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("invoke", help="invoke one function with an event file, like `sam local invoke`")
+    p = command("invoke", "invoke one function with an event file, like `sam local invoke`",
+                "Prints the function's result as JSON; exit 1 if the function raised.")
     p.add_argument("function", help="logical id (BeneficiariesFunction) or short name (beneficiaries)")
     p.add_argument("--event", "-e", help="event JSON file (e.g. events/beneficiaries/verify.json)")
     p.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
@@ -346,25 +397,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-sign a saved webhook event (Standard Webhooks headers) with the current secret")
     p.set_defaults(func=cmd_invoke)
 
-    p = sub.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
+    p = command("migrate", "apply the SQL migrations (safe to run twice)",
+                "Applies layers/core/smartpay/migrations in order, once each, and the repeatable grants; "
+                "prints what it did. Exit 1 when an applied migration file was edited since, or the "
+                "functions' roles are missing and this user may not create them (the SQL an administrator "
+                "must run is printed).")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("generate", help="write a synthetic beneficiary CSV")
-    p.add_argument("--count", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--out", default="beneficiaries.csv")
+    p = command("generate", "write a synthetic beneficiary (or payroll) CSV",
+                "Fake but valid ID numbers, names and phone numbers; the same seed gives the same file.")
+    p.add_argument("--count", type=int, default=5000, help="rows to write (default 5000)")
+    p.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
+    p.add_argument("--out", default="beneficiaries.csv", help="output file (default beneficiaries.csv)")
     p.add_argument("--payroll-cycle", default=None, metavar="YYYY-MM",
                    help="write a payroll CSV for this cycle instead of a registry CSV")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("import-payroll", help="import a payroll CSV: upsert beneficiaries, issue vouchers")
-    p.add_argument("csv")
+    p = command("import-payroll", "import a payroll CSV: upsert beneficiaries, issue vouchers",
+                "Chunked and re-runnable: a second run issues nothing new. Rejected rows are listed with line "
+                "and reason (exit 1).")
+    p.add_argument("csv", help="payroll CSV (see `smartpay generate --payroll-cycle`)")
     p.add_argument("--expires-at", default=None, help="ISO-8601 expiry (default: start of cycle month + 2)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import_payroll)
 
-    p = sub.add_parser("simulator", help="run the Buffr simulator (default 127.0.0.1:4010) until Ctrl-C",
-                       description="Buffr's disburse and status endpoints on loopback; after each credit it sends "
+    p = command("simulator", "run the Buffr simulator (default 127.0.0.1:4010) until Ctrl-C",
+                "Buffr's disburse and status endpoints on loopback; after each credit it sends "
                        "signed webhooks to the gateway (knobs: flags, else the env file's LocalStack.BuffrWebhooks; "
                        "change them at run time with PUT /_sim/config).")
     p.add_argument("--port", type=int, default=None, help="default: LocalStack.BuffrSimulatorPort (4010)")
@@ -373,22 +431,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_arguments(p)
     p.set_defaults(func=cmd_simulator)
 
-    p = sub.add_parser("import-beneficiaries", help="upsert a beneficiary CSV into the registry")
-    p.add_argument("csv")
-    p.add_argument("--quiet", action="store_true")
+    p = command("import-beneficiaries", "upsert a beneficiary CSV into the registry",
+                "COPY into a staging table, then one upsert per chunk; rejected rows listed (exit 1).")
+    p.add_argument("csv", help="registry CSV (see `smartpay generate`)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import_beneficiaries)
-    p = sub.add_parser("openapi", help="export the combined OpenAPI document (or --check it)")
-    p.add_argument("--out", default=str(PROJECT_ROOT / "openapi.json"))
+    p = command("openapi", "export the combined OpenAPI document (or --check it)",
+                "Generated from the functions' resolvers, with the security schemes.")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "openapi.json"), help="file to write or check")
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
     p.set_defaults(func=cmd_openapi)
-    p = sub.add_parser("replay", help="re-send saved or stored Buffr webhooks, re-signed with the current secret")
+    p = command("replay", "re-send saved or stored Buffr webhooks, re-signed with the current secret",
+                "Each keeps its webhook id, so replaying what was already applied changes nothing. Exit 1 if "
+                "any got a 5xx or no answer, 3 if nothing answered.")
     p.add_argument("files", nargs="*", help="saved webhook files or directories (e.g. events/webhooks)")
     p.add_argument("--from-db", action="store_true", help="replay stored webhook_events rows instead")
     p.add_argument("--since", help="with --from-db: received at or after (ISO-8601, or 90m / 6h / 3d)")
     p.add_argument("--voucher", help="with --from-db: only this voucher id")
     p.add_argument("--outcome", choices=["applied", "duplicate", "stale", "ignored", "rejected"],
                    help="with --from-db: only rows with this outcome")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="with --from-db: at most this many rows")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--url", help="gateway or deployed stage base URL (default: the local gateway)")
     target.add_argument("--invoke", action="store_true",
@@ -397,9 +459,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="the main job: local stack, seeded registry, calls through the gateway")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--beneficiaries", type=int, default=5000)
+    p = command(
+        "disburse", "disburse a programme cycle through the API (resumable)",
+        "Calls POST /api/v1/disbursements for the cycle again and again until nothing is left "
+        "(or --limit is reached); a second run only sends what is left. Exit codes: 0 all done, 1 some failed "
+        "or still pending, 2 refused (key, scope, input), 3 the API is unavailable.")
+    p.add_argument("--programme", required=True, help="programme code, e.g. old_age")
+    p.add_argument("--cycle", required=True, metavar="YYYY-MM", help="pay cycle, e.g. 2026-11")
+    p.add_argument("--limit", type=int, default=None, help="disburse at most this many vouchers in this run")
+    p.add_argument("--batch-size", type=int, default=1000, help="vouchers per API call (1..10000; default 1000)")
+    p.add_argument("--url", default=None, help="API base URL (default: the local gateway, LocalStack.GatewayPort)")
+    p.add_argument("--api-key", default=None,
+                   help="operator key with vouchers:write (default: $SMARTPAY_API_KEY, else the env file's "
+                   "LocalStack.OperatorApiKey)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_disburse)
+
+    p = command("demo", "the main job: local stack, seeded registry, calls through the gateway")
+    p.add_argument("--port", type=int, default=None, help="gateway port (default: LocalStack.GatewayPort, 3000)")
+    p.add_argument("--beneficiaries", type=int, default=5000, help="registry size to generate (default 5000)")
     p.add_argument("--serve", action="store_true", help="keep serving after the demo")
     p.set_defaults(func=cmd_demo)
     return parser
