@@ -217,3 +217,17 @@ def test_simulator_process_stops_cleanly_with_webhooks_queued(webhook_secrets) -
     finally:
         process.stop()
     assert process.process.returncode == 0  # SIGTERM honoured: not killed
+
+
+def test_failed_start_leaves_no_simulator_behind(sim) -> None:
+    from smartpay_tools.buffr_sim import SimulatorProcess
+    from smartpay_tools.services import free_port, port_open
+    from smartpay_tools.stack import LocalStack
+
+    with pytest.raises(RuntimeError, match="already in use"):
+        SimulatorProcess(port=sim.port).start()  # the port is taken: refuse, never adopt a stranger
+    port = free_port()
+    stack = LocalStack(database_url="postgresql://nobody@127.0.0.1:1/none", simulator_port=port)
+    with pytest.raises(Exception, match=r"connect|refused|failed"):
+        stack.start_services()
+    assert not port_open("127.0.0.1", port) and stack.buffr.process.poll() is not None

@@ -508,9 +508,11 @@ class SimulatorProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> SimulatorProcess:
-        from smartpay_tools.services import free_port, wait_port
+        from smartpay_tools.services import free_port, port_open, wait_port
 
         self.port = self.port or free_port()
+        if port_open(self.host, self.port):  # else wait_port would mistake another process for ours
+            raise RuntimeError(f"{self.host}:{self.port} is already in use (another simulator or `smartpay serve`?)")
         cmd = [sys.executable, "-m", "smartpay_tools.buffr_sim", "--host", self.host, "--port", str(self.port),
                "--api-key", self.api_key, "--webhooks", json.dumps(self.knobs.as_dict())]
         env = dict(os.environ)
@@ -520,7 +522,11 @@ class SimulatorProcess:
             if self.webhook_url:
                 cmd += ["--webhook-url", self.webhook_url]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-        wait_port(self.host, self.port, timeout, "Buffr simulator")
+        try:
+            wait_port(self.host, self.port, timeout, "Buffr simulator")
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

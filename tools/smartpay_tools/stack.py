@@ -76,6 +76,14 @@ class LocalStack:
         return {**from_file, **(self.webhook_knobs or {})}
 
     def start_services(self, *, migrate: bool = True, simulator: bool = True) -> LocalStack:
+        """Start what the functions need; on any failure, stop what was already started (no orphans)."""
+        try:
+            return self._start_services(migrate=migrate, simulator=simulator)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_services(self, *, migrate: bool, simulator: bool) -> LocalStack:
         from smartpay import migrate as migrations
 
         if simulator:
