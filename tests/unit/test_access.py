@@ -37,7 +37,8 @@ def test_every_database_function_has_its_own_role_and_secret() -> None:
             continue
         assert "DATABASE_URL" in spec.environment, (
             f"{logical_id}: declare DB_ROLE, DATABASE_URL and its own DATABASE_URL_SECRET (README: Database access)")
-        secret_param = env["DATABASE_URL_SECRET"]["Ref"]
+        # !If [CreateDatabase, <created secret>, !Ref <parameter>] (test_template_production checks the first)
+        secret_param = env["DATABASE_URL_SECRET"]["Fn::If"][2]["Ref"]
         policies = str(raw[logical_id]["Properties"].get("Policies"))
         assert f"'Ref': '{secret_param}'" in policies, f"{logical_id} may not read its own secret"
         if logical_id in OWNER_FUNCTIONS:

@@ -44,7 +44,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ]
     if not allowed:
         statement[0]["Effect"] = "Deny"
-    return {
+    result: dict[str, Any] = {
         "principalId": principal.principal,
         "policyDocument": {"Version": "2012-10-17", "Statement": statement},
         "context": {
@@ -53,3 +53,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "scopes": " ".join(sorted(principal.scopes)),
         },
     }
+    if principal.usage_key:
+        # The API's key source is AUTHORIZER: this names the principal's usage plan (throttle, quota).
+        result["usageIdentifierKey"] = principal.usage_key
+    return result

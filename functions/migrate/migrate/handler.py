@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from smartpay import migrate
+from smartpay import access, migrate
 from smartpay.observability import logger
-from smartpay.settings import database_url
+from smartpay.settings import database_url, env_str
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = migrate.apply(database_url())
+    url = database_url()
+    result = migrate.apply(url)
+    role_secrets = env_str("ROLE_SECRETS", "")
+    if role_secrets:
+        # The template created the database: each function role's login comes from its secret.
+        result.update(access.apply_role_secrets(url, role_secrets))
     logger.info("migrations", extra=result)
     if result.get("admin_sql"):
         # The owner may not create roles: grants wait until an administrator runs this SQL.

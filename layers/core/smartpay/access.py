@@ -11,11 +11,14 @@ superuser nor CREATEROLE gets the SQL an administrator must run instead of an er
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from smartpay.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,67 @@ def ensure_roles(conn: psycopg.Connection[Any],
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # created concurrently by another migration: exactly what we wanted
     return created, missing_roles(conn, roles)
+
+
+# --- role passwords from generated secrets (template: CreateDatabase=true) ----------------------
+
+def parse_role_secrets(raw: str) -> dict[str, str]:
+    """``ROLE_SECRETS``: a JSON object mapping a role of :data:`ROLES` to its secret's ARN."""
+    try:
+        mapping = json.loads(raw)
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
+            raise ValueError("expected an object of role -> secret ARN")
+    except ValueError as exc:
+        raise ConfigError(f"ROLE_SECRETS is invalid: {exc}") from None
+    unknown = sorted(set(mapping) - ROLE_NAMES)
+    if unknown:
+        raise ConfigError(f"ROLE_SECRETS names roles that access.py does not define: {unknown}")
+    return mapping
+
+
+def read_role_passwords(mapping: dict[str, str]) -> dict[str, str]:
+    """Each role's password from its secret; the secret's ``username`` must be the role itself,
+    so a mis-wired secret can never reset another role's password."""
+    from aws_lambda_powertools.utilities import parameters
+
+    passwords: dict[str, str] = {}
+    for role, secret_id in mapping.items():
+        data = parameters.get_secret(secret_id, transform="json", max_age=0)
+        if not isinstance(data, dict) or data.get("username") != role:
+            raise ConfigError(f"secret for {role} must be JSON with username {role!r}")
+        password = data.get("password")
+        if not isinstance(password, str) or not password:
+            raise ConfigError(f"secret for {role} has no password")
+        passwords[role] = password
+    return passwords
+
+
+def set_passwords(conn: psycopg.Connection[Any], passwords: dict[str, str]) -> tuple[list[str], list[str]]:
+    """``ALTER ROLE … PASSWORD`` for each existing role; returns (set, missing roles).
+
+    The password is sent as a SCRAM-SHA-256 verifier computed here (libpq's
+    ``PQencryptPasswordConn``, as psql's ``\\password`` does), so the clear text never reaches
+    the server, its statement log or ``pg_stat_statements``.
+    """
+    unknown = sorted(set(passwords) - ROLE_NAMES)
+    if unknown:
+        raise ConfigError(f"refusing to set passwords of roles access.py does not define: {unknown}")
+    existing = {role.name for role in ROLES} - {role.name for role in missing_roles(conn)}
+    done, waiting = [], []
+    for role, password in sorted(passwords.items()):
+        if role not in existing:
+            waiting.append(role)
+            continue
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+        conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role),
+                                                                      sql.Literal(verifier.decode())))
+        done.append(role)
+    return done, waiting
+
+
+def apply_role_secrets(conninfo: str, raw_mapping: str) -> dict[str, list[str]]:
+    """Set every mapped role's password from its secret (run by the migrate function, as owner)."""
+    passwords = read_role_passwords(parse_role_secrets(raw_mapping))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        done, waiting = set_passwords(conn, passwords)
+    return {"passwords_set": done, "passwords_waiting": waiting}

@@ -7,7 +7,12 @@ The store is a JSON list kept in SSM (``API_KEYS_PARAMETER``) or Secrets Manager
 env-vars file gives it as ``API_KEYS``::
 
     [{"key_id": "buffr-2026-11", "principal": "buffr", "sha256": "<hex>",
-      "scopes": ["beneficiaries:read"]}]
+      "scopes": ["beneficiaries:read"], "usage_key": "<API Gateway usage-plan key value>"}]
+
+``usage_key`` (deployed: required) is the value of the API Gateway API key that the principal's
+usage plan holds; the authorizer returns it as ``usageIdentifierKey`` (the API's key source is
+AUTHORIZER), so API Gateway throttles and meters per principal. It is not a credential: callers
+never send it, and API Gateway accepts it only from the authorizer.
 
 Route → scope rules live here once; the authorizer turns them into an IAM policy (API Gateway
 answers 403 for a route the principal lacks), and each function checks again.
@@ -40,6 +45,8 @@ class Principal:
     principal: str
     key_id: str
     scopes: frozenset[str]
+    #: The usage-plan API key value for this principal (None: not metered, e.g. locally).
+    usage_key: str | None = None
 
 
 def hash_key(key: str) -> str:
@@ -54,6 +61,8 @@ def parse_store(raw: str) -> list[dict]:
         for entry in entries:
             if entry["principal"] not in PRINCIPALS or len(entry["sha256"]) != 64:
                 raise ValueError(f"bad entry {entry.get('key_id')}")
+            if not isinstance(entry.get("usage_key", ""), str):
+                raise ValueError(f"bad usage_key in entry {entry.get('key_id')}")
             entry["scopes"] = list(entry["scopes"])
         return entries
     except (ValueError, KeyError, TypeError) as exc:
@@ -71,7 +80,8 @@ def authenticate(presented: str | None, entries: list[dict]) -> Principal | None
             found = entry
     if found is None:
         return None
-    return Principal(found["principal"], found.get("key_id", found["principal"]), frozenset(found["scopes"]))
+    return Principal(found["principal"], found.get("key_id", found["principal"]), frozenset(found["scopes"]),
+                     found.get("usage_key") or None)
 
 
 def routes_for(scopes: frozenset[str]) -> list[tuple[str, str]]:

@@ -81,7 +81,12 @@ def secret(name: str, *, transform: str | None = None, max_age: int | None = Non
 
 
 def database_url() -> str:
-    """``DATABASE_URL``, or a libpq URL built from an RDS-style JSON secret named by DATABASE_URL_SECRET."""
+    """``DATABASE_URL``, or a libpq URL built from an RDS-style JSON secret named by DATABASE_URL_SECRET.
+
+    ``DATABASE_HOST``, when set, replaces the secret's host: an RDS-managed master secret has
+    none, and the role secrets the template creates cannot name the RDS Proxy endpoint (the
+    proxy lists them, so naming it back would be a dependency cycle).
+    """
     raw = secret("DATABASE_URL")
     if raw.lstrip().startswith("{"):
         try:
@@ -89,7 +94,7 @@ def database_url() -> str:
             from psycopg.conninfo import make_conninfo
 
             return make_conninfo(
-                host=data["host"],
+                host=env_str("DATABASE_HOST", "") or data["host"],
                 port=str(data.get("port", 5432)),
                 dbname=data.get("dbname", "smartpay"),
                 user=data["username"],
