@@ -199,3 +199,19 @@ def test_outputs_name_everything_an_operator_needs() -> None:
     assert "SmartPayApi" in json.dumps(outputs["ApiUrl"])
     for name in ("DatabaseProxyEndpoint", "DatabaseClusterEndpoint", "DatabaseMasterSecretArn"):
         assert outputs[name]["Condition"] == "CreateDatabase", name
+
+
+@pytest.mark.parametrize("env", ["default", "dev", "prod"])
+def test_samconfig_environments_name_only_template_parameters(env: str) -> None:
+    import shlex
+    import tomllib
+
+    config = tomllib.loads((T.path.parent / "samconfig.toml").read_text())
+    overrides = config[env]["deploy"]["parameters"]["parameter_overrides"]
+    pairs = dict(item.split("=", 1) for item in (shlex.split(overrides) if isinstance(overrides, str) else overrides))
+    assert set(pairs) <= set(T.doc["Parameters"]), set(pairs) - set(T.doc["Parameters"])
+    required = {name for name, spec in T.doc["Parameters"].items() if "Default" not in spec}
+    assert required <= set(pairs), f"{env} must state {required - set(pairs)}"
+    assert not any(SECRET_VALUE.search(value) for value in pairs.values())
+    if env == "prod":
+        assert pairs["Stage"] == "prod" and pairs["CreateDatabase"] == "true" and "AlarmEmail" in pairs
