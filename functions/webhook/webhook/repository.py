@@ -15,12 +15,12 @@ import psycopg
 
 def record(conn: psycopg.Connection[Any], *, webhook_id: str, idempotency_key: str, type_: str | None,
            voucher_id: str | None, delivery_id: str | None, payload: dict[str, Any],
-           occurred_at: datetime | None, outcome: str, reason: str | None) -> bool:
+           occurred_at: datetime | None, outcome: str, reason: str | None) -> None:
     """Log one delivery; a repeat of a no-change outcome for the same webhook id is not logged twice.
 
-    Returns whether a row was written.
+    Returns nothing, so in a pipelined transaction the INSERT travels with the COMMIT.
     """
-    cur = conn.execute(
+    conn.execute(
         """INSERT INTO webhook_events (webhook_id, idempotency_key, type, voucher_id, delivery_id, payload,
                                        occurred_at, outcome, reason)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -28,7 +28,6 @@ def record(conn: psycopg.Connection[Any], *, webhook_id: str, idempotency_key: s
         (webhook_id, idempotency_key, type_, voucher_id, delivery_id, json.dumps(payload), occurred_at,
          outcome, reason),
     )
-    return cur.rowcount == 1
 
 
 def voucher_amount(conn: psycopg.Connection[Any], voucher_id: str) -> int | None:

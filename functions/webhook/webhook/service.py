@@ -79,7 +79,7 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
     type_ = payload["type"]
     kind = KINDS.get(type_)
     log = {"webhook_id": webhook_id, "idempotency_key": key, "type_": type_, "payload": payload}
-    with db.transaction() as conn:
+    with db.transaction(pipelined=True) as conn:  # 2 round trips: BEGIN + lock, then writes + COMMIT
         if kind is None:
             voucher_id = _uuid_or_none(payload.get("data", {}).get("voucher_id"))
             repository.record(conn, **log, voucher_id=voucher_id, delivery_id=None, occurred_at=None,

@@ -108,7 +108,19 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @contextmanager
-def transaction() -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """One database transaction: everything inside commits together or not at all."""
-    with connection() as conn, conn.transaction():
-        yield conn
+def transaction(*, pipelined: bool = False) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """One database transaction: everything inside commits together or not at all.
+
+    ``pipelined``: run it in psycopg pipeline mode, so BEGIN travels with the first read and
+    statements that return no rows travel with the next read or the COMMIT — a lock, a few
+    writes and the commit cost two round trips instead of one each. Inside, read a statement's
+    results (``fetchone``/``fetchall``) before relying on them; ``rowcount`` of a write is only
+    known after the next read.
+    """
+    with connection() as conn:
+        if not pipelined:
+            with conn.transaction():
+                yield conn
+            return
+        with conn.pipeline(), conn.transaction():
+            yield conn

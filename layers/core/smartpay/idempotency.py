@@ -6,6 +6,8 @@
 * ``raise_on_no_idempotency_key=True`` everywhere; records live ``IDEMPOTENCY_TTL_SECONDS``
   (default 4 days, beyond Buffr's 3-day retry horizon), not Powertools' 1-hour default.
 * Replays are marked by a response hook so handlers can add ``Idempotent-Replayed: true``.
+* A completed record is written with one ``PutItem`` of the whole record instead of Powertools'
+  ``UpdateItem`` (see :class:`PersistenceLayer`).
 * Powertools' errors map to problem replies: in progress → 409 + Retry-After, same key with
   another payload → 422, no key → 400, DynamoDB unreachable → 503.
 """
@@ -31,6 +33,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 from smartpay.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.settings import env_int, env_str
@@ -49,6 +52,28 @@ def _mark_replayed(response: Any, record: Any) -> Any:
     return response
 
 
+class PersistenceLayer(DynamoDBPersistenceLayer):
+    """Powertools' DynamoDB layer, saving a completed record as one whole-item ``PutItem``.
+
+    Same record, same single unconditional write per success as Powertools' ``UpdateItem`` (the
+    key's ``INPROGRESS`` lock is ours until then; Powertools' update has no condition either), so
+    on DynamoDB the two cost the same one write. The local stack and tests run on moto, whose
+    UpdateExpression parser made the update ~4 ms against ~1.4 ms for the put
+    (``benchmarks/webhook_receipt.py``); the put also drops the spent in-progress expiry.
+    """
+
+    def _update_record(self, data_record: DataRecord) -> None:
+        item = {
+            **self._get_key(data_record.idempotency_key),
+            self.expiry_attr: {"N": str(data_record.expiry_timestamp)},
+            self.status_attr: {"S": data_record.status},
+            self.data_attr: {"S": data_record.response_data},
+        }
+        if self.payload_validation_enabled and data_record.payload_hash:
+            item[self.validation_key_attr] = {"S": data_record.payload_hash}
+        self.client.put_item(TableName=self.table_name, Item=item)
+
+
 def persistence_layer(name: str) -> DynamoDBPersistenceLayer:
     """The persistence layer for config ``name`` (one per config, per container)."""
     with _lock:
@@ -60,7 +85,7 @@ def persistence_layer(name: str) -> DynamoDBPersistenceLayer:
                 "dynamodb",
                 config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}),
             )
-            _layers[name] = DynamoDBPersistenceLayer(table_name=env_str("IDEMPOTENCY_TABLE"), boto3_client=client)
+            _layers[name] = PersistenceLayer(table_name=env_str("IDEMPOTENCY_TABLE"), boto3_client=client)
         return _layers[name]
 
 

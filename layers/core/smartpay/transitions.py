@@ -7,12 +7,14 @@ serialised; the lifecycle table decides; the update and its audit row commit tog
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from smartpay.lifecycle import VoucherStatus, decide
 
@@ -66,6 +68,9 @@ def transition_many(
 
     Rows are locked in id order (no deadlock between two batches); each change is decided by
     the lifecycle table exactly as a single transition would be. Results are in input order.
+    The UPDATE and the audit INSERT return no rows, so they are pipelined: inside the caller's
+    own pipeline (:func:`smartpay.db.transaction` with ``pipelined=True``) they travel with the
+    caller's next read or its COMMIT, otherwise they cost one round trip together.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
@@ -103,8 +108,8 @@ def transition_many(
             if review:
                 audit["review_reason"] = review
             details.append(json.dumps(audit) if audit else None)
-        # Neither statement returns rows: pipelined, they cost one round trip instead of two.
-        with conn.pipeline():
+        joined = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        with contextlib.nullcontext() if joined else conn.pipeline():
             conn.execute(
                 """UPDATE vouchers AS v
                       SET status = c.to_status,
