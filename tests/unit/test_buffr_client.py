@@ -107,3 +107,31 @@ def test_status_and_status_many() -> None:
     assert [r.outcome for r in results] == ["found", "not_found", "found"]
     assert results[0].body["status"] == "redeemed" and seen[0].url.path == "/api/v1/vouchers/a"
     client.close()
+
+
+def test_submit_disburse_many_keeps_at_most_concurrency_in_flight_and_reports_each() -> None:
+    import asyncio
+    import threading
+
+    live, peak, lock = [0], [0], threading.Lock()
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            with lock:
+                live[0] += 1
+                peak[0] = max(peak[0], live[0])
+            await asyncio.sleep(0.01)
+            with lock:
+                live[0] -= 1
+            return httpx.Response(200, json={"deliveryId": f"dlv_{request.headers['idempotency-key']}"})
+
+    client = buffr.BuffrClient(buffr.BuffrSettings(url="https://buffr.test", concurrency=3), transport=Slow(),
+                               api_key="k")
+    requests = [buffr.DisburseRequest(f"v{i}", 100, "NAD", "44050267085") for i in range(12)]
+    done: list = []
+    futures = client.submit_disburse_many(requests, deadline=_deadline(), on_done=done.append)
+    results = [f.result(timeout=10) for f in futures]
+    assert [r.voucher_id for r in results] == [f"v{i}" for i in range(12)]
+    assert all(r.outcome == "accepted" and r.delivery_id == f"dlv_disburse-{r.voucher_id}" for r in results)
+    assert peak[0] == 3 and len(done) == 12
+    client.close()

@@ -1,5 +1,6 @@
 """Regression tests for the Powertools idempotency behaviour SmartPay relies on (moto DynamoDB)."""
 
+import json
 import time
 from typing import Any
 
@@ -119,3 +120,18 @@ def test_unreachable_store_is_503(aws_env, monkeypatch) -> None:
 ])
 def test_header_lookup_ignores_case(headers, expected) -> None:
     assert idempotency.header(headers, "idempotency-key", "x-idempotency-key") == expected
+
+
+def test_completed_record_is_one_whole_item_put(store) -> None:
+    """save_success writes the whole completed record (PutItem), exactly what a replay reads back."""
+    calls: list[str] = []
+    idempotency.persistence_layer("test").client.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    _run(lambda data: {"ok": 1}, {"key": "k9", "body": {"a": 1}})
+    assert calls == ["PutItem", "PutItem"]  # in progress (conditional), then completed
+    item = store.scan(TableName=TABLE)["Items"][0]
+    assert set(item) == {"id", "expiration", "status", "data", "validation"}
+    assert item["status"]["S"] == "COMPLETED" and json.loads(item["data"]["S"]) == {"ok": 1}
+    assert _run(lambda data: {"ok": 2}, {"key": "k9", "body": {"a": 1}}) == ({"ok": 1}, True)
+    with pytest.raises(Unprocessable):
+        _run(lambda data: {"ok": 3}, {"key": "k9", "body": {"a": 2}})

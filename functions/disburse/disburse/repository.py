@@ -84,18 +84,22 @@ def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
     return int(row["n"])
 
 
-def claim(conn: psycopg.Connection[Any], voucher_ids: list[str], reference: str) -> tuple[
-        list[dict[str, Any]], list[TransitionResult]]:
-    """Move issued vouchers to pending (pending ones are retried as they are).
+def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], voucher_ids: list[str],
+                     reference: str) -> tuple[list[TransitionResult], list[dict[str, Any]], list[TransitionResult]]:
+    """One batch turn: record Buffr's answers (``settle``) and move issued vouchers to pending.
 
-    Returns what Buffr needs for each claimed voucher, and the transition results of those that
-    cannot be sent (already past pending, or unknown).
+    Both go through one :func:`transition_many` (one lock statement, one UPDATE, one audit
+    INSERT), so in a pipelined transaction the whole turn is two round trips. Pending vouchers
+    are claimed as they are (retried). Returns the settle results (in order), what Buffr needs
+    for each claimed voucher (in order), and the results of those that cannot be sent (already
+    past pending, or unknown).
     """
-    results = transition_many(conn, [Change(v, "pending") for v in voucher_ids], source="disburse",
+    results = transition_many(conn, [*settle, *(Change(v, "pending") for v in voucher_ids)], source="disburse",
                               reference=reference)
-    claimed = [r.voucher_id for r in results if r.applied or (r.outcome == "duplicate" and r.from_status == "pending")]
+    settled, claims = results[:len(settle)], results[len(settle):]
+    claimed = [r.voucher_id for r in claims if r.applied or (r.outcome == "duplicate" and r.from_status == "pending")]
     taken = set(claimed)
-    refused = [r for r in results if r.voucher_id not in taken]
+    refused = [r for r in claims if r.voucher_id not in taken]
     rows = conn.execute(
         """SELECT v.id::text AS id, v.amount_cents, v.currency, b.id_number
              FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
@@ -104,4 +108,4 @@ def claim(conn: psycopg.Connection[Any], voucher_ids: list[str], reference: str)
     ).fetchall() if claimed else []
     order = {v: i for i, v in enumerate(claimed)}
     rows.sort(key=lambda r: order[r["id"]])
-    return rows, refused
+    return settled, rows, refused

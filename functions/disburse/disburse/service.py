@@ -31,6 +31,7 @@ from smartpay.settings import env_float
 from smartpay.transitions import Change, record_issue, transition, transition_many
 
 SOURCE = "disburse"
+GATHER_S = 0.01  # how long a batch turn waits for more answers before recording what it has
 
 
 # --- issue -----------------------------------------------------------------------------------------
@@ -160,7 +161,13 @@ def _problem(item: BatchItem, result: buffr.BuffrResult) -> ProblemError:
 
 def _apply(conn: Any, results: list[buffr.BuffrResult], reference: str) -> list[BatchItem]:
     """Record Buffr's answers: accepted → active, rejected → failed; no answer leaves pending."""
-    changes, items = [], []
+    changes = _changes(results)
+    return _items(results, transition_many(conn, changes, source=SOURCE, reference=reference))
+
+
+def _changes(results: list[buffr.BuffrResult]) -> list[Change]:
+    """The status changes Buffr's answers call for (an unanswered voucher stays pending)."""
+    changes = []
     for r in results:
         if r.outcome == "accepted":
             changes.append(Change(r.voucher_id, VoucherStatus.ACTIVE, delivery_id=r.delivery_id,
@@ -168,7 +175,13 @@ def _apply(conn: Any, results: list[buffr.BuffrResult], reference: str) -> list[
         elif r.outcome == "rejected":
             changes.append(Change(r.voucher_id, VoucherStatus.FAILED, failure_reason=r.reason,
                                   detail={"http_status": r.status_code, "attempts": r.attempts}))
-    applied = {t.voucher_id: t for t in transition_many(conn, changes, source=SOURCE, reference=reference)}
+    return changes
+
+
+def _items(results: list[buffr.BuffrResult], transitions: list[Any]) -> list[BatchItem]:
+    """Per-voucher batch results from Buffr's answers and the transitions they caused."""
+    applied = {t.voucher_id: t for t in transitions}
+    items = []
     for r in results:
         t = applied.get(r.voucher_id)
         if r.outcome == "accepted":
@@ -210,16 +223,22 @@ def _count(items: list[BatchItem]) -> None:
 def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> BatchReply:
     """Disburse many vouchers inside one invocation, resumable.
 
-    Keeps ``BUFFR_CONCURRENCY`` calls in flight: claims (issued → pending) only as many vouchers as
-    there are free slots, so every claimed voucher gets its call at once, and records answers in
-    bulk as they arrive. Stops claiming when less than one full attempt fits before the deadline;
-    what was never claimed is returned in ``not_attempted`` (untouched: still ``issued``).
+    Keeps ``BUFFR_CONCURRENCY`` calls in flight: claims (issued → pending) at most one window of
+    vouchers beyond the busy slots, hands them to the client, which starts each as a slot frees
+    (within milliseconds: one window is what the slots finish in one call latency), and records
+    answers in bulk as they arrive — each turn one pipelined transaction. So the calls keep going
+    while this thread waits on the database. Stops claiming when less than one full attempt fits
+    before the deadline; what was never claimed is returned in ``not_attempted`` (untouched: still
+    ``issued``); a claimed voucher whose call the deadline cut is reported ``pending``.
     """
     client = buffr.client()
     settings = client.settings
     deadline = buffr.deadline_from(context, _margin())
     stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
     concurrency = settings.concurrency
+    # Submitted ahead of free slots (the client starts at most ``concurrency`` at once), so calls
+    # keep running while this thread records answers and claims the next vouchers.
+    submit_limit = concurrency + concurrency
     claim_at_least = max(1, concurrency // 4)
     with db.connection() as conn:
         if request.voucher_ids is not None:
@@ -235,7 +254,7 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
         while todo or in_flight or results:
             # One transaction per turn: record the answers that arrived, claim as many as are free.
             chunk: list[str] = []
-            free = concurrency - len(in_flight)
+            free = submit_limit - len(in_flight)
             if todo and (free >= min(claim_at_least, len(todo)) or not in_flight):
                 if time.monotonic() >= stop_claiming_at:
                     stopped_early = True
@@ -243,27 +262,31 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                     chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
             rows: list[dict[str, Any]] = []
             if results or chunk:
-                with conn.transaction():
-                    if results:
-                        items.extend(_apply(conn, results, reference))
-                    if chunk:
-                        rows, refused = repository.claim(conn, chunk, reference)
-                        items.extend(_refused(t) for t in refused)
+                # Pipelined: BEGIN + lock, then writes + the claimed vouchers' details, then COMMIT.
+                with conn.pipeline(), conn.transaction():
+                    settled, rows, refused = repository.settle_and_claim(conn, _changes(results), chunk,
+                                                                         reference)
+                items.extend(_items(results, settled))
+                items.extend(_refused(t) for t in refused)
             results = []
-            for row in rows:
-                request_ = buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
-                                                 row["id_number"])
-                future = client.submit_disburse(request_, deadline=deadline)
-                in_flight[future] = row["id"]
-                future.add_done_callback(done.put)
+            if rows:
+                requests_ = [buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
+                                                   row["id_number"]) for row in rows]
+                for row, future in zip(rows, client.submit_disburse_many(requests_, deadline=deadline,
+                                                                         on_done=done.put), strict=True):
+                    in_flight[future] = row["id"]
             if not in_flight:
                 if stopped_early or not todo:
                     break
                 continue
             finished = [done.get(timeout=max(deadline - time.monotonic(), 0) + 30)]
+            # Gather a quarter window of answers (briefly) so each turn's transaction is worth it;
+            # the window submitted ahead keeps the calls going meanwhile.
+            gather_until = time.monotonic() + GATHER_S
             while True:
+                wait = gather_until - time.monotonic() if len(finished) < claim_at_least else 0
                 try:
-                    finished.append(done.get_nowait())
+                    finished.append(done.get(timeout=wait) if wait > 0 else done.get_nowait())
                 except queue.Empty:
                     break
             results = [_result(f, in_flight.pop(f)) for f in finished]

@@ -10,8 +10,10 @@ API
   ``client().status_many(voucher_ids, deadline=…, concurrency=…)`` → results in input order, at
   most ``concurrency`` calls in flight (default ``BUFFR_CONCURRENCY``, 100). ``on_result`` is
   called (from the client's I/O thread) as each finishes, so a caller can persist as it goes.
-* ``client().submit_disburse(request, deadline=…)`` → a ``concurrent.futures.Future``: the
-  building block the batch pipeline uses to keep exactly N calls in flight.
+* ``client().submit_disburse(request, deadline=…)`` → a ``concurrent.futures.Future``;
+  ``client().submit_disburse_many(requests, deadline=…, on_done=…)`` → one future each, started
+  with a single wake-up of the client's loop (not one per request): the building blocks the batch
+  pipeline uses to keep N calls in flight.
 * :func:`deadline_from` turns a Lambda context into the monotonic deadline every call takes.
 
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
@@ -290,6 +292,7 @@ class BuffrClient:
         self._thread.start()
         self._http: httpx.AsyncClient = self._run(self._make_client())
         self.retries = 0  # attempts beyond the first, for metrics
+        self._gate: asyncio.Semaphore | None = None  # submit_disburse_many's bound, on the loop
 
     async def _make_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.settings.url, transport=self._transport,
@@ -390,6 +393,44 @@ class BuffrClient:
 
     def submit_disburse(self, request: DisburseRequest, *, deadline: float) -> concurrent.futures.Future[BuffrResult]:
         return asyncio.run_coroutine_threadsafe(self.disburse_async(request, deadline), self._loop)
+
+    def submit_disburse_many(self, requests: Sequence[DisburseRequest], *, deadline: float,
+                             on_done: Callable[[concurrent.futures.Future[BuffrResult]], Any] | None = None,
+                             ) -> list[concurrent.futures.Future[BuffrResult]]:
+        """:meth:`submit_disburse` for many requests, handed to the loop in one wake-up.
+
+        At most ``concurrency`` of everything submitted here run at once; the rest wait their
+        turn *before* their call starts (so its deadline checks and timeouts hold), which lets a
+        caller submit ahead of free slots and keep them busy while it does other work.
+        ``on_done(future)`` is called (from the client's I/O thread) as each finishes.
+        """
+        futures: list[concurrent.futures.Future[BuffrResult]] = [concurrent.futures.Future() for _ in requests]
+        for future in futures:
+            if on_done is not None:
+                future.add_done_callback(on_done)
+
+        def settle(future: concurrent.futures.Future[BuffrResult], task: asyncio.Task[BuffrResult]) -> None:
+            if task.cancelled():
+                future.cancel()
+                future.set_running_or_notify_cancel()
+            elif task.exception() is not None:
+                future.set_exception(task.exception())
+            else:
+                future.set_result(task.result())
+
+        async def gated(request: DisburseRequest) -> BuffrResult:
+            if self._gate is None:
+                self._gate = asyncio.Semaphore(self.settings.concurrency)
+            async with self._gate:  # the call's deadline and timeouts count from here
+                return await self.disburse_async(request, deadline)
+
+        def start() -> None:
+            for request, future in zip(requests, futures, strict=True):
+                task = self._loop.create_task(gated(request))
+                task.add_done_callback(lambda t, f=future: settle(f, t))
+
+        self._loop.call_soon_threadsafe(start)
+        return futures
 
     def _many(self, make: Callable[[Any], Any], items: Sequence[Any], concurrency: int | None,
               on_result: Callable[[BuffrResult], None] | None) -> list[BuffrResult]:
