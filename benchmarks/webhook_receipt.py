@@ -137,7 +137,7 @@ def breakdown(vouchers: list[str], deliver: Any) -> dict[str, float]:
             ms = {k: v * 1000 for k, v in spent.items()}
             rows.append({"total": total, "moto backend": ms.get("moto", 0.0),
                          "botocore client": ms.get("dynamodb", 0.0) - ms.get("moto", 0.0),
-                         "PostgreSQL transaction": ms.get("pg", 0.0),
+                         "PostgreSQL transaction (with the Python inside it)": ms.get("pg", 0.0),
                          "rest (our code, Powertools)": total - ms.get("dynamodb", 0.0) - ms.get("pg", 0.0)})
     finally:
         del client._make_api_call

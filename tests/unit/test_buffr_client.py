@@ -111,6 +111,7 @@ def test_status_and_status_many() -> None:
 
 def test_submit_disburse_many_keeps_at_most_concurrency_in_flight_and_reports_each() -> None:
     import asyncio
+    import queue
     import threading
 
     live, peak, lock = [0], [0], threading.Lock()
@@ -128,10 +129,27 @@ def test_submit_disburse_many_keeps_at_most_concurrency_in_flight_and_reports_ea
     client = buffr.BuffrClient(buffr.BuffrSettings(url="https://buffr.test", concurrency=3), transport=Slow(),
                                api_key="k")
     requests = [buffr.DisburseRequest(f"v{i}", 100, "NAD", "44050267085") for i in range(12)]
-    done: list = []
-    futures = client.submit_disburse_many(requests, deadline=_deadline(), on_done=done.append)
-    results = [f.result(timeout=10) for f in futures]
-    assert [r.voucher_id for r in results] == [f"v{i}" for i in range(12)]
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    client.submit_disburse_many(requests, deadline=_deadline(), on_result=done.put)
+    results = [done.get(timeout=10) for _ in requests]
+    assert sorted(r.voucher_id for r in results) == sorted(f"v{i}" for i in range(12))
     assert all(r.outcome == "accepted" and r.delivery_id == f"dlv_disburse-{r.voucher_id}" for r in results)
-    assert peak[0] == 3 and len(done) == 12
+    assert peak[0] == 3 and done.empty()
+    client.close()
+
+
+def test_submit_disburse_many_turns_a_client_bug_into_an_unavailable_result(monkeypatch) -> None:
+    import queue
+
+    client, _, _ = _client([])
+
+    async def broken(request, deadline):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client, "disburse_async", broken)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    client.submit_disburse_many([REQUEST], deadline=_deadline(), on_result=done.put)
+    result = done.get(timeout=10)
+    assert (result.outcome, result.voucher_id, result.error, result.reason) == (
+        "unavailable", REQUEST.voucher_id, "client_error", "RuntimeError")
     client.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from concurrent.futures import Future
 from typing import Any
 
 from disburse import repository
@@ -246,8 +245,8 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
         else:
             todo = deque(repository.candidates(conn, request.programme, request.cycle, request.limit))
         requested = len(todo)
-        done: queue.SimpleQueue[Future[buffr.BuffrResult]] = queue.SimpleQueue()
-        in_flight: dict[Future[buffr.BuffrResult], str] = {}
+        done: queue.SimpleQueue[buffr.BuffrResult] = queue.SimpleQueue()
+        in_flight: set[str] = set()
         items: list[BatchItem] = []
         stopped_early = False
         results: list[buffr.BuffrResult] = []
@@ -272,9 +271,8 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
             if rows:
                 requests_ = [buffr.DisburseRequest(row["id"], int(row["amount_cents"]), row["currency"],
                                                    row["id_number"]) for row in rows]
-                for row, future in zip(rows, client.submit_disburse_many(requests_, deadline=deadline,
-                                                                         on_done=done.put), strict=True):
-                    in_flight[future] = row["id"]
+                in_flight.update(r.voucher_id for r in requests_)
+                client.submit_disburse_many(requests_, deadline=deadline, on_result=done.put)
             if not in_flight:
                 if stopped_early or not todo:
                     break
@@ -289,7 +287,8 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                     finished.append(done.get(timeout=wait) if wait > 0 else done.get_nowait())
                 except queue.Empty:
                     break
-            results = [_result(f, in_flight.pop(f)) for f in finished]
+            in_flight.difference_update(r.voucher_id for r in finished)
+            results = finished
         not_attempted = list(todo)
         left = (repository.remaining(conn, request.programme, request.cycle)
                 if request.programme is not None else None)
@@ -303,14 +302,6 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                       skipped=outcomes.count("skipped") + outcomes.count("not_found"),
                       stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
                       remaining=left, results=items)
-
-
-def _result(future: Future[buffr.BuffrResult], voucher_id: str) -> buffr.BuffrResult:
-    try:
-        return future.result()
-    except Exception as exc:  # a bug in the client must not lose the voucher: it stays pending
-        logger.exception("Buffr call raised", extra={"voucher_id": voucher_id})
-        return buffr.BuffrResult("unavailable", voucher_id, error="client_error", reason=type(exc).__name__)
 
 
 def _refused(t: Any) -> BatchItem:

@@ -11,9 +11,9 @@ API
   most ``concurrency`` calls in flight (default ``BUFFR_CONCURRENCY``, 100). ``on_result`` is
   called (from the client's I/O thread) as each finishes, so a caller can persist as it goes.
 * ``client().submit_disburse(request, deadline=…)`` → a ``concurrent.futures.Future``;
-  ``client().submit_disburse_many(requests, deadline=…, on_done=…)`` → one future each, started
-  with a single wake-up of the client's loop (not one per request): the building blocks the batch
-  pipeline uses to keep N calls in flight.
+  ``client().submit_disburse_many(requests, deadline=…, on_result=…)`` starts many with a single
+  wake-up of the client's loop (not one per request) and hands each answer to ``on_result``: the
+  building blocks the batch pipeline uses to keep N calls in flight.
 * :func:`deadline_from` turns a Lambda context into the monotonic deadline every call takes.
 
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
@@ -65,6 +65,7 @@ from typing import Any
 import h11
 import httpx
 
+from smartpay.observability import logger
 from smartpay.settings import env_float, env_int, env_str, secret
 
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -395,42 +396,32 @@ class BuffrClient:
         return asyncio.run_coroutine_threadsafe(self.disburse_async(request, deadline), self._loop)
 
     def submit_disburse_many(self, requests: Sequence[DisburseRequest], *, deadline: float,
-                             on_done: Callable[[concurrent.futures.Future[BuffrResult]], Any] | None = None,
-                             ) -> list[concurrent.futures.Future[BuffrResult]]:
-        """:meth:`submit_disburse` for many requests, handed to the loop in one wake-up.
+                             on_result: Callable[[BuffrResult], Any]) -> None:
+        """Start many disbursements with one wake-up of the client's loop; ``on_result`` gets each answer.
 
         At most ``concurrency`` of everything submitted here run at once; the rest wait their
         turn *before* their call starts (so its deadline checks and timeouts hold), which lets a
         caller submit ahead of free slots and keep them busy while it does other work.
-        ``on_done(future)`` is called (from the client's I/O thread) as each finishes.
+        ``on_result`` is called from the client's I/O thread, once per request; a bug in the
+        client becomes an ``unavailable`` result (``error="client_error"``), so no voucher is lost.
         """
-        futures: list[concurrent.futures.Future[BuffrResult]] = [concurrent.futures.Future() for _ in requests]
-        for future in futures:
-            if on_done is not None:
-                future.add_done_callback(on_done)
-
-        def settle(future: concurrent.futures.Future[BuffrResult], task: asyncio.Task[BuffrResult]) -> None:
-            if task.cancelled():
-                future.cancel()
-                future.set_running_or_notify_cancel()
-            elif task.exception() is not None:
-                future.set_exception(task.exception())
-            else:
-                future.set_result(task.result())
-
-        async def gated(request: DisburseRequest) -> BuffrResult:
+        async def gated(request: DisburseRequest) -> None:
             if self._gate is None:
                 self._gate = asyncio.Semaphore(self.settings.concurrency)
-            async with self._gate:  # the call's deadline and timeouts count from here
-                return await self.disburse_async(request, deadline)
+            try:
+                async with self._gate:  # the call's deadline and timeouts count from here
+                    result = await self.disburse_async(request, deadline)
+            except Exception as exc:
+                logger.exception("Buffr call raised", extra={"voucher_id": request.voucher_id})
+                result = BuffrResult("unavailable", request.voucher_id, error="client_error",
+                                     reason=type(exc).__name__)
+            on_result(result)
 
         def start() -> None:
-            for request, future in zip(requests, futures, strict=True):
-                task = self._loop.create_task(gated(request))
-                task.add_done_callback(lambda t, f=future: settle(f, t))
+            for request in requests:
+                self._loop.create_task(gated(request))
 
         self._loop.call_soon_threadsafe(start)
-        return futures
 
     def _many(self, make: Callable[[Any], Any], items: Sequence[Any], concurrency: int | None,
               on_result: Callable[[BuffrResult], None] | None) -> list[BuffrResult]:
