@@ -1,5 +1,6 @@
 """Every status change goes through one writer: row lock, lifecycle decision, audit row, one transaction."""
 
+import contextlib
 import threading
 
 import psycopg
@@ -44,6 +45,23 @@ def test_failure_rolls_back_status_and_audit_together(pg, db_env) -> None:
         raise RuntimeError("crash after the update")
     assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (v["id"],)).fetchone()["status"] == "issued"
     assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"]) == 1
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_pipelined_transaction_commits_or_rolls_back_as_one(pg, db_env, fail: bool) -> None:
+    """``db.transaction(pipelined=True)``: the queued UPDATE + audit INSERT commit, or vanish, together."""
+    b = factories.beneficiary(pg)
+    v = factories.voucher(pg, b["id"])
+    with pytest.raises(RuntimeError) if fail else contextlib.nullcontext(), \
+            db.transaction(pipelined=True) as conn:
+        result = transition(conn, v["id"], "pending", source="disburse", reference="p")
+        assert conn.execute("SELECT status FROM vouchers WHERE id = %s", (v["id"],)).fetchone()["status"] == "pending"
+        if fail:
+            raise RuntimeError("crash after the queued writes")
+    assert result.applied
+    status = pg.execute("SELECT status FROM vouchers WHERE id = %s", (v["id"],)).fetchone()["status"]
+    audit = factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"])
+    assert (status, audit) == (("issued", 1) if fail else ("pending", 2))
 
 
 def test_concurrent_writers_cannot_both_win(pg, clean_db) -> None:
