@@ -84,6 +84,9 @@ def main() -> int:
     parser.add_argument("--compare", type=int, default=2000, help="calls per alternative client (0: skip)")
     args = parser.parse_args()
     n, conc = args.vouchers, args.concurrency
+    # Before anything imports smartpay.observability (the Buffr client does): its logger reads them once.
+    os.environ.update({"POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay", "POWERTOOLS_TRACE_DISABLED": "true",
+                       "POWERTOOLS_LOG_LEVEL": "WARNING"})
 
     url = _common.fresh_database("smartpay_bench_disburse")
     sim = SimulatorProcess(port=0, api_key=KEY).start()
@@ -117,9 +120,7 @@ def main() -> int:
         sim.configure(latency_ms=args.latency_ms)
 
         os.environ.update({"DATABASE_URL": url, "BUFFR_API_URL": sim.url, "BUFFR_API_KEY": KEY,
-                           "BUFFR_CONCURRENCY": str(conc), "POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay",
-                           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-                           "DB_POOL_SIZE": "2"})
+                           "BUFFR_CONCURRENCY": str(conc), "DB_POOL_SIZE": "2"})
         from disburse import service
         from disburse.models import BatchRequest
         from smartpay_tools.lambda_runtime import FakeLambdaContext
