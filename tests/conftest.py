@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytest_plugins = ["tests.fixtures_dbroles", "tests.fixtures_webhook", "tests.fixtures_disburse"]
+pytest_plugins = ["tests.fixtures_dbroles", "tests.fixtures_webhook", "tests.fixtures_disburse", "tests.fixtures_reconcile"]
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATA_TABLES = (

@@ -39,6 +39,7 @@ class LocalStack:
     moto: MotoServer | None = field(init=False, default=None)
     postgres: Postgres | None = field(init=False, default=None)
     buffr: SimulatorProcess | None = field(init=False, default=None)
+    lambda_endpoint: Any = field(init=False, default=None)
     pools: dict[str, FunctionPool] = field(init=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
@@ -86,6 +87,8 @@ class LocalStack:
     def _start_services(self, *, migrate: bool, simulator: bool) -> LocalStack:
         from smartpay import migrate as migrations
 
+        from smartpay_tools.lambda_endpoint import LambdaEndpoint
+
         if simulator:
             port = self.simulator_port if self.simulator_port is not None else int(
                 self.local.get("BuffrSimulatorPort", DEFAULT_PORT))
@@ -94,6 +97,7 @@ class LocalStack:
                                           webhook_secrets=self.webhook_secrets or None,
                                           knobs=self.simulator_knobs()).start()
         self.moto = MotoServer().start()
+        self.lambda_endpoint = LambdaEndpoint(self, 0).start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
         file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
         self.postgres = resolve_postgres(self.database_url or os.environ.get("DATABASE_URL") or file_url)
@@ -127,6 +131,8 @@ class LocalStack:
             "TZ": "UTC",
         }
         aws = client_env(self.moto.endpoint, self.region) if self.moto else {}
+        if self.lambda_endpoint is not None:  # Lambda-to-Lambda invokes stay inside the stack
+            aws["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_endpoint.url
         return {**base, **runtime, **aws, **env, **self.extra_env}
 
     def database_url_for(self, spec: FunctionSpec) -> str:
@@ -158,6 +164,8 @@ class LocalStack:
     def stop(self) -> None:
         for pool in self.pools.values():
             pool.shutdown()
+        if self.lambda_endpoint is not None:
+            self.lambda_endpoint.stop()
         if self.moto:
             self.moto.stop()
         if self.buffr:

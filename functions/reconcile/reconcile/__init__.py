@@ -1,0 +1,1 @@
+"""Reconcile function: compares open vouchers with Buffr, heals or flags each difference."""

@@ -1,0 +1,226 @@
+"""Reconciliation reports, per run and per programme cycle: the numbers, a CSV and a text summary.
+
+Shared by the reconcile function (``{"report": …}`` events) and the operator CLI
+(``smartpay report``). Reads only what the ``smartpay_reconcile`` and ``auditor`` roles may read
+(no PII). Amounts are integer cents throughout; only the text rendering formats them.
+
+* ``run_report(conn, run_id)``: the run (window, shard, counts), discrepancies by class and
+  action, and per programme cycle: checked, matched, healed, flagged, and the amounts of the
+  checked vouchers by their status now (issued / redeemed / outstanding).
+* ``cycle_report(conn, programme, cycle)``: every voucher of the cycle by status with amounts
+  (issued, redeemed, outstanding, expired, cancelled, failed), and the *current* reconciliation
+  state: each voucher's latest record from a real (not dry) run, by class and action.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+OPEN = ("issued", "pending", "active")
+CSV_COLUMNS = ("report", "subject", "section", "programme", "cycle", "key", "action", "count", "amount_cents",
+               "buffr_amount_cents")
+RECORD_COLUMNS = ("voucher_id", "programme", "cycle", "ketchup_status", "buffr_status", "ketchup_amount_cents",
+                  "buffr_amount_cents", "match", "discrepancy", "action", "detail", "checked_at")
+
+
+def _amounts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Issued (everything), redeemed, outstanding (still open) and the rest, from rows by status."""
+    by = {r["status"]: int(r["amount_cents"]) for r in rows}
+    return {"issued_cents": sum(by.values()), "redeemed_cents": by.get("redeemed", 0),
+            "outstanding_cents": sum(by.get(s, 0) for s in OPEN), "expired_cents": by.get("expired", 0),
+            "cancelled_cents": by.get("cancelled", 0), "failed_cents": by.get("failed", 0)}
+
+
+def run_report(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
+    run = conn.execute(
+        """SELECT id::text AS id, mode, window_start, window_end, shard, shards, dry_run, status, checked, matched,
+                  healed, flagged, unavailable, redisbursed, invocations, duration_ms, started_at, finished_at
+             FROM reconciliation_runs WHERE id = %s""", (run_id,)).fetchone()
+    if run is None:
+        raise LookupError(f"no reconciliation run {run_id}")
+    classes = conn.execute(
+        """SELECT coalesce(discrepancy, 'match') AS class, action, count(*)::int AS count,
+                  coalesce(sum(ketchup_amount_cents), 0)::bigint AS amount_cents,
+                  coalesce(sum(buffr_amount_cents), 0)::bigint AS buffr_amount_cents
+             FROM reconciliation_records WHERE run_id = %s GROUP BY 1, 2 ORDER BY 1, 2""", (run_id,)).fetchall()
+    cycles = conn.execute(
+        """SELECT v.programme, v.cycle, count(*)::int AS checked,
+                  (count(*) FILTER (WHERE r.match))::int AS matched,
+                  (count(*) FILTER (WHERE r.action = 'healed'))::int AS healed,
+                  (count(*) FILTER (WHERE r.action = 'flagged'))::int AS flagged,
+                  (count(*) FILTER (WHERE r.action = 'redisbursed'))::int AS redisbursed,
+                  (count(*) FILTER (WHERE r.discrepancy = 'unavailable'))::int AS unavailable
+             FROM reconciliation_records r JOIN vouchers v ON v.id = r.voucher_id
+            WHERE r.run_id = %s GROUP BY 1, 2 ORDER BY 1, 2""", (run_id,)).fetchall()
+    statuses = conn.execute(
+        """SELECT v.programme, v.cycle, v.status, count(*)::int AS count, sum(v.amount_cents)::bigint AS amount_cents
+             FROM reconciliation_records r JOIN vouchers v ON v.id = r.voucher_id
+            WHERE r.run_id = %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", (run_id,)).fetchall()
+    for c in cycles:
+        rows = [s for s in statuses if (s["programme"], s["cycle"]) == (c["programme"], c["cycle"])]
+        c["statuses"] = {s["status"]: {"count": s["count"], "amount_cents": int(s["amount_cents"])} for s in rows}
+        c.update(_amounts(rows))
+    return {"report": "run", "run": _jsonable(run), "discrepancies": classes, "cycles": cycles}
+
+
+def cycle_report(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
+    statuses = conn.execute(
+        """SELECT status, count(*)::int AS count, sum(amount_cents)::bigint AS amount_cents,
+                  (count(*) FILTER (WHERE review_reason IS NOT NULL))::int AS under_review
+             FROM vouchers WHERE programme = %s AND cycle = %s GROUP BY 1 ORDER BY 1""",
+        (programme, cycle)).fetchall()
+    latest = conn.execute(
+        """WITH latest AS (
+               SELECT DISTINCT ON (r.voucher_id) r.voucher_id, r.discrepancy, r.action, r.ketchup_amount_cents,
+                      r.buffr_amount_cents, r.run_id
+                 FROM reconciliation_records r
+                 JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
+                 JOIN vouchers v ON v.id = r.voucher_id
+                WHERE v.programme = %s AND v.cycle = %s
+                ORDER BY r.voucher_id, r.checked_at DESC, r.id DESC)
+           SELECT coalesce(discrepancy, 'match') AS class, action, count(*)::int AS count,
+                  coalesce(sum(ketchup_amount_cents), 0)::bigint AS amount_cents,
+                  coalesce(sum(buffr_amount_cents), 0)::bigint AS buffr_amount_cents
+             FROM latest GROUP BY 1, 2 ORDER BY 1, 2""", (programme, cycle)).fetchall()
+    runs = conn.execute(
+        """SELECT count(DISTINCT r.run_id)::int AS runs, max(r.checked_at) AS last_checked_at,
+                  count(DISTINCT r.voucher_id)::int AS vouchers_checked
+             FROM reconciliation_records r JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
+             JOIN vouchers v ON v.id = r.voucher_id WHERE v.programme = %s AND v.cycle = %s""",
+        (programme, cycle)).fetchone()
+    return {"report": "cycle", "programme": programme, "cycle": cycle,
+            "vouchers": sum(s["count"] for s in statuses),
+            "statuses": {s["status"]: {"count": s["count"], "amount_cents": int(s["amount_cents"]),
+                                       "under_review": s["under_review"]} for s in statuses},
+            **_amounts([{"status": s["status"], "amount_cents": s["amount_cents"]} for s in statuses]),
+            "reconciliation": _jsonable(runs), "discrepancies": latest}
+
+
+def records(conn: psycopg.Connection[Any], run_id: str, *, discrepancies_only: bool = True) -> Iterator[dict[str, Any]]:
+    """A run's per-voucher records for export, streamed (server-side cursor; never all in memory)."""
+    where = "AND (NOT r.match OR r.action <> 'none')" if discrepancies_only else ""
+    with conn.transaction(), conn.cursor(name="recon_records") as cur:
+        cur.itersize = 2000
+        cur.execute(
+            f"""SELECT r.voucher_id::text AS voucher_id, v.programme, v.cycle, r.ketchup_status, r.buffr_status,
+                       r.ketchup_amount_cents, r.buffr_amount_cents, r.match, r.discrepancy, r.action, r.detail,
+                       r.checked_at
+                  FROM reconciliation_records r JOIN vouchers v ON v.id = r.voucher_id
+                 WHERE r.run_id = %s {where} ORDER BY r.voucher_id""", (run_id,))
+        yield from cur
+
+
+def _jsonable(row: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in (row or {}).items()}
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+def money(cents: int | None) -> str:
+    """N$ with thousands separators, from integer cents (no float anywhere)."""
+    cents = int(cents or 0)
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}N$ {whole:,}.{part:02d}"
+
+
+def csv_rows(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One flat row per figure: easy to load into a spreadsheet or a BI tool."""
+    kind = report["report"]
+    subject = report["run"]["id"] if kind == "run" else f"{report['programme']}/{report['cycle']}"
+    base = {"report": kind, "subject": subject}
+    for d in report["discrepancies"]:
+        yield {**base, "section": "discrepancy", "key": d["class"], "action": d["action"], "count": d["count"],
+               "amount_cents": d["amount_cents"], "buffr_amount_cents": d["buffr_amount_cents"]}
+    cycles = report["cycles"] if kind == "run" else [report]
+    for c in cycles:
+        where = {"programme": c["programme"], "cycle": c["cycle"]}
+        for status, s in c["statuses"].items():
+            yield {**base, **where, "section": "status", "key": status, "count": s["count"],
+                   "amount_cents": s["amount_cents"]}
+        for key in ("issued_cents", "redeemed_cents", "outstanding_cents"):
+            yield {**base, **where, "section": "amount", "key": key.removesuffix("_cents"), "amount_cents": c[key]}
+        if kind == "run":
+            for key in ("checked", "matched", "healed", "flagged", "redisbursed", "unavailable"):
+                yield {**base, **where, "section": "checked", "key": key, "count": c[key]}
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(report):
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def write_records_csv(rows: Iterator[dict[str, Any]], out: io.TextIOBase | Any) -> int:
+    writer = csv.DictWriter(out, fieldnames=RECORD_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for row in rows:
+        writer.writerow({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()})
+        n += 1
+    return n
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return ["  " + fmt.format(*header), "  " + fmt.format(*("-" * w for w in widths))] + [
+        "  " + fmt.format(*(str(x) for x in row)) for row in rows]
+
+
+def _discrepancy_lines(report: dict[str, Any]) -> list[str]:
+    rows = [(d["class"], d["action"], f"{d['count']:,}", money(d["amount_cents"]),
+             money(d["buffr_amount_cents"]) if d["class"] != "match" else "") for d in report["discrepancies"]]
+    return _table(rows, ("class", "action", "vouchers", "Ketchup amount", "Buffr amount")) if rows else ["  none"]
+
+
+def _amount_lines(c: dict[str, Any]) -> list[str]:
+    return [f"  issued {money(c['issued_cents'])}   redeemed {money(c['redeemed_cents'])}   "
+            f"outstanding {money(c['outstanding_cents'])}   expired {money(c['expired_cents'])}   "
+            f"cancelled {money(c['cancelled_cents'])}   failed {money(c['failed_cents'])}"]
+
+
+def to_text(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if report["report"] == "run":
+        r = report["run"]
+        title = f"Reconciliation run {r['id']}" + ("  [DRY RUN: nothing was changed; actions are planned]"
+                                                   if r["dry_run"] else "")
+        lines += [title, "=" * len(title),
+                  f"mode {r['mode']}, shard {r['shard'] + 1} of {r['shards']}, status {r['status']}",
+                  f"window from {r['window_start'] or '-'} to {r['window_end']}",
+                  f"started {r['started_at']}, finished {r['finished_at'] or '-'}, {r['invocations']} invocation(s), "
+                  f"{r['duration_ms'] / 1000:.1f} s working",
+                  "",
+                  f"checked {r['checked']:,}: matched {r['matched']:,}, healed {r['healed']:,}, "
+                  f"flagged {r['flagged']:,}, re-sent {r['redisbursed']:,}, Buffr unavailable {r['unavailable']:,}",
+                  "", "Discrepancies by class"]
+        lines += _discrepancy_lines(report)
+        for c in report["cycles"]:
+            lines += ["", f"{c['programme']} {c['cycle']}: checked {c['checked']:,}, matched {c['matched']:,}, "
+                          f"healed {c['healed']:,}, flagged {c['flagged']:,}, re-sent {c['redisbursed']:,}, "
+                          f"unavailable {c['unavailable']:,}",
+                      "  status now: " + ", ".join(f"{s} {v['count']:,} ({money(v['amount_cents'])})"
+                                                   for s, v in c["statuses"].items())]
+            lines += _amount_lines(c)
+    else:
+        title = f"Programme cycle {report['programme']} {report['cycle']}"
+        rec = report["reconciliation"]
+        lines += [title, "=" * len(title), f"{report['vouchers']:,} vouchers"]
+        rows = [(s, f"{v['count']:,}", money(v["amount_cents"]), f"{v['under_review']:,}")
+                for s, v in report["statuses"].items()]
+        lines += _table(rows, ("status", "vouchers", "amount", "under review")) if rows else ["  none"]
+        lines += _amount_lines(report)
+        lines += ["", f"Reconciliation: {rec.get('vouchers_checked') or 0:,} vouchers checked by "
+                      f"{rec.get('runs') or 0} run(s), last at {rec.get('last_checked_at') or '-'}",
+                  "Current state (each voucher's latest check)"]
+        lines += _discrepancy_lines(report)
+    return "\n".join(lines) + "\n"
