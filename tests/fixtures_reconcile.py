@@ -17,7 +17,11 @@ from smartpay_tools.services import url_as
 @pytest.fixture()
 def reconcile_env(pg: psycopg.Connection[Any], pg_url: str, sim: Any,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """In-process reconcile code as its own database role, talking to the simulator over HTTP."""
+    """In-process reconcile code as its own database role, talking to the simulator over HTTP.
+
+    ``env["activate"]()`` (re)applies the settings: a test that first drives another in-process
+    function (e.g. the webhook, as its own role) calls it before reconciling.
+    """
     from smartpay import buffr, db
 
     env = {
@@ -34,13 +38,17 @@ def reconcile_env(pg: psycopg.Connection[Any], pg_url: str, sim: Any,
         "RECONCILE_PENDING_GRACE_S": "600",
         "POWERTOOLS_SERVICE_NAME": "reconcile",
     }
-    monkeypatch.delenv("DATABASE_URL_SECRET", raising=False)
-    monkeypatch.delenv("DISBURSE_FUNCTION_NAME", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    db.close_pool()
-    buffr.reset_client()
-    yield env
+
+    def activate() -> None:
+        monkeypatch.delenv("DATABASE_URL_SECRET", raising=False)
+        monkeypatch.delenv("DISBURSE_FUNCTION_NAME", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        db.close_pool()
+        buffr.reset_client()
+
+    activate()
+    yield {**env, "activate": activate}
     db.close_pool()
     buffr.reset_client()
 

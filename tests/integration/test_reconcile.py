@@ -5,6 +5,7 @@ audit rows written by reconciliation, and the run's counters.
 """
 
 import hashlib
+import random
 from collections import Counter
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from reconcile import service
 from reconcile.models import ReconcileRequest
 from tests import factories
+from smartpay_tools.webhook_sender import payload
 from tests.fixtures_reconcile import at_buffr, lambda_context, seed_vouchers
 
 pytestmark = pytest.mark.integration
@@ -41,18 +43,28 @@ def _snapshot(pg) -> tuple[list, list]:
     return vouchers, events
 
 
-def _drift(pg, sim) -> dict[str, list[str]]:
+def _drift(pg, sim, webhook=None) -> dict[str, list[str]]:
     """A cycle after disbursement and webhooks, with the drift reconciliation must find.
 
     100 redemptions happened at Buffr; 10 % of their webhooks were dropped (Ketchup still active).
+    With ``webhook`` the other 90 go through the real webhook function (signed, as its own role);
+    without, their effect is written directly.
     """
     g: dict[str, list[str]] = {}
     redeemed = seed_vouchers(pg, 100, status="active")
     at_buffr(sim, redeemed, status="redeemed")
-    g["dropped_webhook"] = redeemed[:10]  # still active here
-    pg.execute("UPDATE vouchers SET status = 'redeemed', status_changed_at = now() - interval '5 minutes' "
-               "WHERE id = ANY(%s::uuid[])", (redeemed[10:],))
-    g["redeemed_both"] = redeemed[10:]
+    rng = random.Random(5)
+    dropped = set(rng.sample(redeemed, 10))
+    g["dropped_webhook"] = [v for v in redeemed if v in dropped]  # still active here
+    g["redeemed_both"] = [v for v in redeemed if v not in dropped]
+    if webhook is not None:
+        for v in g["redeemed_both"]:
+            reply = webhook.deliver(payload("voucher.redeemed", v, delivery_id=f"dlv_{v[:8]}", amount_cents=140000,
+                                             channel="wallet"))
+            assert reply.status == 200 and reply.body.get("outcome") == "applied", reply
+    else:
+        pg.execute("UPDATE vouchers SET status = 'redeemed', status_changed_at = now() - interval '5 minutes' "
+                   "WHERE id = ANY(%s::uuid[])", (g["redeemed_both"],))
     g["expired_only_at_buffr"] = seed_vouchers(pg, 5, status="active")
     at_buffr(sim, g["expired_only_at_buffr"], status="expired")
     g["lost_ack"] = seed_vouchers(pg, 8, status="pending")
@@ -90,8 +102,10 @@ EXPECTED = {  # group → (class, action, status afterwards)
 }
 
 
-def test_drift_is_healed_or_flagged_with_exact_counts(reconcile_env, pg, sim) -> None:
-    groups = _drift(pg, sim)
+def test_drift_is_healed_or_flagged_with_exact_counts(reconcile_env, webhook, pg, sim) -> None:
+    groups = _drift(pg, sim, webhook)
+    assert factories.count(pg, "SELECT count(*) FROM webhook_events WHERE outcome = 'applied'") == 90
+    reconcile_env["activate"]()  # back to the reconcile function's role and settings
     reply = _run(mode="incremental")
     assert reply.status == "completed" and reply.remaining == 0 and not reply.resumed
     records = _records(pg, str(reply.run_id))
@@ -116,6 +130,7 @@ def test_drift_is_healed_or_flagged_with_exact_counts(reconcile_env, pg, sim) ->
     trail = pg.execute("SELECT from_status, to_status, reference FROM voucher_events WHERE source = 'reconcile'"
                        ).fetchall()
     assert len(trail) == healed + 2 and {t["reference"] for t in trail} == {str(reply.run_id)}
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE source = 'webhook'") == 90
     assert Counter((t["from_status"], t["to_status"]) for t in trail) == Counter(
         {("active", "redeemed"): 10, ("active", "expired"): 5, ("pending", "active"): 8, ("expired", "redeemed"): 2})
     # The lost acknowledgement got Buffr's delivery id; the override is marked for review.
