@@ -7,10 +7,10 @@ From one run it prints:
 * the HTTP client's ceiling: N bare status calls through the shared Buffr client, same setup
   (StreamTransport, concurrency 100), no database work;
 * a full reconciliation of N open vouchers (separate process, like a Lambda): elapsed, the
-  latency bound N × latency / concurrency, and elapsed / max(latency bound, client ceiling)
+  latency bound N x latency / concurrency, and elapsed / max(latency bound, client ceiling)
   (target ≤ 1.3: reconciliation adds at most 30 % to the pure HTTP cost);
 * the integration guide's loop (one status call at a time, compare, insert) on a sample, and the
-  per-voucher speed-up over it (target ≥ 50×);
+  per-voucher speed-up over it (target >= 50x);
 * peak memory (max RSS of the reconciling process) at two sizes (target ≤ 256 MB, flat in N);
 * a 300,000-voucher cycle split in shards run side by side as separate processes (invocations),
   against the 15-minute Lambda window.

@@ -6,6 +6,7 @@ audit rows written by reconciliation, and the run's counters.
 
 import hashlib
 import random
+import re
 from collections import Counter
 from typing import Any
 
@@ -13,8 +14,8 @@ import pytest
 
 from reconcile import service
 from reconcile.models import ReconcileRequest
-from tests import factories
 from smartpay_tools.webhook_sender import payload
+from tests import factories
 from tests.fixtures_reconcile import at_buffr, lambda_context, seed_vouchers
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,38 @@ def test_busy_shard_split_is_not_run_twice(reconcile_env, pg, sim, pg_url) -> No
         reply = _run(mode="incremental")
         assert reply.stopped == "busy" and reply.invocation_checked == 0
     assert factories.count(pg, "SELECT count(*) FROM reconciliation_records") == 0
+
+
+def test_reports_per_run_and_per_cycle(reconcile_env, pg, sim, pg_url, tmp_path, capsys) -> None:
+    import csv
+
+    from smartpay_tools.cli import main
+
+    groups = _drift(pg, sim)
+    reply = _run(mode="incremental")
+    run_id = str(reply.run_id)
+    figures, records = tmp_path / "run.csv", tmp_path / "records.csv"
+    assert main(["--database-url", pg_url, "report", "--run", run_id, "--csv", str(figures),
+                 "--records", str(records)]) == 0
+    text = capsys.readouterr().out
+    assert f"Reconciliation run {run_id}" in text
+    assert "checked 172: matched 130, healed 23, flagged 17, re-sent 0, Buffr unavailable 0" in text
+    assert re.search(r"amount_mismatch +flagged +1 +N\$ 1,400.00 +N\$ 1,500.00", text)
+    rows = list(csv.DictReader(figures.open()))
+    by = {(r["section"], r["key"], r["action"]): r for r in rows}
+    assert by[("discrepancy", "buffr_ahead", "healed")]["count"] == "23"
+    assert by[("discrepancy", "match", "none")]["count"] == "130"
+    # Amounts of the checked vouchers by their status now: redeemed 90 + 10 healed + 3 + 2 + 1.
+    redeemed_now = 90 + 10 + 3 + 2 + 1
+    assert by[("amount", "redeemed", "")]["amount_cents"] == str(redeemed_now * 140000)
+    assert int(by[("amount", "issued", "")]["amount_cents"]) == 172 * 140000
+    exported = list(csv.DictReader(records.open()))
+    assert len(exported) == 23 + 17 + 2  # healed, flagged and the two pending within grace
+    assert {r["voucher_id"] for r in exported} >= set(groups["unknown"])
+
+    assert main(["--database-url", pg_url, "report", "--cycle", "2026-11", "--programme", "old_age"]) == 0
+    text = capsys.readouterr().out
+    assert "Programme cycle old_age 2026-11" in text and "177 vouchers" in text
+    assert "vouchers checked by 1 run(s)" in text
+
+    assert main(["--database-url", pg_url, "report", "--run", "not-a-run"]) == 2

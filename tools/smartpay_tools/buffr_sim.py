@@ -22,6 +22,8 @@ Admin endpoints (no key; loopback only):
   vouchers by status; ``webhooks`` counts planned / delivered / duplicated / dropped / failed by
   event type), ``POST /_sim/reset`` (state, stats and the start-time settings back; the webhook
   URL is kept; queued webhooks are discarded), ``POST /_sim/webhooks/flush`` (wait for the queue).
+* ``POST /_sim/vouchers`` ``{"vouchers": [{"voucher_id", "amount", "status"}, …]}`` — hold many
+  vouchers at once, Buffr's state only (benchmarks, reconciliation drift set-ups).
 * ``GET|PUT|DELETE /_sim/vouchers/{id}`` — read, change (status, amount, reject) or forget a
   voucher at Buffr only, so reconciliation tests can create drift. ``reject`` makes the next
   disbursement of that voucher a 422 with that reason.
@@ -326,6 +328,8 @@ class BuffrSimulator:
             return (200 if done else 504), {"flushed": done}
         if path == "/_sim/settle" and method == "POST":
             return 200, self._settle_many(data)
+        if path == "/_sim/vouchers" and method == "POST":
+            return 200, {"loaded": self._load(data.get("vouchers") or [])}
         if path.startswith("/_sim/vouchers/"):
             rest = path.removeprefix("/_sim/vouchers/")
             voucher_id, _, action = rest.partition("/")
@@ -408,6 +412,20 @@ class BuffrSimulator:
         settled = len(outcomes.get("settled", [])) + len(outcomes.get("webhook_queued", []))
         return {"settled": settled, "webhooks_queued": len(outcomes.get("webhook_queued", [])),
                 "unknown": outcomes.get("unknown", []), "not_active": outcomes.get("not_active", [])}
+
+    def _load(self, items: list[dict[str, Any]]) -> int:
+        """Hold many vouchers at once (benchmarks, drift set-ups): ``voucher_id``, ``amount``, ``status``.
+
+        Only Buffr's state: no wallet credit is counted and no webhook is sent."""
+        for item in items:
+            status = str(item.get("status", "active"))
+            if status not in STATUSES:
+                raise Reply(422, {"error": f"status must be one of {sorted(STATUSES)}"})
+            voucher_id = str(item["voucher_id"])
+            self.vouchers[voucher_id] = Voucher(voucher_id, int(item["amount"]), "NAD", status,
+                                                str(item.get("delivery_id") or f"dlv_{uuid.uuid4().hex[:20]}"),
+                                                time.time())
+        return len(items)
 
     def _admin_voucher(self, method: str, voucher_id: str, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         voucher = self.vouchers.get(voucher_id)
@@ -581,6 +599,10 @@ class SimulatorProcess:
 
     def set_voucher(self, voucher_id: str, **changes: Any) -> dict[str, Any]:
         return self._admin("PUT", f"vouchers/{voucher_id}", changes)
+
+    def load(self, vouchers: list[dict[str, Any]]) -> int:
+        """Make Buffr hold these vouchers (``voucher_id``, ``amount``, ``status``) in one call."""
+        return int(self._admin("POST", "vouchers", {"vouchers": vouchers})["loaded"])
 
     def voucher(self, voucher_id: str) -> dict[str, Any] | None:
         import httpx

@@ -30,12 +30,22 @@ def _stack(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from smartpay_tools.gateway import Gateway, docs_routes, serve
+    from smartpay_tools.scheduler import Scheduler
 
     stack = _stack(args)
     port = args.port or int(stack.local.get("GatewayPort", 3000))
     stack.webhook_url = f"http://127.0.0.1:{port}"
     stack.start_services()
     server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
+    scheduler = None
+    if not args.no_schedule:
+        scheduler = Scheduler(stack.functions, stack.invoke, stack.region, rate_override=args.schedule_rate,
+                              on_fire=lambda f: print(f"[schedule] {f.at:%H:%M:%S} {f.logical_id}: "
+                                                      f"{json.dumps(f.result, default=str)[:300]}", flush=True))
+        for logical_id, schedule, every in scheduler.schedules():
+            print(f"Schedule: {logical_id} {schedule.event_name} every {every:g} s "
+                  f"({args.schedule_rate or schedule.schedule})")
+        scheduler.start()
     print(f"PostgreSQL: {stack.postgres.origin} ({_safe_url(stack.postgres.url)})")
     print(f"DynamoDB (moto): {stack.moto.endpoint}")
     print(f"Buffr simulator: {stack.buffr.url} (admin: {stack.buffr.url}/_sim/stats, /_sim/config)")
@@ -55,6 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         server.shutdown()
         stack.stop()
     return EXIT_OK
@@ -386,7 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "sends its webhooks to this gateway (env file LocalStack.BuffrWebhooks).")
     p.add_argument("--port", type=int, default=None, help="gateway port (default: LocalStack.GatewayPort, 3000)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--schedule-rate", default=None,
+                   help="run the template's schedules at this rate instead, e.g. 'rate(1 minute)' or seconds")
+    p.add_argument("--no-schedule", action="store_true", help="do not run the template's schedules")
     p.set_defaults(func=cmd_serve)
+
+    from smartpay_tools import recon_cli
+
+    recon_cli.add_commands(command, _stack)
 
     p = command("invoke", "invoke one function with an event file, like `sam local invoke`",
                 "Prints the function's result as JSON; exit 1 if the function raised.")

@@ -9,6 +9,7 @@ named function in the stack's own worker pool, exactly as ``stack.invoke`` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -44,7 +45,7 @@ class LambdaEndpoint(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: LambdaEndpoint
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -89,7 +90,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, result, {"x-amz-executed-version": "$LATEST"})
 
     def _invoke(self, logical_id: str, event: dict[str, Any]) -> None:
-        try:
+        # Asynchronous: like Lambda, the caller never sees an error (the function's log does).
+        with contextlib.suppress(InvocationError):
             self.server.stack.invoke(logical_id, event)
-        except InvocationError:
-            pass  # asynchronous: like Lambda, the caller never sees it (the function's log does)

@@ -30,17 +30,18 @@ _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 def rate_seconds(expression: str) -> float:
     """Seconds between firings of an EventBridge ``rate(...)`` expression (or a plain number)."""
     text = expression.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        match = _RATE.match(text)
-        if not match:
-            raise ValueError(f"unsupported schedule {expression!r}: use rate(N minute[s]|hour[s]|day[s]) "
-                             "or a number of seconds (cron expressions are not run locally)") from None
+    match = _RATE.match(text)
+    if match:
         value, unit = int(match.group(1)), match.group(2).rstrip("s")
         if (value == 1) != (not match.group(2).endswith("s")):
             raise ValueError(f"{expression!r}: EventBridge wants 'rate(1 {unit})' and 'rate(N {unit}s)'")
-        seconds = value * _UNIT_SECONDS[unit]
+        seconds = float(value * _UNIT_SECONDS[unit])
+    else:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ValueError(f"unsupported schedule {expression!r}: use rate(N minute[s]|hour[s]|day[s]) "
+                             "or a number of seconds (cron expressions are not run locally)") from None
     if seconds <= 0:
         raise ValueError(f"schedule {expression!r} must be positive")
     return seconds

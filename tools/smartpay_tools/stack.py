@@ -86,7 +86,6 @@ class LocalStack:
 
     def _start_services(self, *, migrate: bool, simulator: bool) -> LocalStack:
         from smartpay import migrate as migrations
-
         from smartpay_tools.lambda_endpoint import LambdaEndpoint
 
         if simulator:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_VOUCHER_IDS = 10_000
-Cycle = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+CYCLE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
 class ReconcileRequest(BaseModel):
@@ -63,7 +63,7 @@ class ReportRequest(BaseModel):
 
     run_id: uuid.UUID | None = None
     programme: str | None = Field(default=None, pattern=r"^[a-z_]{2,32}$")
-    cycle: str | None = Cycle
+    cycle: str | None = Field(default=None, pattern=CYCLE_PATTERN)
 
     @model_validator(mode="after")
     def _one(self) -> ReportRequest:
