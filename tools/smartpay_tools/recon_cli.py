@@ -35,7 +35,9 @@ def add_commands(command: Any, stack_factory: Any) -> None:
     p.add_argument("--grace-seconds", type=int, default=None,
                    help="how long a pending voucher may be unknown at Buffr before it is a discrepancy")
     p.add_argument("--max-invocations", type=int, default=1000, help="stop after this many invocations per shard")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--buffr-url", help="Buffr to ask (default: the local simulator on 127.0.0.1:4010, shared with "
+                                       "a running `smartpay serve`)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no report, only the summary lines")
     p.set_defaults(func=lambda args: cmd_reconcile(args, stack_factory(args)))
 
     p = command("report", "print or export a reconciliation report, per run or per programme cycle",
@@ -75,7 +77,9 @@ def cmd_reconcile(args: argparse.Namespace, stack: Any) -> int:
         print("error: --shard must be in 0..--shards-1", file=sys.stderr)
         return EXIT_USAGE
     shards = [args.shard] if args.shard is not None else list(range(args.shards))
-    stack.start_services()
+    if args.buffr_url:
+        stack.extra_env["BUFFR_API_URL"] = args.buffr_url
+    stack.start_services(simulator=not args.buffr_url)
     bars = {s: tqdm(desc=f"shard {s}/{args.shards}" if args.shards > 1 else "reconcile", unit="vouchers",
                     position=i, disable=args.quiet, leave=True) for i, s in enumerate(shards)}
     finals: dict[int, dict[str, Any]] = {}
