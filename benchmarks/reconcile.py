@@ -102,10 +102,18 @@ def child_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process's own address space;
+    getrusage's ru_maxrss would carry the parent's peak across fork + exec on Linux."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child_main(raw: str) -> int:
     """One reconciliation invocation in this process (a Lambda with a 900 s timeout)."""
     import io
-    import resource
     from contextlib import redirect_stdout
 
     from reconcile import service
@@ -118,7 +126,7 @@ def child_main(raw: str) -> int:
     with redirect_stdout(io.StringIO()):  # metrics lines
         reply = service.reconcile(request, context)
     elapsed = time.perf_counter() - started
-    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    maxrss_mb = _peak_rss_mb()
     print(json.dumps({"elapsed": elapsed, "checked": reply.invocation_checked, "matched": reply.matched,
                       "status": reply.status, "remaining": reply.remaining, "maxrss_mb": maxrss_mb}))
     return 0

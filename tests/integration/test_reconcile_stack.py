@@ -72,3 +72,20 @@ def test_the_local_scheduler_fires_the_templates_schedule(local_stack, pg, sim) 
     assert first.result["stopped"] in (None, "busy")
     runs = pg.execute("SELECT mode, status FROM reconciliation_runs").fetchall()
     assert Counter(r["mode"] for r in runs) == Counter({"incremental": len(runs)}) and runs
+
+
+def test_operator_command_reconciles_now_in_shards(pg, pg_url, sim, capsys) -> None:
+    from smartpay_tools.cli import main
+
+    ids = seed_vouchers(pg, 40, status="active")
+    at_buffr(sim, ids[:36], status="active")
+    at_buffr(sim, ids[36:], status="redeemed")
+    code = main(["--database-url", pg_url, "reconcile", "--mode", "full", "--shards", "2", "--quiet",
+                 "--buffr-url", sim.url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if line.startswith("run ")]
+    assert len(lines) == 2 and all("[completed]" in line and "remaining 0" in line for line in lines)
+    runs = pg.execute("SELECT shard, shards, checked, healed, status FROM reconciliation_runs ORDER BY shard").fetchall()
+    assert [(r["shard"], r["shards"], r["status"]) for r in runs] == [(0, 2, "completed"), (1, 2, "completed")]
+    assert sum(r["checked"] for r in runs) == 40 and sum(r["healed"] for r in runs) == 4
