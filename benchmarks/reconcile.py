@@ -56,8 +56,9 @@ def fresh_database() -> str:
     return url
 
 
-def seed(url: str, sim: Any, n: int, cycle: str) -> list[str]:
-    """n active vouchers (one beneficiary each) by COPY, all held by Buffr as active."""
+def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
+    """n active vouchers (one beneficiary each, ID numbers first, first+1, …) by COPY, all held by
+    Buffr as active."""
     import psycopg
 
     ids = [str(uuid.uuid4()) for _ in range(n)]
@@ -66,7 +67,7 @@ def seed(url: str, sim: Any, n: int, cycle: str) -> list[str]:
         with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
                       "FROM STDIN") as copy:
             for i, b in enumerate(people):
-                copy.write_row((b, f"{uuid.UUID(b).int % 10**11:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
+                copy.write_row((b, f"{first + i:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
                                 "Khomas", "old_age"))
         with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, buffr_delivery_id, "
                       "issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
@@ -270,7 +271,7 @@ def main() -> int:
         extra = args.cycle - n
         if extra > 0:
             t = time.perf_counter()
-            seed(url, sim, extra, "2026-10")
+            seed(url, sim, extra, "2026-10", first=n)
             print(f"\nseeded {extra:,} more vouchers ({args.cycle:,} open) in {time.perf_counter() - t:.1f} s",
                   flush=True)
         started = time.perf_counter()

@@ -57,19 +57,23 @@ def lambda_context(seconds: float = 60.0) -> FakeLambdaContext:
     return FakeLambdaContext("smartpay-reconcile-local", 1024, str(uuid.uuid4()), time.time() * 1000 + seconds * 1000)
 
 
+_seeded = 90_000_000_000  # ID numbers of seeded beneficiaries: a counter, never a collision
+
+
 def seed_vouchers(pg: psycopg.Connection[Any], n: int, *, status: str = "active", amount_cents: int = 140000,
                   cycle: str = "2026-11", age_seconds: int = 3600, programme: str = "old_age") -> list[str]:
     """``n`` vouchers (one beneficiary each) in ``status``, changed ``age_seconds`` ago, by COPY.
 
     Ids are returned in the order inserted; each gets its ``issued`` audit row like the factories'.
     """
+    global _seeded
     ids = [str(uuid.uuid4()) for _ in range(n)]
     people = [str(uuid.uuid4()) for _ in range(n)]
     with pg.cursor() as cur:
         with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
                       "FROM STDIN") as copy:
             for i, b in enumerate(people):
-                copy.write_row((b, f"{uuid.UUID(b).int % 10**11:011d}", "Test", "Person",
+                copy.write_row((b, f"{_seeded + i:011d}", "Test", "Person",
                                 f"+26481{i % 10**7:07d}", "Khomas", programme))
         with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, "
                       "buffr_delivery_id, issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
@@ -77,6 +81,7 @@ def seed_vouchers(pg: psycopg.Connection[Any], n: int, *, status: str = "active"
                 delivery = None if status in ("issued", "pending") else f"dlv_{v[:8]}"
                 copy.write_row((v, b, programme, cycle, amount_cents, status, delivery,
                                 _ago(age_seconds + 60), _ago(-30 * 86400), _ago(age_seconds)))
+        _seeded += n
         cur.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
                     "SELECT id, NULL, 'issued', 'operator', 'seed' FROM unnest(%s::uuid[]) AS id", (ids,))
     return ids
