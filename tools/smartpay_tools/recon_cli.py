@@ -76,7 +76,14 @@ def cmd_reconcile(args: argparse.Namespace, stack: Any) -> int:
     if args.shards < 1 or (args.shard is not None and not 0 <= args.shard < args.shards):
         print("error: --shard must be in 0..--shards-1", file=sys.stderr)
         return EXIT_USAGE
+    from smartpay_tools.services import port_open
+
     shards = [args.shard] if args.shard is not None else list(range(args.shards))
+    sim_port = int(stack.local.get("BuffrSimulatorPort", 4010))
+    if not args.buffr_url and port_open("127.0.0.1", sim_port):
+        # A running `smartpay serve` owns the simulator (and Buffr's state): ask that one.
+        args.buffr_url = f"http://127.0.0.1:{sim_port}"
+        print(f"using the running Buffr simulator at {args.buffr_url}", file=sys.stderr)
     if args.buffr_url:
         stack.extra_env["BUFFR_API_URL"] = args.buffr_url
     stack.start_services(simulator=not args.buffr_url)
