@@ -24,7 +24,9 @@ def add_commands(command: Any, stack_factory: Any) -> None:
                 "Invokes the template's ReconcileFunction on the local stack until the run is complete (each "
                 "invocation bounded by the function's timeout), then prints the run's report. Exit 1 if an "
                 "invocation failed.")
-    p.add_argument("--mode", choices=("incremental", "full"), default="incremental")
+    p.add_argument("--mode", choices=("incremental", "full"), default="incremental",
+                   help="incremental: open vouchers + changed since the last run; full: + changed within the cycle "
+                        "window (RECONCILE_FULL_WINDOW_DAYS)")
     p.add_argument("--since", help="window start, ISO-8601 with a zone (default: the last run's end)")
     p.add_argument("--voucher-id", action="append", dest="voucher_ids", help="only this voucher (repeatable)")
     p.add_argument("--shard", type=int, default=None, help="run only this shard (0-based) of --shards")
@@ -48,7 +50,7 @@ def add_commands(command: Any, stack_factory: Any) -> None:
     which.add_argument("--run", help="a run id")
     which.add_argument("--latest", action="store_true", help="the latest run")
     which.add_argument("--cycle", help="a programme cycle, e.g. 2026-11 (with --programme)")
-    p.add_argument("--programme", default="old_age")
+    p.add_argument("--programme", default="old_age", help="the programme of --cycle (default old_age)")
     p.add_argument("--csv", help="write the report's figures as CSV to this file ('-' for stdout)")
     p.add_argument("--records", help="write the run's per-voucher discrepancies as CSV to this file")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
