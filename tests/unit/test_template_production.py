@@ -63,6 +63,25 @@ def test_business_alarms_watch_the_metrics_the_functions_emit(metric: str, servi
     assert f'"{metric}"' in code, f"{function} no longer emits {metric}"
 
 
+def test_reconciliation_discrepancies_alarm_watches_the_emitted_metric() -> None:
+    assert _alarm_for("ReconciliationDiscrepancies", "KetchupSmartPay", {"service": "reconcile"})
+    code = (T.path.parent / "functions/reconcile/reconcile/service.py").read_text()
+    assert '"ReconciliationDiscrepancies"' in code and _env("ReconcileFunction")["POWERTOOLS_SERVICE_NAME"] == "reconcile"
+
+
+def test_failed_scheduled_reconciliations_land_in_an_alarmed_queue() -> None:
+    props = RES["ReconcileFunction"]["Properties"]
+    queue_arn = {"Fn::GetAtt": ["ReconcileDeadLetterQueue", "Arn"]}
+    assert props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": queue_arn}
+    schedules = [e["Properties"] for e in props["Events"].values() if e["Type"] == "Schedule"]
+    assert schedules and all(s["DeadLetterConfig"] == {"Arn": queue_arn} for s in schedules)
+    statement = RES["ReconcileDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Resource"] == queue_arn
+    depth = _alarm_for("ApproximateNumberOfMessagesVisible", "AWS/SQS",
+                       {"QueueName": {"Fn::GetAtt": ["ReconcileDeadLetterQueue", "QueueName"]}})
+    assert depth and ALARMS[depth[0]]["Threshold"] == 0
+
+
 def test_api_5xx_alarm_names_the_api_and_stage() -> None:
     api = RES["SmartPayApi"]["Properties"]
     assert _alarm_for("5XXError", "AWS/ApiGateway", {"ApiName": api["Name"], "Stage": {"Ref": "Stage"}})
