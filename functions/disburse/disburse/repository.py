@@ -103,7 +103,7 @@ def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], vouche
     rows = conn.execute(
         """SELECT v.id::text AS id, v.amount_cents, v.currency, b.id_number
              FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
-            WHERE v.id = ANY(%s::uuid[])""",
+            WHERE v.id = ANY(%b::uuid[])""",
         (claimed,),
     ).fetchall() if claimed else []
     order = {v: i for i, v in enumerate(claimed)}

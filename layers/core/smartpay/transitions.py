@@ -80,7 +80,7 @@ def transition_many(
     if not ids:
         return []
     rows = conn.execute(
-        "SELECT id::text AS id, status FROM vouchers WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE", (ids,)
+        "SELECT id::text AS id, status FROM vouchers WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE", (ids,)
     ).fetchall()
     current = {(r["id"] if isinstance(r, dict) else r[0]): (r["status"] if isinstance(r, dict) else r[1])
                for r in rows}
@@ -118,7 +118,7 @@ def transition_many(
                           buffr_delivery_id = COALESCE(c.delivery, v.buffr_delivery_id),
                           failure_reason = COALESCE(c.failure, v.failure_reason),
                           review_reason = COALESCE(c.review, v.review_reason)
-                     FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[])
+                     FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[])
                           AS c(id, to_status, delivery, failure, review)
                     WHERE v.id = c.id""",
                 columns,
@@ -126,7 +126,7 @@ def transition_many(
             conn.execute(
                 """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
                    SELECT id, from_status, to_status, %s, %s, detail
-                     FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::jsonb[])
+                     FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::jsonb[])
                           AS e(id, from_status, to_status, detail)""",
                 (source, reference, columns[0], [a[1] for a in applied], [a[2] for a in applied], details),
             )
