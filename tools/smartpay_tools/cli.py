@@ -371,11 +371,12 @@ def cmd_disburse(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from smartpay_tools import demo
+    from smartpay_tools import demo, envfile
 
-    stack = _stack(args)
-    return demo.run(stack, port=args.port or int(stack.local.get("GatewayPort", 3000)),
-                    beneficiaries=args.beneficiaries, keep_serving=args.serve)
+    env_vars = Path(args.env_vars) if args.env_vars else None
+    port = args.port or int(envfile.local_settings(envfile.load(env_vars)).get("GatewayPort", 3000))
+    return demo.run(port=port, beneficiaries=args.beneficiaries, out_dir=Path(args.out),
+                    database_url=args.database_url, keep_serving=args.serve, env_vars=env_vars)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_disburse)
 
-    p = command("demo", "the main job: local stack, seeded registry, calls through the gateway")
+    p = command("demo", "the main job: a whole pay cycle on the local stack (issue, disburse, webhooks with "
+                        "faults, reconciliation) and its end-of-cycle report (text, CSV, HTML)")
     p.add_argument("--port", type=int, default=None, help="gateway port (default: LocalStack.GatewayPort, 3000)")
     p.add_argument("--beneficiaries", type=int, default=5000, help="registry size to generate (default 5000)")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "reports"), help="where the CSV and HTML reports go")
     p.add_argument("--serve", action="store_true", help="keep serving after the demo")
     p.set_defaults(func=cmd_demo)
     return parser

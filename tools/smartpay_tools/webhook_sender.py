@@ -183,6 +183,7 @@ class SenderStats:
     duplicated: int = 0
     reordered: int = 0
     failed: int = 0  # gave up after max_attempts
+    replayed: int = 0  # answers Ketchup marked ``Idempotent-Replayed: true`` (deduplicated retries)
     statuses: Counter[int] = field(default_factory=Counter)
     by_type: dict[str, Counter[str]] = field(default_factory=lambda: {name: Counter() for name in COUNTS})
 
@@ -194,6 +195,7 @@ class SenderStats:
     def summary(self) -> dict[str, Any]:
         return {"planned": self.planned, "attempts": self.sent, "dropped": self.dropped,
                 "duplicated": self.duplicated, "reordered": self.reordered, "failed": self.failed,
+                "replayed": self.replayed,
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "by_type": {name: dict(sorted(c.items())) for name, c in self.by_type.items()}}
 
@@ -366,6 +368,8 @@ class WebhookSender:
                 with self._lock:
                     self.stats.sent += 1
                     self.stats.statuses[status] += 1
+                    if response.headers.get("idempotent-replayed", "").lower() == "true":
+                        self.stats.replayed += 1
                 if status not in RETRYABLE:
                     return status
             self._closed.wait(min(0.05 * 2**attempt, 0.5))

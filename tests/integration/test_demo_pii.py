@@ -1,0 +1,45 @@
+"""A whole demo-sized pay cycle: it passes, and no ID number or full phone number reaches any log line.
+
+Runs `smartpay demo` (5,000 beneficiaries) as an operator would and captures everything it and
+the functions it runs write, plus the report files.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from smartpay_tools import PROJECT_ROOT, datagen
+from smartpay_tools.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_cycle_passes_and_logs_no_pii(pg_url, tmp_path) -> None:
+    out = tmp_path / "reports"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out", str(out),
+         "--beneficiaries", "5000"],
+        capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env,
+    )
+    captured = proc.stdout + proc.stderr
+    assert proc.returncode == 0, captured[-5000:]
+    assert "demo passed" in proc.stdout
+    files = sorted(out.glob("demo-*"))
+    assert {f.suffix for f in files} == {".csv", ".html"}
+    captured += "".join(f.read_text() for f in files)
+    assert len(captured) > 100_000, "expected the functions' logs to be captured"
+
+    cycle = datetime.now(UTC).strftime("%Y-%m")
+    people = list(datagen.payroll(5000, cycle, 2026))
+    assert len(people) > 4000
+    leaked_ids = [p["id_number"] for p in people if p["id_number"] in captured]
+    assert leaked_ids == []
+    digits = {p["msisdn"].removeprefix("+") for p in people}
+    numbers_seen = set(re.findall(r"264\d{8,9}", captured))
+    assert numbers_seen & digits == set()
