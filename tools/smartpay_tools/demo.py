@@ -345,7 +345,7 @@ def render_html(report: dict[str, Any], steps: list[Step]) -> str:
     amount_chart = _bars([(s, totals.get(s, {}).get("amount_cents", 0) / 100) for s in ORDER],
                          unit=" NAD", colour="#2c7fb8")
     hist = report["webhook_latency_histogram"]
-    latency_chart = _bars([(("≥500 ms" if r["bucket"] > 10 else f"{(r['bucket'] - 1) * 50}–{r['bucket'] * 50} ms"),
+    latency_chart = _bars([(("≥500 ms" if r["bucket"] > 10 else f"{(r['bucket'] - 1) * 50}-{r['bucket'] * 50} ms"),
                             r["count"]) for r in hist], colour="#27ae60")
     rows = "".join(f"<tr><td>{s}</td><td>{totals.get(s, {}).get('count', 0):,}</td>"
                    f"<td>{money(totals.get(s, {}).get('amount_cents', 0))}</td></tr>" for s in ORDER)
