@@ -539,7 +539,9 @@ class SimulatorProcess:
             env[SECRET_ENV] = self.webhook_secrets
             if self.webhook_url:
                 cmd += ["--webhook-url", self.webhook_url]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+        from smartpay_tools.services import die_with_parent
+
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent)
         try:
             wait_port(self.host, self.port, timeout, "Buffr simulator")
         except RuntimeError:

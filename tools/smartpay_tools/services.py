@@ -32,6 +32,17 @@ FAKE_AWS = {
 }
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for service processes: the kernel kills them when the stack's process dies,
+    however it dies (Ctrl-C, SIGKILL, a crashed test run), so no moto or simulator is left behind."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +79,7 @@ class MotoServer:
         self.port = self.port or free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         wait_port("127.0.0.1", self.port, 30, "moto server")
         return self
