@@ -90,6 +90,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    if args.stack:
+        return _invoke_deployed(args, logical_id, event)
     if args.sign:
         try:
             _resign_event(event, _webhook_secrets(stack))
@@ -106,6 +108,27 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         stack.stop()
+
+
+def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str, Any]) -> int:
+    """The same invocation against a deployed stack, through the Lambda API."""
+    import botocore.exceptions
+
+    from smartpay_tools.deployed import DeployedStack
+
+    try:
+        deployed = DeployedStack.load(args.stack, args.region)
+        ok, payload, logs = deployed.invoke(logical_id, event)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        print(f"unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if logs:
+        print(logs, file=sys.stderr)
+    print(json.dumps(payload, indent=2))
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _resign_event(event: dict[str, Any], secrets: str) -> None:
@@ -415,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
     p.add_argument("--sign", action="store_true",
                    help="re-sign a saved webhook event (Standard Webhooks headers) with the current secret")
+    p.add_argument("--stack", help="invoke the function of this deployed CloudFormation stack (Lambda API; "
+                                   "function names from the stack outputs; usual AWS credentials)")
+    p.add_argument("--region", help="AWS region of --stack (default: the AWS environment's)")
     p.set_defaults(func=cmd_invoke)
 
     p = command("migrate", "apply the SQL migrations (safe to run twice)",
