@@ -98,6 +98,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    stack.simulator_port = 0  # a private simulator: never clashes with a running `smartpay serve`
     stack.start_services(migrate=not args.no_migrate)
     try:
         result = stack.invoke(logical_id, event)
@@ -329,6 +330,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"dry run: {len(items)} deliveries, nothing sent")
         return EXIT_OK
     if args.invoke:
+        stack.simulator_port = 0
         stack.start_services(migrate=False)
         send = replay.invoke_sender(stack)
     else:
