@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from smartpay_tools import PROJECT_ROOT, datagen
-from smartpay_tools.services import free_port
+from smartpay_tools.services import drop_database, free_port
+from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,10 @@ def test_demo_cycle_passes_and_logs_no_pii(pg_url, tmp_path) -> None:
     env.pop("DATABASE_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out", str(out),
-         "--beneficiaries", "5000"],
+         "--beneficiaries", "5000", "--database-name", f"smartpay_demo_test_{os.getpid()}"],
         capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env,
     )
+    drop_database(ADMIN_URL, f"smartpay_demo_test_{os.getpid()}")
     captured = proc.stdout + proc.stderr
     assert proc.returncode == 0, captured[-5000:]
     assert "demo passed" in proc.stdout

@@ -107,7 +107,7 @@ def test_disburse_rejections(gateway_url, api_keys, pg, sim) -> None:
     before = _db_state(pg)
     op = api_keys["operator"]
     past = _post(gateway_url, op, f"/api/v1/vouchers/{done['id']}/disburse")
-    assert past.status_code == 409 and past.json()["status"] == "active"
+    assert past.status_code == 409 and past.json()["status"] == 409 and past.json()["voucher_status"] == "active"
     assert _post(gateway_url, op, f"/api/v1/vouchers/{uuid.uuid4()}/disburse").status_code == 404
     assert _post(gateway_url, op, "/api/v1/vouchers/not-a-uuid/disburse").status_code == 422
     for bad in ({}, {"voucher_ids": []}, {"voucher_ids": ["x"]}, {"programme": "old_age"},

@@ -42,3 +42,13 @@ def test_invalid_store_is_a_config_error() -> None:
 def test_buffr_scope_opens_only_beneficiary_routes() -> None:
     routes = auth.routes_for(frozenset({"beneficiaries:read"}))
     assert routes == [("GET", "/api/v1/beneficiaries/{beneficiary_id}"), ("POST", "/api/v1/beneficiaries/verify")]
+
+
+def test_problem_extension_members_never_override_standard_ones() -> None:
+    import json
+
+    from smartpay.api import problem
+
+    reply = problem(409, "Conflict", "already issued", extra={"status": "issued", "voucher_id": "v1"})
+    body = json.loads(reply.body)
+    assert body["status"] == 409 and body["voucher_id"] == "v1" and body["title"] == "Conflict"

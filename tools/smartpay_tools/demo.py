@@ -64,19 +64,20 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def fresh_database(database_url: str | None) -> tuple[str, str]:
+def fresh_database(database_url: str | None, name: str = DEMO_DB) -> tuple[str, str]:
     """A new, empty demo database on whichever server the stack would use; returns (url, origin)."""
-    server = resolve_postgres(database_url, dbname=DEMO_DB)
+    server = resolve_postgres(database_url, dbname=name)
     admin = make_conninfo(server.url, dbname="postgres")
-    drop_database(admin, DEMO_DB)
-    return ensure_database(admin, DEMO_DB), server.origin
+    drop_database(admin, name)
+    return ensure_database(admin, name), server.origin
 
 
 def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | None = None,
-        keep_serving: bool = False, env_vars: Path | None = None, seed: int = 2026) -> int:
+        keep_serving: bool = False, env_vars: Path | None = None, seed: int = 2026,
+        database_name: str = DEMO_DB) -> int:
     started = time.monotonic()
     cycle = datetime.now(UTC).strftime("%Y-%m")
-    url, origin = fresh_database(database_url)
+    url, origin = fresh_database(database_url, database_name)
     result = DemoResult(cycle=cycle, database=origin)
     base = f"http://127.0.0.1:{port}"
     stack = LocalStack(env_file_path=env_vars, database_url=url, simulator_port=0, webhook_url=base,
@@ -87,7 +88,7 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         stack.start_services()
         server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
         result.steps.append(Step("local stack", time.monotonic() - t,
-                                 f"PostgreSQL ({origin}, database {DEMO_DB}), moto DynamoDB, Buffr simulator, "
+                                 f"PostgreSQL ({origin}, database {database_name}), moto DynamoDB, Buffr simulator, "
                                  f"gateway {base}"))
         _say(f"[1/6] local stack up: {result.steps[-1].note}")
 
@@ -130,7 +131,8 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say(f"[5/6] reconciled: {result.steps[-1].note}")
 
         t = time.monotonic()
-        result.report = collect(stack.postgres.url, cycle, run_ids, stack.buffr.stats(detail=True))
+        result.report = {**collect(stack.postgres.url, cycle, run_ids, stack.buffr.stats(detail=True)),
+                         "buffr_only": buffr_only}
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         csv_path, html_path = out_dir / f"demo-{stamp}.csv", out_dir / f"demo-{stamp}.html"
@@ -298,6 +300,19 @@ def check(report: dict[str, Any], flushed: bool) -> list[str]:
     totals = _totals(report)
     if totals.get("issued", {}).get("count"):
         problems.append(f"{totals['issued']['count']} vouchers were never disbursed")
+    rejected = sum(r["count"] for r in report["webhook_outcomes"] if r["outcome"] == "rejected")
+    if rejected:
+        problems.append(f"{rejected} webhooks were rejected (unknown vouchers: is another demo using the database?)")
+    flagged = [d for d in report["discrepancies"] if d["action"] == "flagged"]
+    if flagged:  # the demo's drift (dropped webhooks, Buffr-only redemptions) is all healable
+        problems.append("reconciliation flagged " + ", ".join(f"{d['count']} {d['class']}" for d in flagged))
+    healed = sum(d["count"] for d in report["discrepancies"] if d["action"] == "healed")
+    if healed < report.get("buffr_only", 0):
+        problems.append(f"only {healed} vouchers healed, fewer than the {report['buffr_only']} Buffr-only redemptions")
+    if not report["runs"] or not any(run["matched"] for run in report["runs"]):
+        problems.append("reconciliation matched no voucher")
+    if totals.get("pending", {}).get("count") or totals.get("failed", {}).get("count"):
+        problems.append("vouchers were left pending or failed although Buffr had no faults on disbursement")
     return problems
 
 

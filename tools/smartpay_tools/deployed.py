@@ -1,8 +1,8 @@
 """A deployed stack, seen through its CloudFormation outputs (credentials: the usual AWS environment).
 
-Operators point ``smartpay invoke`` (Lambda API), ``smartpay replay`` (the WebhookUrl output) and
-``smartpay disburse`` (ApiUrl) at AWS with ``--stack NAME``; the outputs give the names and URLs,
-so nothing about a deployment is typed twice.
+``smartpay invoke FN --stack NAME`` invokes a deployed function through the Lambda API, its name
+taken from the stack's outputs (``<LogicalId>Name``), so nothing about a deployment is typed twice.
+(``replay`` and ``disburse`` take the deployed URLs, the ``WebhookUrl``/``ApiUrl`` outputs, as ``--url``.)
 """
 
 from __future__ import annotations

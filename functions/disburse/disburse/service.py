@@ -73,7 +73,7 @@ def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
             existing = repository.existing_voucher(conn, beneficiary_id, request.programme, request.cycle)
             raise Conflict(f"Beneficiary {beneficiary_id} already has voucher {existing['id']} for "
                            f"{request.programme} {request.cycle}.", title="Voucher already issued",
-                           extra={"voucher_id": str(existing["id"]), "status": existing["status"]})
+                           extra={"voucher_id": str(existing["id"]), "voucher_status": existing["status"]})
         record_issue(conn, voucher_id, source="operator", reference=reference)
         row = repository.get(conn, voucher_id)
     logger.info("voucher issued", extra={"voucher_id": voucher_id, "programme": request.programme,
@@ -131,7 +131,7 @@ def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[
         elif row["status"] != VoucherStatus.PENDING:
             raise Conflict(f"Voucher {voucher_id} is already {row['status']}; it is not sent again.",
                            title="Voucher already disbursed",
-                           extra={"voucher_id": voucher_id, "status": row["status"]})
+                           extra={"voucher_id": voucher_id, "voucher_status": row["status"]})
     request = buffr.DisburseRequest(voucher_id, int(row["amount_cents"]), row["currency"], row["id_number"])
     result = buffr.client().disburse(request, deadline=deadline)
     with db.transaction() as conn:

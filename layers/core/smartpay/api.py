@@ -31,7 +31,9 @@ def problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
+    # Extension members first: they can never overwrite the standard members (RFC 9457 §3.1).
     body: dict[str, Any] = {
+        **(extra or {}),
         "type": f"https://smartpay.ketchup.na/problems/{HTTPStatus(status).phrase.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
@@ -39,8 +41,6 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    if extra:
-        body.update(extra)
     return Response(
         status_code=status,
         content_type=PROBLEM_JSON,
