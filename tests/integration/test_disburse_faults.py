@@ -109,13 +109,13 @@ def test_buffr_rejection_fails_the_voucher_with_the_reason(disburse_env, pg, sim
     sim.set_voucher(v["id"], reject="wallet closed")
     with pytest.raises(ProblemError) as raised:
         service.disburse(v["id"], reference="r", context=lambda_context())
-    assert raised.value.status == 422 and raised.value.extra["status"] == "failed"
+    assert raised.value.status == 422 and raised.value.extra["voucher_status"] == "failed"
     row = pg.execute("SELECT status, failure_reason FROM vouchers WHERE id = %s", (v["id"],)).fetchone()
     assert row == {"status": "failed", "failure_reason": "wallet closed"}
     assert sim.stats()["calls"] == {"disburse": 1}
     with pytest.raises(Conflict) as again:
         service.disburse(v["id"], reference="r2", context=lambda_context())
-    assert again.value.extra["status"] == "failed"
+    assert again.value.extra["voucher_status"] == "failed"
 
 
 @pytest.mark.parametrize(("faults", "status"), [({"error_rate": 1.0}, 502), ({"rate_429": 1.0}, 503),
@@ -129,7 +129,7 @@ def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_
     with pytest.raises(ProblemError) as raised:
         service.disburse(v["id"], reference="r1", context=lambda_context())
     assert raised.value.status == status and raised.value.extra == {
-        "voucher_id": v["id"], "status": "pending", "attempts": 3, **({"reason": raised.value.extra.get("reason")}
+        "voucher_id": v["id"], "voucher_status": "pending", "attempts": 3, **({"reason": raised.value.extra.get("reason")}
                                                                       if status == 502 else {})}
     assert time.monotonic() - started < 10
     assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending")]

@@ -144,7 +144,7 @@ def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[
 
 
 def _problem(item: BatchItem, result: buffr.BuffrResult) -> ProblemError:
-    extra = {"voucher_id": item.voucher_id, "status": item.status, "attempts": item.attempts}
+    extra = {"voucher_id": item.voucher_id, "voucher_status": item.status, "attempts": item.attempts}
     if item.outcome == "failed":
         return Unprocessable(f"Buffr rejected voucher {item.voucher_id}: {item.reason}", title="Rejected by Buffr",
                              extra=extra)
