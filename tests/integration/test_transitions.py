@@ -1,13 +1,16 @@
 """Every status change goes through one writer: row lock, lifecycle decision, audit row, one transaction."""
 
 import contextlib
+import itertools
 import threading
+import uuid
 
 import psycopg
 import pytest
 
 from smartpay import db
-from smartpay.transitions import transition
+from smartpay.lifecycle import VoucherStatus, decide
+from smartpay.transitions import Change, TransitionResult, transition, transition_many
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -100,3 +103,107 @@ def test_unknown_voucher(pg, db_env) -> None:
         result = transition(conn, "3fa85f64-5717-4562-b3fc-2c963f66afa6", "active", source="webhook",
                             reference="w")
     assert result.outcome == "not_found"
+
+
+def test_a_batch_decides_every_pair_exactly_as_the_lifecycle_table(pg, db_env) -> None:
+    """transition_many decides in SQL from ``lifecycle.decision_table()``: same outcomes as ``decide``."""
+    pairs = [(c, t) for c in VoucherStatus for t in VoucherStatus]
+    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"], status=c.value)["id"] for c, _ in pairs]
+    unknown = str(uuid.uuid4())
+    changes = [Change(v, t, delivery_id=f"d-{i}", detail={"n": i}) for i, (v, (_, t)) in
+               enumerate(zip(vouchers, pairs, strict=True))]
+    with db.transaction() as conn:
+        results = transition_many(conn, [*changes[:20], Change(unknown, "active"), *changes[20:]],
+                                  source="reconcile", reference="run-1")
+    assert results[20] == TransitionResult("not_found", unknown, None, "active")
+    del results[20]
+    for i, ((current, target), v, result) in enumerate(zip(pairs, vouchers, results, strict=True)):
+        decision = decide(current, target)
+        assert result == TransitionResult(decision.outcome, v, current.value, target.value,
+                                          decision.review_reason), (current, target)
+        row = pg.execute("SELECT status, version, buffr_delivery_id, review_reason FROM vouchers WHERE id = %s",
+                         (v,)).fetchone()
+        events = pg.execute("SELECT from_status, to_status, source, reference, detail FROM voucher_events "
+                            "WHERE voucher_id = %s AND from_status IS NOT NULL", (v,)).fetchall()
+        if decision.applies:
+            assert row == {"status": target.value, "version": 2, "buffr_delivery_id": f"d-{i}",
+                           "review_reason": decision.review_reason}
+            detail = {"n": i, **({"review_reason": decision.review_reason} if decision.review_reason else {})}
+            assert events == [{"from_status": current.value, "to_status": target.value, "source": "reconcile",
+                               "reference": "run-1", "detail": detail}]
+        else:
+            assert row == {"status": current.value, "version": 1, "buffr_delivery_id": None, "review_reason": None}
+            assert events == []
+    applied = sum(decide(c, t).applies for c, t in pairs)
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE from_status IS NOT NULL") == applied
+
+
+def test_a_change_without_detail_audits_a_null_detail(pg, db_env) -> None:
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    with db.transaction() as conn:
+        transition_many(conn, [Change(v, "pending")], source="disburse", reference="r")
+    assert pg.execute("SELECT detail FROM voucher_events WHERE voucher_id = %s AND to_status = 'pending'",
+                      (v,)).fetchone() == {"detail": None}
+
+
+def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_both_win(pg, clean_db) -> None:
+    """Rows are locked in id order whatever the input order, so two batches cannot deadlock."""
+    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"])["id"] for _ in range(300)]
+    barrier = threading.Barrier(4)
+    results: dict[str, list[TransitionResult]] = {}
+    errors: list[BaseException] = []
+
+    def batch(name: str, ids: list[str], target: str) -> None:
+        try:
+            with psycopg.connect(clean_db) as conn:
+                barrier.wait()
+                with conn.transaction():
+                    results[name] = transition_many(conn, [Change(v, target) for v in ids], source="disburse",
+                                                    reference=name)
+        except BaseException as exc:  # a deadlock would surface here
+            errors.append(exc)
+
+    runs = [("a", vouchers, "pending"), ("b", vouchers[::-1], "cancelled"),
+            ("c", vouchers[150:] + vouchers[:150], "pending"), ("d", vouchers[::2] + vouchers[1::2], "expired")]
+    threads = [threading.Thread(target=batch, args=run) for run in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(results) == ["a", "b", "c", "d"]
+    for v in vouchers:  # whichever batch locked it first found it issued, and every target is reachable
+        outcomes = [r.outcome for name in results for r in results[name] if r.voucher_id == v]
+        assert outcomes.count("applied") >= 1
+    final = {r["id"]: r["status"] for r in pg.execute("SELECT id::text AS id, status FROM vouchers")}
+    changes = factories.count(pg, "SELECT count(*) FROM voucher_events WHERE from_status IS NOT NULL")
+    applied = sum(r.applied for name in results for r in results[name])
+    assert changes == applied
+    # Every voucher's audit trail replays to its final status along the lifecycle.
+    for v in vouchers:
+        trail = pg.execute("SELECT from_status, to_status FROM voucher_events WHERE voucher_id = %s ORDER BY id",
+                           (v,)).fetchall()
+        for before, after in itertools.pairwise(trail):
+            assert after["from_status"] == before["to_status"]
+        assert trail[-1]["to_status"] == final[v]
+
+
+def test_autocommit_turns_are_atomic_and_the_connection_goes_back_as_it_came(pg, db_env, monkeypatch) -> None:
+    """``db.autocommit()`` (the batch's connection): each transition_many is its own transaction,
+    a failing one leaves nothing behind, and the pool lends the connection out transactional again."""
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    db.close_pool()
+    first, second = (factories.voucher(pg, factories.beneficiary(pg)["id"])["id"] for _ in range(2))
+    with db.autocommit() as conn:
+        lent = conn
+        assert transition_many(conn, [Change(first, "pending")], source="disburse", reference="t1")[0].applied
+        with pytest.raises(psycopg.errors.DataError):  # one change PostgreSQL refuses: none of them applies
+            transition_many(conn, [Change(second, "pending"), Change(first, "active", detail={"bad": "\x00"})],
+                            source="disburse", reference="t2")
+        assert conn.execute("SELECT 1 AS ok").fetchone() == {"ok": 1}  # usable for the next turn
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (first,)).fetchone()["status"] == "pending"
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (second,)).fetchone()["status"] == "issued"
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE reference = 't2'") == 0
+    with db.connection() as conn:
+        assert conn is lent and conn.autocommit is False
+    db.close_pool()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from smartpay.transitions import Change, TransitionResult, transition_many
 
@@ -65,15 +66,27 @@ def lock_for_disburse(conn: psycopg.Connection[Any], voucher_id: str) -> dict[st
     ).fetchone()
 
 
-def candidates(conn: psycopg.Connection[Any], programme: str, cycle: str, limit: int) -> list[str]:
-    """Open vouchers of a programme cycle still to be sent (issued) or to be finished (pending)."""
-    rows = conn.execute(
-        """SELECT id::text AS id FROM vouchers
-            WHERE programme = %s AND cycle = %s AND status IN ('issued', 'pending')
-            ORDER BY id LIMIT %s""",
+_SENDABLE = """SELECT v.id::text, v.amount_cents, v.currency, b.id_number
+                 FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id"""
+
+
+def candidates(conn: psycopg.Connection[Any], programme: str, cycle: str,
+               limit: int) -> list[tuple[str, int, str, str]]:
+    """Open vouchers of a programme cycle still to be sent (issued) or to be finished (pending),
+    with what Buffr needs for each: (id, amount_cents, currency, id_number)."""
+    return conn.cursor(row_factory=tuple_row).execute(
+        f"""{_SENDABLE}
+            WHERE v.programme = %s AND v.cycle = %s AND v.status IN ('issued', 'pending')
+            ORDER BY v.id LIMIT %s""",
         (programme, cycle, limit),
     ).fetchall()
-    return [r["id"] for r in rows]
+
+
+def sendable(conn: psycopg.Connection[Any], voucher_ids: list[str]) -> list[tuple[str, int, str, str]]:
+    """What Buffr needs for each of these vouchers that exists (amount, currency and ID number never
+    change once issued, so reading them before the claim is reading them at the claim)."""
+    return conn.cursor(row_factory=tuple_row).execute(
+        f"{_SENDABLE} WHERE v.id = ANY(%s::uuid[])", (voucher_ids,)).fetchall()
 
 
 def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
@@ -85,27 +98,20 @@ def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
 
 
 def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], voucher_ids: list[str],
-                     reference: str) -> tuple[list[TransitionResult], list[dict[str, Any]], list[TransitionResult]]:
+                     reference: str) -> tuple[list[TransitionResult], list[str], list[TransitionResult]]:
     """One batch turn: record Buffr's answers (``settle``) and move issued vouchers to pending.
 
-    Both go through one :func:`transition_many` (one lock statement, one UPDATE, one audit
-    INSERT), so in a pipelined transaction the whole turn is two round trips. Pending vouchers
-    are claimed as they are (retried). Returns the settle results (in order), what Buffr needs
-    for each claimed voucher (in order), and the results of those that cannot be sent (already
-    past pending, or unknown).
+    Both go through one :func:`transition_many`: one statement, one round trip, atomic on its
+    own. Pending vouchers are claimed as they are (retried). Returns the settle results (in
+    order), the claimed voucher ids (in order), and the results of those that cannot be sent
+    (already past pending, or unknown).
     """
     results = transition_many(conn, [*settle, *(Change(v, "pending") for v in voucher_ids)], source="disburse",
                               reference=reference)
-    settled, claims = results[:len(settle)], results[len(settle):]
-    claimed = [r.voucher_id for r in claims if r.applied or (r.outcome == "duplicate" and r.from_status == "pending")]
-    taken = set(claimed)
-    refused = [r for r in claims if r.voucher_id not in taken]
-    rows = conn.execute(
-        """SELECT v.id::text AS id, v.amount_cents, v.currency, b.id_number
-             FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
-            WHERE v.id = ANY(%b::uuid[])""",
-        (claimed,),
-    ).fetchall() if claimed else []
-    order = {v: i for i, v in enumerate(claimed)}
-    rows.sort(key=lambda r: order[r["id"]])
-    return settled, rows, refused
+    settled, claimed, refused = results[:len(settle)], [], []
+    for r in results[len(settle):]:
+        if r.applied or (r.outcome == "duplicate" and r.from_status == "pending"):
+            claimed.append(r.voucher_id)
+        else:
+            refused.append(r)
+    return settled, claimed, refused

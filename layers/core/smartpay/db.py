@@ -108,6 +108,22 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @contextmanager
+def autocommit() -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled connection where every statement is its own transaction (one round trip each).
+
+    For loops whose every turn is one atomic statement (the disbursement batch): no BEGIN and
+    COMMIT round trips around each. The connection goes back to the pool as it came.
+    """
+    with connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+@contextmanager
 def transaction(*, pipelined: bool = False) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """One database transaction: everything inside commits together or not at all.
 

@@ -94,3 +94,13 @@ def decide(current: VoucherStatus | str, target: VoucherStatus | str) -> Decisio
 
 def can_move(current: VoucherStatus | str, target: VoucherStatus | str) -> bool:
     return decide(current, target).applies
+
+
+@cache
+def decision_table() -> tuple[tuple[str, str, str, str | None], ...]:
+    """Every (current, target) pair with its decision: :func:`decide` spelled out for SQL.
+
+    :mod:`smartpay.transitions` hands it to PostgreSQL, so a batch of transitions is decided
+    in the same statement that locks and updates the rows — by this table, not a copy of it.
+    """
+    return tuple((c.value, t.value, *decide(c, t)) for c in VoucherStatus for t in VoucherStatus)
