@@ -53,3 +53,17 @@ def test_dropped_connection_is_replaced_transparently(pg, db_env) -> None:
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     reply = lambda_handler(_verify_event(b["id_number"]), _context())
     assert reply["statusCode"] == 200 and json.loads(reply["body"])["match"] is True
+
+
+def test_a_batch_connection_killed_mid_way_is_503_and_the_next_one_works(pg, db_env) -> None:
+    """``db.autocommit()`` (the disbursement batch's connection) losing its server mid-batch: a clean
+    DatabaseUnavailable (503), not an error from restoring the connection, and the pool recovers."""
+    from smartpay.errors import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable), db.autocommit() as conn:
+        pg.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+        conn.execute("SELECT 1")
+    with db.autocommit() as conn:
+        assert conn.execute("SELECT 1 AS ok").fetchone() == {"ok": 1}
+    with db.connection() as conn:
+        assert conn.autocommit is False

@@ -119,7 +119,7 @@ def autocommit() -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
             yield conn
         finally:
-            if not conn.closed:
+            if not (conn.closed or conn.broken):  # a broken one is discarded by the pool anyway
                 conn.autocommit = False
 
 
