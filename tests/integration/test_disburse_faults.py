@@ -174,3 +174,40 @@ def test_a_batch_logs_every_voucher_id_in_a_few_lines(disburse_env, pg, sim) -> 
     assert [(w["level"], w["voucher_id"], w["outcome"], w["reason"]) for w in warnings] == [
         ("WARNING", ids[7], "failed", "wallet closed")]
     assert [line["requested"] for line in lines if line["message"] == "batch finished"] == [120]
+
+
+def test_a_batch_turn_that_loses_a_deadlock_is_run_again_and_nothing_doubles(pg, db_env, monkeypatch) -> None:
+    """The turn's statement is atomic on its own (autocommit), so a deadlock victim or a lock
+    timeout is retried once instead of losing the answers in it; inside a transaction it is not."""
+    import psycopg
+
+    from disburse import repository
+    from smartpay import db
+    from smartpay.errors import DatabaseUnavailable
+    from smartpay.transitions import Change
+
+    settled_id, *claim_ids = _cycle_vouchers(pg, 3, cycle="2026-04")
+    pg.execute("UPDATE vouchers SET status = 'pending' WHERE id = %s", (settled_id,))
+    real = repository.transition_many
+    calls = []
+
+    def loses_once(*args, **kwargs):
+        calls.append(len(args[1]))
+        if len(calls) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "transition_many", loses_once)
+    with db.autocommit() as conn:
+        settled, claimed, refused = repository.settle_and_claim(
+            conn, [Change(settled_id, "active", delivery_id="d-1")], claim_ids, "retried")
+    assert calls == [3, 3]
+    assert [s.outcome for s in settled] == ["applied"] and claimed == claim_ids and refused == []
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE reference = 'retried'") == 3
+    assert {r["status"] for r in pg.execute("SELECT status FROM vouchers WHERE cycle = '2026-04'")} == {
+        "active", "pending"}
+
+    calls.clear()
+    with pytest.raises(DatabaseUnavailable) as raised, db.transaction() as conn:  # 503, never a 500
+        repository.settle_and_claim(conn, [], [settled_id], "in-a-transaction")
+    assert calls == [1] and isinstance(raised.value.__cause__, psycopg.errors.DeadlockDetected)

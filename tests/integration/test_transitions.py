@@ -2,7 +2,9 @@
 
 import contextlib
 import itertools
+import json
 import threading
+import time
 import uuid
 
 import psycopg
@@ -206,4 +208,83 @@ def test_autocommit_turns_are_atomic_and_the_connection_goes_back_as_it_came(pg,
     assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE reference = 't2'") == 0
     with db.connection() as conn:
         assert conn is lent and conn.autocommit is False
+    db.close_pool()
+
+
+def test_one_voucher_spelt_two_ways_is_refused_before_anything_changes(pg, db_env) -> None:
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    with pytest.raises(ValueError, match="only once"), db.transaction() as conn:
+        transition_many(conn, [Change(v, "pending"), Change(v.upper(), "cancelled")], source="operator",
+                        reference="twice")
+    with db.transaction() as conn:  # any spelling PostgreSQL accepts reaches the same voucher
+        result = transition_many(conn, [Change("{" + v.upper().replace("-", "") + "}", "pending")],
+                                 source="operator", reference="braces")[0]
+    assert (result.outcome, result.voucher_id) == ("applied", v)
+    assert [r["reference"] for r in pg.execute("SELECT reference FROM voucher_events WHERE voucher_id = %s "
+                                               "ORDER BY id", (v,))] == ["test", "braces"]
+
+
+def test_a_foreign_key_check_never_waits_on_a_transition(pg, clean_db) -> None:
+    """A transaction holding a transition's lock on voucher A that then writes a row referencing
+    voucher B (reconciliation records, webhook rows) while a batch holds B and waits for A: with
+    FOR UPDATE that was a deadlock; FOR NO KEY UPDATE does not block the foreign-key check."""
+    a, b = sorted(factories.voucher(pg, factories.beneficiary(pg)["id"], status="active")["id"] for _ in range(2))
+    a, b = b, a  # the batch locks in id order: b (smaller) first, then waits for a
+    errors: list[BaseException] = []
+    batch_result: list[list[TransitionResult]] = []
+    with psycopg.connect(clean_db) as holder:
+        with holder.transaction():
+            transition_many(holder, [Change(a, "redeemed")], source="reconcile", reference="holder")
+
+            def batch() -> None:
+                try:
+                    with psycopg.connect(clean_db, autocommit=True) as conn:
+                        batch_result.append(transition_many(conn, [Change(a, "expired"), Change(b, "expired")],
+                                                            source="disburse", reference="batch"))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            worker = threading.Thread(target=batch)
+            worker.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not factories.count(
+                    pg, "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):
+                time.sleep(0.02)  # until the batch holds b and waits for a
+            holder.execute("SET LOCAL lock_timeout = '3s'")
+            holder.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
+                           "VALUES (%s, 'active', 'active', 'reconcile', 'fk-check')", (b,))
+        worker.join(timeout=30)
+    assert errors == []
+    assert [(r.voucher_id, r.outcome) for r in batch_result[0]] == [(a, "stale"), (b, "applied")]
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (a,)).fetchone()["status"] == "redeemed"
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (b,)).fetchone()["status"] == "expired"
+
+
+def test_a_review_reason_with_a_percent_sign_reaches_the_database_intact(pg, db_env) -> None:
+    """The decisions are literals in a statement that also takes %(name)s parameters."""
+    from smartpay.transitions import _statement
+
+    rules = [("issued", "pending", "applied", "100% checked by 'ops'")]
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    with db.transaction() as conn:
+        rows = conn.execute(_statement(rules), {
+            "changes": json.dumps([{"n": 0, "id": v, "to_status": "pending"}]), "ids": "{" + v + "}",
+            "source": "operator", "reference": "pct"}).fetchall()
+    assert [(r["outcome"], r["review"]) for r in rows] == [("applied", "100% checked by 'ops'")]
+    assert pg.execute("SELECT review_reason FROM vouchers WHERE id = %s", (v,)).fetchone() == {
+        "review_reason": "100% checked by 'ops'"}
+
+
+def test_a_connection_returned_in_autocommit_mid_transaction_comes_back_transactional(db_env, monkeypatch) -> None:
+    """Belt and braces for db.autocommit(): the pool's reset hook restores transactional mode
+    whatever a borrower left behind (here: autocommit switched on, then an explicit BEGIN left open)."""
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    db.close_pool()
+    with db.connection() as conn:
+        conn.autocommit = True
+        conn.execute("BEGIN")
+        lent = conn
+    with db.connection() as conn:
+        assert conn is lent and conn.autocommit is False
+        assert conn.execute("SELECT 1 AS ok").fetchone() == {"ok": 1}
     db.close_pool()

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from smartpay.observability import logger
 from smartpay.transitions import Change, TransitionResult, transition_many
 
 _VOUCHER = """v.id, v.beneficiary_id, v.programme, v.cycle, v.amount_cents, v.currency, v.status,
@@ -61,7 +62,7 @@ def lock_for_disburse(conn: psycopg.Connection[Any], voucher_id: str) -> dict[st
     return conn.execute(
         """SELECT v.id, v.status, v.amount_cents, v.currency, b.id_number
              FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
-            WHERE v.id = %s FOR UPDATE OF v""",
+            WHERE v.id = %s FOR NO KEY UPDATE OF v""",
         (voucher_id,),
     ).fetchone()
 
@@ -102,12 +103,22 @@ def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], vouche
     """One batch turn: record Buffr's answers (``settle``) and move issued vouchers to pending.
 
     Both go through one :func:`transition_many`: one statement, one round trip, atomic on its
-    own. Pending vouchers are claimed as they are (retried). Returns the settle results (in
+    own (the batch's connection is in autocommit), retried once after a deadlock or lock timeout. Pending vouchers are claimed as they are (retried). Returns the settle results (in
     order), the claimed voucher ids (in order), and the results of those that cannot be sent
     (already past pending, or unknown).
     """
-    results = transition_many(conn, [*settle, *(Change(v, "pending") for v in voucher_ids)], source="disburse",
-                              reference=reference)
+    changes = [*settle, *(Change(v, "pending") for v in voucher_ids)]
+    try:
+        results = transition_many(conn, changes, source="disburse", reference=reference)
+    except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+            psycopg.errors.LockNotAvailable) as exc:
+        # On an autocommit connection the failed statement left nothing behind, so it is run
+        # once more rather than losing the turn (and the answers in it) to a deadlock victim
+        # or a lock timeout; a second failure goes up (503, the vouchers stay pending).
+        if not conn.autocommit:
+            raise
+        logger.warning("batch turn retried", extra={"error": type(exc).__name__, "changes": len(changes)})
+        results = transition_many(conn, changes, source="disburse", reference=reference)
     settled, claimed, refused = results[:len(settle)], [], []
     for r in results[len(settle):]:
         if r.applied or (r.outcome == "duplicate" and r.from_status == "pending"):

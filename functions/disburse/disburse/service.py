@@ -281,13 +281,16 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                     chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
             if results or chunk:
                 settled, claimed, refused = repository.settle_and_claim(conn, _changes(results), chunk, reference)
-                items.extend(_items(results, settled))
-                items.extend(_refused(t) for t in refused)
-                if claimed:
+                if claimed:  # first: the calls start while this thread does the bookkeeping
+                    missing = [v for v in claimed if v not in details]
+                    if missing:  # cannot happen for ids read up front; never send without details
+                        details.update((row[0], row[1:]) for row in repository.sendable(conn, missing))
                     client.submit_disburse_many(
                         [buffr.DisburseRequest(v, int(details[v][0]), *details[v][1:]) for v in claimed],
                         deadline=deadline, on_result=done.put)
                     in_flight += len(claimed)
+                items.extend(_items(results, settled))
+                items.extend(_refused(t) for t in refused)
             results = []
             if not in_flight:
                 if stopped_early or not todo:

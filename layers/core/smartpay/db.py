@@ -46,6 +46,13 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     _returned_at[conn] = time.monotonic()  # just connected: no ping needed
 
 
+def _reset(conn: psycopg.Connection[Any]) -> None:
+    """Pool ``reset`` hook: whatever a borrower switched on (``db.autocommit()``, reconciliation's
+    advisory-lock session), the next borrower gets a transactional connection."""
+    if conn.autocommit:
+        conn.autocommit = False
+
+
 def _check(conn: psycopg.Connection[Any]) -> None:
     """Pool ``check`` hook: raise if the connection is unusable (the pool then replaces it)."""
     if conn.closed or conn.broken:
@@ -76,6 +83,7 @@ def get_pool() -> ConnectionPool:
                         "application_name": os.environ.get("POWERTOOLS_SERVICE_NAME") or "smartpay",
                     },
                     configure=_configure,
+                    reset=_reset,
                     check=_check,
                     timeout=env_int("DB_POOL_TIMEOUT_S", 5, minimum=1),
                     reconnect_timeout=30,

@@ -10,14 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+# Where a number starts: not right after a digit — unless that digit ends a JSON ``\uXXXX`` escape
+# (a log line is rendered JSON: "\x01" or "é" before a number is printed as \u0001 / \u00e9).
+_START = r"(?:(?<![0-9])|(?<=\\u[0-9a-fA-F]{4}))"
 # One pass, first alternative wins at each position: a UUID is kept whole (its last group can be
 # 11-12 decimal digits, ~0.8 % of them, and a masked voucher id is one nobody can find), then
 # phone numbers, then ID numbers.
 _PII = re.compile(
     r"(?P<uuid>(?<![0-9A-Za-z-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"(?![0-9A-Za-z-]))"
-    r"|(?<![0-9])(?P<cc>\+?264)[0-9]{4,5}(?P<phone_tail>[0-9]{4})(?![0-9])"
-    r"|(?<![0-9])[0-9]{7}(?P<id_tail>[0-9]{4})(?![0-9])"
+    rf"|{_START}(?P<cc>\+?264)[0-9]{{4,5}}(?P<phone_tail>[0-9]{{4}})(?![0-9])"
+    rf"|{_START}[0-9]{{7}}(?P<id_tail>[0-9]{{4}})(?![0-9])"
 )
 
 #: Keys whose values are PII wherever they appear in a structured log record.

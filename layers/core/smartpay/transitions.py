@@ -1,7 +1,7 @@
 """The only code that changes a voucher's status.
 
 Every writer (disburse, webhook, reconcile, operator) calls :func:`transition` inside its own
-transaction. The voucher row is locked (``SELECT … FOR UPDATE``) so two concurrent writers are
+transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two concurrent writers are
 serialised; the lifecycle table decides; the update and its audit row commit together.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +67,18 @@ def transition(
 # literals: nothing to send or parse per call), update the applied ones and write their audit
 # rows. Locking re-reads a row a concurrent writer just committed (READ COMMITTED), so decisions
 # are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
-_TRANSITION_MANY = """
+# FOR NO KEY UPDATE (what an UPDATE of non-key columns takes anyway): writers still queue behind
+# one another, but a foreign-key check (reconciliation records, webhook rows referencing a
+# voucher) never waits on a transition, so no deadlock between a batch and such a transaction.
+# The lock is by ``= ANY(uuid[])`` so the primary key index is used whatever the batch size.
+_TEMPLATE = """
 WITH req AS (
     SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb)
         AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb)
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
-    SELECT v.id, v.status FROM vouchers v WHERE v.id IN (SELECT id FROM req) ORDER BY v.id FOR UPDATE
+    SELECT v.id, v.status FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
 ), decided AS MATERIALIZED (
     SELECT r.n, r.id, l.status AS from_status, r.to_status, r.delivery, r.failure, r.detail, d.review,
            CASE WHEN l.id IS NULL THEN 'not_found' ELSE d.outcome END AS outcome
@@ -93,21 +98,38 @@ WITH req AS (
 ), audited AS (
     INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
     SELECT x.id, x.from_status, x.to_status, %(source)s, %(reference)s,
-           NULLIF(COALESCE(x.detail, '{{}}') || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
+           NULLIF(COALESCE(x.detail, '{}') || CASE WHEN x.review IS NULL THEN '{}'::jsonb
                                                    ELSE jsonb_build_object('review_reason', x.review) END,
-                  '{{}}')
+                  '{}')
       FROM decided x
      WHERE x.outcome = 'applied'
      ORDER BY x.n
 )
 SELECT n, from_status, outcome, review FROM decided ORDER BY n
 """
-_TRANSITION_MANY = sql.SQL(_TRANSITION_MANY).format(rules=sql.SQL(", ").join(
-    sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decision_table()
-)).as_string()
 
+
+def _statement(decisions: Iterable[tuple[str, str, str, str | None]]) -> str:
+    """The statement with these decisions as its ``rule`` rows (quoted as SQL literals; a ``%``
+    doubled, since the statement also takes ``%(name)s`` parameters)."""
+    rules = sql.SQL(", ").join(
+        sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decisions
+    ).as_string()
+    return _TEMPLATE.replace("{rules}", rules.replace("%", "%%"))
+
+
+_TRANSITION_MANY = _statement(decision_table())
 
 _TARGETS = {s.value: s.value for s in VoucherStatus}  # StrEnum members hash and compare as their value
+
+
+def _canonical(voucher_id: str | uuid.UUID) -> str:
+    """The id as PostgreSQL prints it, so one voucher can never pass the duplicate check twice
+    (``ABC…`` and ``abc…`` are the same uuid). Ids already canonical — all of ours — skip parsing."""
+    text = str(voucher_id)
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-" and text == text.lower():
+        return text
+    return str(uuid.UUID(text))
 
 
 def transition_many(
@@ -122,7 +144,7 @@ def transition_many(
     """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
-    ids = [str(c.voucher_id) for c in changes]
+    ids = [_canonical(c.voucher_id) for c in changes]
     if len(set(ids)) != len(ids):
         raise ValueError("transition_many: a voucher may appear only once per call")
     if not ids:
@@ -142,7 +164,8 @@ def transition_many(
             request["detail"] = change.detail
         requests.append(request)
     rows = conn.cursor(row_factory=tuple_row).execute(_TRANSITION_MANY, {
-        "changes": json.dumps(requests), "source": source, "reference": reference,
+        "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
+        "reference": reference,
     }).fetchall()
     return [TransitionResult(outcome, vid, from_status, target, review)
             for (_n, from_status, outcome, review), vid, target in zip(rows, ids, targets, strict=True)]
