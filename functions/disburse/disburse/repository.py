@@ -103,7 +103,8 @@ def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], vouche
     """One batch turn: record Buffr's answers (``settle``) and move issued vouchers to pending.
 
     Both go through one :func:`transition_many`: one statement, one round trip, atomic on its
-    own (the batch's connection is in autocommit), retried once after a deadlock or lock timeout. Pending vouchers are claimed as they are (retried). Returns the settle results (in
+    own (the batch's connection is in autocommit), retried once after a deadlock or lock
+    timeout. Pending vouchers are claimed as they are (retried). Returns the settle results (in
     order), the claimed voucher ids (in order), and the results of those that cannot be sent
     (already past pending, or unknown).
     """

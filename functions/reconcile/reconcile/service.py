@@ -106,8 +106,7 @@ def reconcile(request: ReconcileRequest, context: Any) -> ReconcileReply:
     started = time.monotonic()
     settings = Settings.for_request(request)
     key = repository.lock_key(request.shard, request.shards, request.dry_run)
-    with db.connection() as conn:
-        conn.autocommit = True
+    with db.autocommit() as conn:  # the shard's advisory lock is the session's; pages are explicit transactions
         locked = request.mode == "vouchers" or repository.try_lock(conn, key)
         if not locked:
             run = repository.running_run(conn, request.shard, request.shards, request.dry_run)
@@ -125,7 +124,6 @@ def reconcile(request: ReconcileRequest, context: Any) -> ReconcileReply:
         finally:
             if request.mode != "vouchers":
                 repository.unlock(conn, key)
-            conn.autocommit = False
     _emit_metrics(invocation, classes, remaining, time.monotonic() - started)
     logger.info("reconciliation step finished", extra={"checked": invocation["checked"], "remaining": remaining,
                                                        "status": run["status"], "stopped": stopped})

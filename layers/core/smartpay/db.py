@@ -47,8 +47,8 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 
 def _reset(conn: psycopg.Connection[Any]) -> None:
-    """Pool ``reset`` hook: whatever a borrower switched on (``db.autocommit()``, reconciliation's
-    advisory-lock session), the next borrower gets a transactional connection."""
+    """Pool ``reset`` hook: whatever a borrower switched on (:func:`autocommit`), the next
+    borrower gets a transactional connection."""
     if conn.autocommit:
         conn.autocommit = False
 
@@ -119,16 +119,13 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
 def autocommit() -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled connection where every statement is its own transaction (one round trip each).
 
-    For loops whose every turn is one atomic statement (the disbursement batch): no BEGIN and
-    COMMIT round trips around each. The connection goes back to the pool as it came.
+    For loops whose every turn is one atomic statement (the disbursement batch) and for
+    session-level advisory locks (reconciliation): no BEGIN and COMMIT round trips around each.
+    The pool's reset hook (:func:`_reset`) hands it to the next borrower transactional again.
     """
     with connection() as conn:
         conn.autocommit = True
-        try:
-            yield conn
-        finally:
-            if not (conn.closed or conn.broken):  # a broken one is discarded by the pool anyway
-                conn.autocommit = False
+        yield conn
 
 
 @contextmanager
