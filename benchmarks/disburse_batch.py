@@ -98,8 +98,7 @@ def main() -> int:
         import tempfile
         from pathlib import Path
 
-        from smartpay_tools.data import datagen
-        from smartpay_tools.data import payroll_import
+        from smartpay_tools.data import datagen, payroll_import
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "payroll.csv"
             datagen.generate_payroll_file(path, int(n / 0.96) + 50, "2026-11")

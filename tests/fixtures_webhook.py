@@ -38,9 +38,9 @@ class InProcessWebhook:
     def deliver(self, body: dict[str, Any] | str | bytes, *, secrets: str | None = None,
                 webhook_id: str | None = None, timestamp: int | None = None,
                 headers: dict[str, str] | None = None, signed: bool = True) -> Reply:
+        from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, signed_headers
         from smartpay_tools.local.events import api_event
         from smartpay_tools.local.lambda_runtime import FakeLambdaContext
-        from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, signed_headers
 
         raw = encode(body)
         h = signed_headers(secrets or self.secrets, raw, webhook_id=webhook_id, timestamp=timestamp) \

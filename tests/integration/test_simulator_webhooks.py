@@ -167,8 +167,8 @@ def test_config_is_validated_all_or_nothing(sim) -> None:
 
 
 def test_sender_hook_sees_dropped_events_and_skips_superseded(webhook_secrets) -> None:
-    from smartpay_tools.local.services import free_port
     from smartpay_tools.buffr_sim.webhook_sender import Knobs, WebhookSender
+    from smartpay_tools.local.services import free_port
 
     seen: list[tuple[str, str]] = []
 

@@ -223,8 +223,8 @@ def cmd_import_payroll(args: argparse.Namespace) -> int:
 def cmd_simulator(args: argparse.Namespace) -> int:
     """The Buffr simulator alone, in the foreground (``smartpay serve`` starts it too)."""
     from smartpay_tools.buffr_sim import server as buffr_sim
-    from smartpay_tools.local.stack import LocalStack
     from smartpay_tools.buffr_sim.webhook_sender import knobs_from_args, require_loopback
+    from smartpay_tools.local.stack import LocalStack
 
     stack = LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None)
     port = args.port or int(stack.local.get("BuffrSimulatorPort", buffr_sim.DEFAULT_PORT))

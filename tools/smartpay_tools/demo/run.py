@@ -32,9 +32,8 @@ from psycopg.rows import dict_row
 
 from smartpay import recon_report
 from smartpay_tools import PROJECT_ROOT
-from smartpay_tools.data import datagen
 from smartpay_tools.cli import disburse_cycle
-from smartpay_tools.data import payroll_import
+from smartpay_tools.data import datagen, payroll_import
 from smartpay_tools.local.gateway import Gateway, docs_routes, serve
 from smartpay_tools.local.services import drop_database, ensure_database, resolve_postgres
 from smartpay_tools.local.stack import LocalStack
