@@ -67,7 +67,7 @@ def _from_function(reply: httpx.Response) -> bool:
 @pytest.fixture(scope="module")
 def callers(local_stack: Any) -> dict[str, tuple[str, frozenset[str]]]:
     """Each local key → (its key, the scopes its key-store entry holds)."""
-    from smartpay_tools import envfile
+    from smartpay_tools.local import envfile
 
     store = auth.parse_store(envfile.load()["AuthorizerFunction"]["API_KEYS"])  # what the local authorizer holds
     out = {}
