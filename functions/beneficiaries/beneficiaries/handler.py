@@ -26,7 +26,12 @@ def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> Beneficiary
     return service.get(beneficiary_id)
 
 
-@app.post("/api/v1/beneficiaries/verify", summary="Verify a beneficiary by ID number (in the body)")
+@app.post("/api/v1/beneficiaries/verify", summary="Verify a beneficiary by ID number (in the body)",
+          responses={200: {"description": "Which supplied fields matched; the masked beneficiary on a match",
+                           "content": {"application/json": {"model": Verification}},
+                           "links": {"GetBeneficiary": {
+                               "operationId": "get_beneficiary_api_v1_beneficiaries__beneficiary_id__get",
+                               "parameters": {"beneficiary_id": "$response.body#/beneficiary/beneficiary_id"}}}}})
 @tracer.capture_method
 def verify(request: VerifyRequest) -> Verification:
     require_scope(app, "beneficiaries:read")

@@ -7,14 +7,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictInt,
     StringConstraints,
+    Tag,
     model_validator,
 )
+
+from smartpay.jsontypes import DateTime
 
 Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
 Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
@@ -28,11 +31,14 @@ class IssueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
-    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD), within the programme's maximum")
+    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
+                                                      "at most the programme's maximum "
+                                                      "(reference data; above it: 422)")
     currency: Literal["NAD"]
-    programme: Programme
+    programme: Programme = Field(description="A programme code Ketchup runs (reference data; unknown: 422)")
     cycle: Cycle = Field(description="YYYY-MM")
-    expires_at: AwareDatetime = Field(description="ISO-8601 with a time zone; must be in the future")
+    expires_at: DateTime = Field(description="RFC 3339 date-time with an offset; must be in the future "
+                                                  "(in the past or now: 422)")
 
     @model_validator(mode="after")
     def _expiry_in_future(self) -> IssueRequest:
@@ -59,6 +65,51 @@ class BatchRequest(BaseModel):
         if self.voucher_ids is None and (self.programme is None or self.cycle is None):
             raise ValueError("give voucher_ids, or both programme and cycle")
         return self
+
+
+class BatchByIds(BaseModel):
+    """Explicit voucher ids, sent in the order given (repeats count once)."""
+
+    model_config = ConfigDict(extra="forbid", title="BatchByVoucherIds")
+
+    voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH_IDS)
+    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT, description="Not used with voucher_ids")
+
+    def selection(self) -> BatchRequest:
+        return BatchRequest(voucher_ids=self.voucher_ids, limit=self.limit)
+
+
+class BatchByCycle(BaseModel):
+    """A programme cycle: its issued and pending vouchers, at most ``limit`` per call (resumable)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, title="BatchByProgrammeCycle")
+
+    programme: Programme
+    cycle: Cycle = Field(description="YYYY-MM")
+    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT)
+
+    def selection(self) -> BatchRequest:
+        return BatchRequest(programme=self.programme, cycle=self.cycle, limit=self.limit)
+
+
+def _batch_shape(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "ids" if isinstance(value, BatchByIds) else "cycle"
+    return "ids" if isinstance(value, dict) and "voucher_ids" in value else "cycle"
+
+
+#: The batch body at the API edge: exactly one of the two shapes (``oneOf`` in the document).
+BatchSelector = Annotated[Annotated[BatchByIds, Tag("ids")] | Annotated[BatchByCycle, Tag("cycle")],
+                          Discriminator(_batch_shape)]
+
+
+class Disbursed(BaseModel):
+    """A voucher Buffr accepted (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
+
+    voucher_id: uuid.UUID
+    status: Literal["active"]
+    delivery_id: str
+    attempts: int = Field(ge=0, description="Calls to Buffr it took (a replay repeats the first answer)")
 
 
 class AuditEntry(BaseModel):

@@ -13,10 +13,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from smartpay import signing
 from smartpay.api import make_resolver, resolve
 from smartpay.observability import logger, metrics, tracer
 from webhook import service
-from webhook.models import WebhookReply, parse_body
+from webhook.models import WebhookReply, documented_body, parse_body
 
 MAX_BODY_BYTES = 256 * 1024
 PATH = "/api/v1/webhooks/buffr"
@@ -38,11 +39,36 @@ SIGNATURE_REFUSED = {
 }
 
 
+def _header(name: str, description: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
+
+
+#: What the resolver cannot show, because this handler reads it by hand, signature first (so an
+#: unsigned request is a 401 before anything is parsed): the signature headers and the body.
+#: tools' OpenAPI builder adds these to the operation.
+OPENAPI_OPERATIONS = {("post", PATH): {
+    "parameters": [
+        _header("webhook-id", "Unique per event; the idempotency key unless Idempotency-Key is sent",
+                {"type": "string", "pattern": signing._WEBHOOK_ID.pattern}),
+        _header("webhook-timestamp", f"Unix seconds; within {signing.TOLERANCE_SECONDS} s of Ketchup's clock",
+                {"type": "string", "pattern": signing._TIMESTAMP.pattern}),
+        _header("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256> of id.timestamp.body",
+                {"type": "string", "minLength": 1}),
+        _header("Idempotency-Key", "Optional, used instead of webhook-id (blank: ignored); the same key "
+                "with another body is a 422", {"type": "string"}, required=False),
+    ],
+    "requestBody": documented_body(),
+}}
+
+
 @app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)",
           description="Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); "
                       "idempotent per Idempotency-Key, else webhook-id. Unknown event types are ignored (200); "
                       "an unknown voucher is 404.",
-          responses={401: SIGNATURE_REFUSED})
+          responses={200: {"description": "Received: applied, a duplicate, stale or ignored (the same again, with "
+                                          "Idempotent-Replayed: true, for a repeated key)",
+                           "content": {"application/json": {"model": WebhookReply}}},
+                     401: SIGNATURE_REFUSED})
 def receive() -> Response[WebhookReply]:
     raw = _raw_body()
     headers = dict(app.current_event.headers or {})

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,18 +20,20 @@ from pydantic import (
     ValidationError,
 )
 
+from smartpay.jsontypes import DateTime
 from smartpay.lifecycle import VoucherStatus
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"\S")]
 
 
 class Envelope(BaseModel):
-    """Every event: its type, when Buffr emitted it, and its data object."""
+    """Every event: its type, when Buffr emitted it, and its data object. No string in the event may
+    hold U+0000 or an unpaired surrogate (the event is stored as PostgreSQL jsonb): 422."""
 
     model_config = ConfigDict(extra="ignore")
 
     type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    timestamp: AwareDatetime
+    timestamp: DateTime
     data: dict[str, Any]
 
 
@@ -43,12 +44,12 @@ class EventData(BaseModel):
 
     voucher_id: uuid.UUID
     delivery_id: Text
-    occurred_at: AwareDatetime
+    occurred_at: DateTime
 
 
 class RedeemedData(EventData):
     amount_cents: Annotated[StrictInt, Field(gt=0, le=10**12)]
-    channel: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+    channel: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=r"\S")]
 
 
 class ClosedData(EventData):
@@ -89,6 +90,23 @@ KINDS: dict[str, Kind] = {
     "voucher.cancelled": Kind(VoucherStatus.CANCELLED, ClosedData),
     "voucher.failed": Kind(VoucherStatus.FAILED, FailedData),
 }
+
+
+def documented_body() -> dict[str, Any]:
+    """The request body as the API document shows it, from the models that validate it: the
+    envelope, and for each known type its ``data`` (JSON Schema ``if``/``then``). Other types are
+    accepted and ignored (200), so ``type`` is not an enum."""
+    schema = Envelope.model_json_schema()
+    schema["allOf"] = [
+        {"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+         "then": {"properties": {"data": kind.model.model_json_schema()}}}
+        for name, kind in sorted(KINDS.items())
+    ]
+    example = {"type": "voucher.activated", "timestamp": "2026-11-02T08:00:01Z",
+               "data": {"voucher_id": "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "delivery_id": "dlv_01",
+                        "occurred_at": "2026-11-02T08:00:00Z"}}
+    return {"required": True, "content": {"application/json": {
+        "schema": schema, "examples": {"activated": {"summary": "A voucher reached the wallet", "value": example}}}}}
 
 
 def _invalid(errors: list[dict[str, Any]]) -> Exception:

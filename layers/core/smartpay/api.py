@@ -59,12 +59,25 @@ def validation_problem(exc: RequestValidationError) -> Response:
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem(400, "Malformed request", "The request body is not valid JSON.",
                        errors=[{"location": "body", "message": "invalid JSON"}])
+    missing_headers = [e for e in errors if e.get("type") == "missing" and tuple(e.get("loc", ()))[:1] == ("header",)]
+    if missing_headers and len(missing_headers) == len(errors):
+        names = ", ".join("-".join(part.capitalize() for part in str(e["loc"][-1]).split("-"))
+                          for e in missing_headers)
+        return problem(400, "Malformed request", f"A required header is missing: {names}.",
+                       errors=[{"location": _loc(e), "message": "required", "type": "missing"}
+                               for e in missing_headers])
     details = [
         {"location": _loc(e), "message": e.get("msg", "invalid"), "type": e.get("type", "invalid")}
         for e in errors
     ]
     where = ", ".join(d["location"] for d in details)
     return problem(422, "Validation failed", f"The request is invalid at: {where}.", errors=details)
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem reply (routes that declare more than the common ones)."""
+    return {"description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
 def make_resolver() -> APIGatewayRestResolver:

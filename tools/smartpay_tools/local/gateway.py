@@ -56,10 +56,20 @@ class Gateway:
 
     # --- routing --------------------------------------------------------------------------
     def match(self, method: str, path: str) -> tuple[ApiRoute, str, dict[str, str]] | None:
-        for route, logical_id in self.routes:
+        """API Gateway's order: first the most specific resource the path matches, then that
+        resource's method (exact before ANY). A method the resource lacks is not routed to a sibling
+        resource (``GET /beneficiaries/verify`` never reaches ``GET /beneficiaries/{id}``): None,
+        which the caller answers as API Gateway does, 403 MissingAuthenticationToken."""
+        for route, _ in self.routes:
             found = route.regex.match(path)
-            if found and route.method in (method, "ANY"):
-                return route, logical_id, found.groupdict()
+            if found is None:
+                continue
+            methods = {r.method: logical_id for r, logical_id in self.routes if r.path == route.path}
+            for wanted in (method, "ANY"):
+                if wanted in methods:
+                    chosen = next(r for r, _ in self.routes if r.path == route.path and r.method == wanted)
+                    return chosen, methods[wanted], found.groupdict()
+            return None
         return None
 
     def method_arn(self, method: str, path: str) -> str:

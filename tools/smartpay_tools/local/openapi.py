@@ -59,12 +59,11 @@ def _gateway(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayMessage"}}}}
 
 
-def _load_app(code_uri: Path, handler: str) -> Any:
+def _load_handler(code_uri: Path, handler: str) -> Any:
     for path in (str(code_uri), *(str(p) for p in Template().layer_dirs())):
         if path not in sys.path:
             sys.path.insert(0, path)
-    module = importlib.import_module(handler.rsplit(".", 1)[0])
-    return module.app
+    return importlib.import_module(handler.rsplit(".", 1)[0])
 
 
 def build(template: Template | None = None) -> dict[str, Any]:
@@ -75,8 +74,13 @@ def build(template: Template | None = None) -> dict[str, Any]:
         if not spec.routes:
             continue
         open_routes |= {(r.method.lower(), r.path) for r in spec.routes if r.authorizer is None}
-        app = _load_app(spec.code_uri, spec.handler)
-        part = json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION))
+        module = _load_handler(spec.code_uri, spec.handler)
+        part = json.loads(module.app.get_openapi_json_schema(title=TITLE, version=VERSION))
+        # What a handler reads by hand (the webhook's signed body) it describes in OPENAPI_OPERATIONS.
+        for (method, path), extra in getattr(module, "OPENAPI_OPERATIONS", {}).items():
+            operation = part["paths"][path][method]
+            operation["parameters"] = [*operation.get("parameters", []), *extra.get("parameters", [])]
+            operation.update({k: v for k, v in extra.items() if k != "parameters"})
         if document is None:
             document = part
             document.setdefault("paths", {})
@@ -89,7 +93,9 @@ def build(template: Template | None = None) -> dict[str, Any]:
     document["info"] = {
         "title": TITLE, "version": VERSION,
         "description": "G2P voucher disbursement with the Buffr wallet. Send `x-api-key`; bodies are JSON. "
-                       "Errors are RFC 9457 problem documents.",
+                       "Errors are RFC 9457 problem documents. A method a path does not list is answered "
+                       "by API Gateway itself, as for a path that does not exist: 403 "
+                       '{"message": "Missing Authentication Token"} (REST APIs never answer 405).',
     }
     document["servers"] = [{"url": "http://127.0.0.1:3000", "description": "local stack"}]
     for unused in ("HTTPValidationError", "ValidationError"):  # Powertools' default 422 body: replaced

@@ -1,0 +1,187 @@
+"""Schemathesis hooks for the contract test (loaded by ``st run`` through ``SCHEMATHESIS_HOOKS``).
+
+The document says everything JSON Schema can say; these hooks supply what only the running
+system knows, so that schema-valid requests reach the 2xx paths instead of stopping at a
+business refusal. Each rewrite keeps a value's type and shape (Schemathesis re-validates a case a
+hook changed, so a negative case stays negative and is judged as one):
+
+* a header Schemathesis invents to see it refused is dropped (HTTP headers are an open set);
+* references point at seeded rows: a ``beneficiary_id`` at an active beneficiary, a
+  ``voucher_id`` (path, batch list, webhook data) at a seeded voucher — else every one is a 404;
+* ``POST /api/v1/vouchers``: ``programme`` is the beneficiary's own, ``amount_cents`` within that
+  programme's maximum (reference data in the database), ``expires_at`` in the future (the
+  document says so in words: JSON Schema has no "after now"), and the Idempotency-Key is derived
+  from the body, so a repeated body is a replay and two bodies never share a key (the same key
+  with another body is a documented 422);
+* the webhook body is signed with the local secret (Standard Webhooks): the exact bytes sent are
+  signed, with the generated webhook-id, and only when the generated ``webhook-*`` headers are all
+  there and well-formed, so a case that leaves one out or breaks one still tests the 401; its
+  optional Idempotency-Key is derived from the body, as for issuing.
+
+``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
+``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import schemathesis
+from schemathesis.core.parameters import ParameterLocation
+
+from smartpay import signing
+
+WEBHOOK_PATH = "/api/v1/webhooks/buffr"
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+#: What a generated signature header must look like (the document's schemas) to be replaced by a real one.
+SIGNATURE_SHAPES = {"webhook-id": signing._WEBHOOK_ID, "webhook-timestamp": signing._TIMESTAMP,
+                    "webhook-signature": re.compile(r"^.+$", re.DOTALL)}
+UNEXPECTED_HEADERS = {"x-schemathesis-unknown-property", "schemathesis-unknown-property", "unknown-property-0"}
+
+
+@cache
+def seeds() -> dict[str, Any]:
+    with open(os.environ["SMARTPAY_FUZZ_SEEDS"], encoding="utf-8") as handle:
+        loaded = json.load(handle)
+    KNOWN.update(v.lower() for v in loaded["beneficiaries"] + loaded["vouchers"])
+    return loaded
+
+
+#: Ids of rows that exist: seeded, or seen in a reply (a link's value is left as it is).
+KNOWN: set[str] = set()
+
+
+def _pick(pool: list[str], value: Any) -> Any:
+    """A seeded id for a generated UUID string (stable per value); a known id or anything else unchanged."""
+    if not isinstance(value, str) or value.lower() in KNOWN or value.lower() in map(str.lower, pool):
+        return value
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return value
+    return pool[int(hashlib.sha256(value.encode()).hexdigest(), 16) % len(pool)]
+
+
+def _collect(value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("voucher_id", "beneficiary_id") and isinstance(item, str):
+                KNOWN.add(item.lower())
+            else:
+                _collect(item)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item)
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    if 200 <= response.status_code < 300:
+        with contextlib.suppress(ValueError):
+            _collect(response.json())
+
+
+def _future(value: Any) -> Any:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if not isinstance(value, str) or moment.tzinfo is None:
+        return value
+    return (datetime.now(UTC) + timedelta(days=30)).isoformat()
+
+
+def _headers(case: Any) -> dict[str, Any]:
+    if case.headers is None:
+        case.headers = {}
+    return case.headers
+
+
+def _issue(case: Any) -> None:
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    if "beneficiary_id" in body:
+        body["beneficiary_id"] = _pick(seeds()["beneficiaries"], body["beneficiary_id"])
+    if isinstance(body.get("programme"), str) and "beneficiary_id" in body:
+        body["programme"] = seeds()["programme"]
+    maximum = seeds()["programme_max"]
+    amount = body.get("amount_cents")
+    if isinstance(amount, float) and amount.is_integer() and amount > 0:
+        # JSON Schema counts 140000.0 as an integer; the API refuses it on purpose (money travels as
+        # integer cents, never a float; the document says so in words), so send the integer itself.
+        amount = body["amount_cents"] = int(amount)
+    if type(amount) is int and amount > maximum:
+        body["amount_cents"] = 1 + amount % maximum
+    if "expires_at" in body:
+        body["expires_at"] = _future(body["expires_at"])
+    headers = _headers(case)
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and isinstance(headers[name], str) and headers[name].strip():
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+            headers[name] = f"fuzz-{digest[:40]}"
+
+
+def _batch(case: Any) -> None:
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("voucher_ids"), list):
+        body["voucher_ids"] = [_pick(seeds()["vouchers"], v) for v in body["voucher_ids"]]
+
+
+def _webhook(case: Any) -> None:
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("data"), dict) and "voucher_id" in body["data"]:
+        body["data"]["voucher_id"] = _pick(seeds()["vouchers"], body["data"]["voucher_id"])
+    headers = _headers(case)
+    present = {name.lower(): name for name in headers}
+    generated = {name: headers.get(present.get(name, name)) for name in SIGNATURE_HEADERS}
+    meta = case.meta
+    if (meta is not None and meta.is_negative_at(ParameterLocation.HEADER)) or not all(
+            isinstance(v, str) and SIGNATURE_SHAPES[k].match(v) for k, v in generated.items()):
+        return  # a missing or malformed signature header tests the 401: leave the case as generated
+    try:  # the bytes requests will send for this body (its json= encoding), so the signature holds
+        raw = body if isinstance(body, bytes) else b"null" if body is None else b"" if type(body).__name__ == "NotSet" \
+            else json.dumps(body, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError):
+        return  # NaN / Infinity: not JSON, refused unsigned
+    # One event, one id: the webhook-id (the idempotency key without Idempotency-Key) and the
+    # Idempotency-Key follow the body, so a repeat is a replay and two events never share a key.
+    digest = hashlib.sha256(raw).hexdigest()[:40]
+    for name in [n for n in headers if n.lower() == "idempotency-key"]:
+        headers[name] = f"fuzz-{digest}"
+    try:
+        signed = signing.sign_headers(os.environ["SMARTPAY_FUZZ_SECRET"], raw, webhook_id=f"msg_{digest}")
+    except signing.SignatureError:
+        return  # not UTF-8: Standard Webhooks signs text, so it goes unsigned (a 401)
+    for name, value in signed.items():
+        headers[present[name]] = value
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    # Headers are an open set in HTTP: no API refuses a request for a header it does not know, so
+    # Schemathesis' "unexpected header" negative case is not one (body extras are still refused).
+    for name in [n for n in case.headers or {} if n.lower() in UNEXPECTED_HEADERS]:
+        del case.headers[name]
+    operation = case.operation
+    method, path = operation.method.upper(), operation.path
+    if path_parameters := case.path_parameters:
+        for name in ("voucher_id",):
+            if name in path_parameters:
+                path_parameters[name] = _pick(seeds()["vouchers"], path_parameters[name])
+        if "beneficiary_id" in path_parameters:
+            path_parameters["beneficiary_id"] = _pick(seeds()["beneficiaries"], path_parameters["beneficiary_id"])
+    if (method, path) == ("POST", "/api/v1/vouchers"):
+        _issue(case)
+    elif (method, path) == ("POST", "/api/v1/disbursements"):
+        _batch(case)
+    elif (method, path) == ("POST", WEBHOOK_PATH):
+        _webhook(case)
