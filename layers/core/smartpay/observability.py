@@ -6,7 +6,6 @@ The logger's formatter masks PII by key and by pattern on every line, so a carel
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -148,10 +147,6 @@ def make_tracer() -> Tracer:
 
     return MaskedTracer(provider=MaskingXrayProvider(xray_recorder))
 
-
-# Powertools' tracer logs "Exception received from ..." with the raw traceback through the root
-# logger, outside the masking formatter; the function's own logger already reports the error.
-logging.getLogger("aws_lambda_powertools.tracing.tracer").propagate = False
 
 logger = Logger(logger_formatter=PiiMaskingFormatter(), use_rfc3339=True)
 metrics = Metrics(namespace=NAMESPACE)
