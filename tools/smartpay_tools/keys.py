@@ -110,3 +110,78 @@ def public_view(entry: dict[str, Any]) -> dict[str, Any]:
 def usage_key_value(apigateway: Any, usage_key_id: str) -> str:
     """The value of an API Gateway usage-plan key (``BuffrUsageKeyId`` / ``OperatorUsageKeyId``)."""
     return str(apigateway.get_api_key(apiKey=usage_key_id, includeValue=True)["value"])
+
+
+# --- the ``smartpay keys`` command -------------------------------------------------------------
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def add_commands(command: Any) -> None:
+    """Register ``keys``; ``command(name, help, description)`` makes a subcommand parser."""
+    p = command("keys", "issue, list, revoke or rotate the deployed API keys (SSM key store; hashes only)",
+                "Edits the key store the authorizer reads (SSM SecureString /smartpay/<stage>/api-keys): only "
+                "each key's SHA-256 hash is stored; a new key is printed once and never again. A revoked key "
+                f"stops working within {REVOCATION_SECONDS} s (AuthorizerTtlSeconds + AuthorizerStoreMaxAgeSeconds). "
+                "Uses your AWS credentials; docs/operations.md has the runbook.")
+    p.add_argument("action", choices=("add", "list", "revoke", "rotate"),
+                   help="add: issue a new key; list: show ids and scopes; revoke KEY_ID; rotate KEY_ID: a new key "
+                        "like it (the old one works until revoked)")
+    p.add_argument("key_id", nargs="?", help="the key to revoke or rotate (add: optional id for the new key)")
+    p.add_argument("--stage", required=True, help="the stack's Stage (dev, prod): names the parameter")
+    p.add_argument("--parameter", help="the SSM parameter (default /smartpay/<stage>/api-keys, as in samconfig.toml)")
+    p.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    p.add_argument("--principal", choices=auth.PRINCIPALS, help="add: who the key is for")
+    p.add_argument("--scopes", nargs="+", help="add: scopes (default: the principal's usual ones)")
+    usage = p.add_mutually_exclusive_group()
+    usage.add_argument("--usage-key-id", help="add: the principal's usage-plan key id (stack output "
+                                              "BuffrUsageKeyId / OperatorUsageKeyId); its value is looked up")
+    usage.add_argument("--usage-key", help="add: the usage-plan key value itself")
+    p.set_defaults(func=cmd_keys)
+
+
+def cmd_keys(args: Any) -> int:
+    import sys
+
+    import boto3
+    import botocore.exceptions
+
+    if args.stage == "local":
+        print("error: the local stage's keys live in env.local.json (AuthorizerFunction.API_KEYS)", file=sys.stderr)
+        return EXIT_USAGE
+    store = KeyStore(boto3.client("ssm", region_name=args.region), args.parameter or parameter_name(args.stage))
+    try:
+        if args.action == "list":
+            for entry in store.entries():
+                print(json.dumps(public_view(entry)))
+            return EXIT_OK
+        if args.action == "add":
+            if not args.principal:
+                print("error: keys add needs --principal", file=sys.stderr)
+                return EXIT_USAGE
+            usage_key = args.usage_key
+            if args.usage_key_id:
+                usage_key = usage_key_value(boto3.client("apigateway", region_name=args.region), args.usage_key_id)
+            entry, key = store.add(args.principal, scopes=args.scopes, usage_key=usage_key, key_id=args.key_id)
+        elif not args.key_id:
+            print(f"error: keys {args.action} needs KEY_ID", file=sys.stderr)
+            return EXIT_USAGE
+        elif args.action == "revoke":
+            entry = store.revoke(args.key_id)
+            print(f"revoked {entry['key_id']} ({entry['principal']}) in {store.name}: it stops working within "
+                  f"{REVOCATION_SECONDS} s")
+            return EXIT_OK
+        else:
+            entry, key = store.rotate(args.key_id)
+    except KeyStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        print(f"unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(f"{entry['key_id']} ({entry['principal']}: {' '.join(entry['scopes'])}) stored in {store.name} as its "
+          "SHA-256 hash. The key, shown this once:", file=sys.stderr)
+    print(key)
+    if not entry.get("usage_key"):
+        print("warning: no usage-plan key (--usage-key-id): API Gateway refuses this key's requests (403) until "
+              "the entry has one", file=sys.stderr)
+    return EXIT_OK

@@ -96,3 +96,45 @@ def seed(conninfo: str) -> dict[str, int]:
 
 def summary(added: dict[str, Any]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in added.items()) + " added (existing rows kept)"
+
+
+# --- the ``smartpay seed-events`` and ``smartpay sign-event`` commands --------------------------
+def add_commands(command: Any, stack_factory: Any) -> None:
+    """Register the commands; ``command(name, help, description)`` makes a subcommand parser."""
+    p = command("seed-events", "add the beneficiaries, vouchers and run the saved events in events/ name",
+                "Inserts (once; existing rows are kept) the rows that events/beneficiaries, events/disburse, "
+                "events/webhook(s) and events/reconcile refer to, so `sam local invoke` and `smartpay invoke` "
+                "work with the saved events as they are. Writes to the local stack's PostgreSQL as the owner.")
+    p.set_defaults(func=lambda args: cmd_seed(args, stack_factory(args)))
+
+    p = command("sign-event", "print a saved webhook proxy event signed afresh (for sam local invoke)",
+                "A saved webhook event's signature is long outside the 5-minute window: this prints the event "
+                "with new Standard Webhooks headers signed by the local webhook secret "
+                "(WebhookFunction.WEBHOOK_SECRET in the env-vars file, or $SMARTPAY_WEBHOOK_SECRET).")
+    p.add_argument("event", help="a saved API Gateway proxy event, e.g. events/webhook/buffr.json")
+    p.set_defaults(func=lambda args: cmd_sign(args, stack_factory(args)))
+
+
+def cmd_seed(args: Any, stack: Any) -> int:
+    from smartpay_tools.services import resolve_postgres
+
+    file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+    postgres = resolve_postgres(stack.database_url or file_url)
+    print(summary(seed(postgres.url)))
+    return 0
+
+
+def cmd_sign(args: Any, stack: Any) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from smartpay_tools.cli import _resign_event as resign_event
+
+    if not stack.webhook_secrets:
+        print("error: no webhook secret (env-vars file WebhookFunction.WEBHOOK_SECRET)", file=sys.stderr)
+        return 2
+    event = json.loads(Path(args.event).read_text())
+    resign_event(event, stack.webhook_secrets)
+    print(json.dumps(event, indent=2))
+    return 0
