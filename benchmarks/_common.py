@@ -20,7 +20,7 @@ LOCAL_STAGE = {"STAGE": "local", "DATABASE_SSLMODE": "disable"}
 def fresh_database(name: str) -> str:
     """Drop and recreate ``name``, migrate it, return its URL."""
     from smartpay import migrate
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     drop_database(ADMIN_URL, name)
     url = ensure_database(ADMIN_URL, name)
@@ -29,6 +29,6 @@ def fresh_database(name: str) -> str:
 
 
 def drop(name: str) -> None:
-    from smartpay_tools.services import drop_database
+    from smartpay_tools.local.services import drop_database
 
     drop_database(ADMIN_URL, name)

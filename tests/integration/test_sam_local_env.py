@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from smartpay_tools import PROJECT_ROOT, sam_env, saved_events
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.data import saved_events
+from smartpay_tools.local import sam_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # SAM CLI's own, on every template read
@@ -107,8 +109,8 @@ def built() -> Path:
 def sam_stack(built: Path) -> Iterator[Any]:
     """Its own database and local stack (moto, simulator, Lambda endpoint), seeded as documented."""
     from smartpay import migrate
-    from smartpay_tools.services import drop_database, ensure_database
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.local.services import drop_database, ensure_database
+    from smartpay_tools.local.stack import LocalStack
     from tests.conftest import ADMIN_URL
 
     name = f"smartpay_samenv_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -209,7 +211,7 @@ def test_the_env_vars_file_declares_nothing_the_template_does_not(sam_stack: Any
 
 def test_saved_events_through_the_built_functions_in_sams_environment(
         sam_stack: Any, env_vars_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from smartpay_tools.cli import _resign_event
+    from smartpay_tools.buffr_sim.webhook_sender import resign_event
 
     env_vars = json.loads(env_vars_file.read_text())
     environments = {logical_id: sam_environment(logical_id, env_vars, monkeypatch) for logical_id in set(FOLDERS.values())}
@@ -220,7 +222,7 @@ def test_saved_events_through_the_built_functions_in_sams_environment(
         folder = path.split("/")[0]
         event = json.loads((PROJECT_ROOT / "events" / path).read_text())
         if folder == "webhook":
-            _resign_event(event, sam_stack.webhook_secrets)  # `smartpay sign-event FILE`
+            resign_event(event, sam_stack.webhook_secrets)  # `smartpay sign-event FILE`
         seen[path] = _outcome(path, invoke_built(FOLDERS[folder], event, environments[FOLDERS[folder]], tmp_path))
     assert seen == EXPECTED
     # What the saved events did, read back from the stack's database and its Buffr simulator.

@@ -14,8 +14,8 @@ from moto import mock_aws
 
 from authorizer.handler import lambda_handler
 from smartpay import auth
-from smartpay_tools import keys
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.cli import keys
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
 STAGE = "prod"
 NAME = keys.parameter_name(STAGE)

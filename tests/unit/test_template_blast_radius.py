@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from smartpay_tools import PROJECT_ROOT
-from smartpay_tools.template import Template
+from smartpay_tools.local.template import Template
 
 T = Template()
 RES: dict[str, Any] = T.resources

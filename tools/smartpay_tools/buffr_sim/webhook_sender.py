@@ -41,7 +41,7 @@ RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
 
 def payload(type_: str, voucher_id: str, *, delivery_id: str | None, occurred_at: datetime | None = None,
             amount_cents: int | None = None, channel: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A Buffr event in the Standard Webhooks shape (DESIGN §6)."""
+    """A Buffr event in the Standard Webhooks shape (docs/architecture.md#webhook-signatures)."""
     at = (occurred_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     data: dict[str, Any] = {"voucher_id": str(voucher_id), "delivery_id": delivery_id, "occurred_at": at}
     if amount_cents is not None:
@@ -376,3 +376,19 @@ class WebhookSender:
         with self._lock:
             self.stats.count("failed", delivery.type)
         return None
+
+
+def resign_event(event: dict[str, Any], secrets: str) -> None:
+    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
+    import base64
+
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    headers = event.get("headers") or {}
+    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
+    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
+    for block in ("headers", "multiValueHeaders"):
+        current = event.get(block) or {}
+        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
+        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
+        event[block] = kept

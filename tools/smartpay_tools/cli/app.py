@@ -22,15 +22,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def _stack(args: argparse.Namespace) -> Any:
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.local.stack import LocalStack
 
     return LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None,
                       database_url=args.database_url)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from smartpay_tools.gateway import Gateway, docs_routes, serve
-    from smartpay_tools.scheduler import Scheduler
+    from smartpay_tools.local.gateway import Gateway, docs_routes, serve
+    from smartpay_tools.local.scheduler import Scheduler
 
     stack = _stack(args)
     port = args.port or int(stack.local.get("GatewayPort", 3000))
@@ -57,6 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for route in spec.routes:
             print(f"  {route.method:6} {route.path:45} -> {logical_id}")
     print(f"API document: http://127.0.0.1:{port}/openapi.json   Swagger UI: http://127.0.0.1:{port}/docs")
+    from smartpay_tools.local import sam_env
+
+    sam_file = sam_env.write(stack, Path(args.sam_env_vars) if args.sam_env_vars else sam_env.DEFAULT_PATH)
+    print(f"sam local (Docker): sam local invoke <Function> -e events/... --env-vars {sam_file} "
+          "(after `make build`; `smartpay seed-events` once; webhook events: `smartpay sign-event FILE`)")
     print("Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -81,7 +86,7 @@ def _safe_url(url: str) -> str:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     """Like ``sam local invoke FN -e event.json``: prints the function's result as JSON."""
-    from smartpay_tools.lambda_runtime import InvocationError
+    from smartpay_tools.local.lambda_runtime import InvocationError
 
     event = json.loads(Path(args.event).read_text()) if args.event else {}
     stack = _stack(args)
@@ -93,8 +98,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     if args.stack:
         return _invoke_deployed(args, logical_id, event)
     if args.sign:
+        from smartpay_tools.buffr_sim.webhook_sender import resign_event
+
         try:
-            _resign_event(event, _webhook_secrets(stack))
+            resign_event(event, _webhook_secrets(stack))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -115,7 +122,7 @@ def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str,
     """The same invocation against a deployed stack, through the Lambda API."""
     import botocore.exceptions
 
-    from smartpay_tools.deployed import DeployedStack
+    from smartpay_tools.cli.deployed import DeployedStack
 
     try:
         deployed = DeployedStack.load(args.stack, args.region)
@@ -130,24 +137,6 @@ def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str,
         print(logs, file=sys.stderr)
     print(json.dumps(payload, indent=2))
     return EXIT_OK if ok else EXIT_FAILED
-
-
-def _resign_event(event: dict[str, Any], secrets: str) -> None:
-    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
-    import base64
-
-    from smartpay_tools.webhook_sender import signed_headers
-
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-    headers = event.get("headers") or {}
-    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
-    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
-    for block in ("headers", "multiValueHeaders"):
-        current = event.get(block) or {}
-        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
-        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
-        event[block] = kept
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -169,7 +158,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from smartpay_tools import datagen
+    from smartpay_tools.data import datagen
 
     out = Path(args.out)
     if args.payroll_cycle:
@@ -195,7 +184,7 @@ def cmd_import_payroll(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from smartpay import migrate
-    from smartpay_tools import payroll_import
+    from smartpay_tools.data import payroll_import
 
     expires_at = datetime.fromisoformat(args.expires_at) if args.expires_at else None
     if expires_at is not None and expires_at.tzinfo is None:
@@ -222,9 +211,9 @@ def cmd_import_payroll(args: argparse.Namespace) -> int:
 
 def cmd_simulator(args: argparse.Namespace) -> int:
     """The Buffr simulator alone, in the foreground (``smartpay serve`` starts it too)."""
-    from smartpay_tools import buffr_sim
-    from smartpay_tools.stack import LocalStack
-    from smartpay_tools.webhook_sender import knobs_from_args, require_loopback
+    from smartpay_tools.buffr_sim import server as buffr_sim
+    from smartpay_tools.buffr_sim.webhook_sender import knobs_from_args, require_loopback
+    from smartpay_tools.local.stack import LocalStack
 
     stack = LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None)
     port = args.port or int(stack.local.get("BuffrSimulatorPort", buffr_sim.DEFAULT_PORT))
@@ -247,7 +236,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from smartpay import migrate
-    from smartpay_tools import registry_import
+    from smartpay_tools.data import registry_import
 
     stack = _stack(args)
     stack.start_services(migrate=False, simulator=False)
@@ -267,7 +256,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
 
 def cmd_openapi(args: argparse.Namespace) -> int:
     """Export the API document, or (--check) fail when the committed file and the code disagree."""
-    from smartpay_tools import openapi
+    from smartpay_tools.local import openapi
 
     fresh = openapi.render(openapi.build())
     target = Path(args.out)
@@ -298,8 +287,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from smartpay import signing
     from smartpay.errors import ConfigError
-    from smartpay_tools import replay
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.cli import replay
+    from smartpay_tools.local.services import resolve_postgres
 
     if bool(args.files) == bool(args.from_db):
         print("error: give saved webhook files/directories, or --from-db (not both)", file=sys.stderr)
@@ -358,7 +347,7 @@ def cmd_disburse(args: argparse.Namespace) -> int:
     """Disburse a programme cycle through the API, call after call, until nothing is left."""
     from tqdm import tqdm
 
-    from smartpay_tools import disburse_cycle
+    from smartpay_tools.cli import disburse_cycle
 
     stack = _stack(args)
     url = args.url or stack.gateway_url
@@ -396,7 +385,8 @@ def cmd_disburse(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from smartpay_tools import demo, envfile
+    from smartpay_tools.demo import run as demo
+    from smartpay_tools.local import envfile
 
     env_vars = Path(args.env_vars) if args.env_vars else None
     port = args.port or int(envfile.local_settings(envfile.load(env_vars)).get("GatewayPort", 3000))
@@ -428,11 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule-rate", default=None,
                    help="run the template's schedules at this rate instead, e.g. 'rate(1 minute)' or seconds")
     p.add_argument("--no-schedule", action="store_true", help="do not run the template's schedules")
+    p.add_argument("--sam-env-vars", default=None,
+                   help="where to write the env-vars file for `sam local invoke|start-api --env-vars` "
+                        "(default .local/sam-env.json; docs/deployment.md \"SAM local with Docker\")")
     p.set_defaults(func=cmd_serve)
 
-    from smartpay_tools import recon_cli
+    from smartpay_tools.cli import keys
+    from smartpay_tools.cli import reconcile as recon_cli
+    from smartpay_tools.data import saved_events
 
     recon_cli.add_commands(command, _stack)
+    keys.add_commands(command)
+    saved_events.add_commands(command, _stack)
 
     p = command("invoke", "invoke one function with an event file, like `sam local invoke`",
                 "Prints the function's result as JSON; exit 1 if the function raised.")
@@ -475,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "signed webhooks to the gateway (knobs: flags, else the env file's LocalStack.BuffrWebhooks; "
                        "change them at run time with PUT /_sim/config).")
     p.add_argument("--port", type=int, default=None, help="default: LocalStack.BuffrSimulatorPort (4010)")
-    from smartpay_tools.buffr_sim import add_fault_arguments
+    from smartpay_tools.buffr_sim.server import add_fault_arguments
 
     add_fault_arguments(p)
     p.set_defaults(func=cmd_simulator)

@@ -116,7 +116,7 @@ def add_commands(command: Any, stack_factory: Any) -> None:
 
 
 def cmd_seed(args: Any, stack: Any) -> int:
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.local.services import resolve_postgres
 
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
     postgres = resolve_postgres(stack.database_url or file_url)
@@ -129,7 +129,7 @@ def cmd_sign(args: Any, stack: Any) -> int:
     import sys
     from pathlib import Path
 
-    from smartpay_tools.cli import _resign_event as resign_event
+    from smartpay_tools.buffr_sim.webhook_sender import resign_event
 
     if not stack.webhook_secrets:
         print("error: no webhook secret (env-vars file WebhookFunction.WEBHOOK_SECRET)", file=sys.stderr)
