@@ -234,3 +234,17 @@ def test_saved_events_through_the_built_functions_in_sams_environment(
     assert status["7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f01"] == "active"  # the signed webhook applied
     issued = [v for v, s in status.items() if v not in {x.id for x in saved_events.VOUCHERS}]
     assert len(issued) == 1 and status[issued[0]] == "active"  # issue.json's voucher, sent by batch.json
+
+
+def test_seed_events_is_safe_to_repeat_and_audits_every_step(sam_stack: Any, capsys) -> None:
+    import psycopg
+
+    from smartpay_tools.cli import app
+
+    assert app.main(["--database-url", sam_stack.postgres.url, "seed-events"]) == 0  # the command, again
+    assert "0 beneficiaries, 0 vouchers, 0 runs added" in capsys.readouterr().out
+    with psycopg.connect(sam_stack.postgres.url) as conn:
+        audit = conn.execute("""SELECT voucher_id::text, array_agg(to_status ORDER BY id) FROM voucher_events
+                                WHERE reference = %s GROUP BY 1""", (saved_events.REFERENCE,)).fetchall()
+    expected = {"issued": ["issued"], "pending": ["issued", "pending"], "active": ["issued", "pending", "active"]}
+    assert dict(audit) == {v.id: expected[v.status] for v in saved_events.VOUCHERS}

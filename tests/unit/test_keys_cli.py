@@ -109,3 +109,28 @@ def test_list_view_never_shows_hashes_or_usage_values(aws) -> None:
     assert view == [{"key_id": "b1", "principal": "buffr", "scopes": ["beneficiaries:read"],
                      "created_at": entry["created_at"], "metered": True}]
     assert entry["sha256"] not in json.dumps(view) and "usage-value" not in json.dumps(view)
+
+
+def test_the_keys_command_prints_the_key_once_and_never_lists_it(aws, capsys) -> None:
+    from smartpay_tools.cli import app
+
+    usage_id = boto3.client("apigateway").create_api_key(name="smartpay-buffr-prod", enabled=True)["id"]
+    assert app.main(["keys", "add", "buffr-cli", "--stage", STAGE, "--principal", "buffr",
+                     "--usage-key-id", usage_id]) == 0
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert len(out.splitlines()) == 1 and key.startswith("sp_buffr_") and "shown this once" in err
+    assert _authorize(key)["context"]["keyId"] == "buffr-cli"
+    assert app.main(["keys", "list", "--stage", STAGE]) == 0
+    listed = capsys.readouterr().out
+    assert json.loads(listed)["key_id"] == "buffr-cli" and key not in listed and auth.hash_key(key) not in listed
+    assert app.main(["keys", "rotate", "buffr-cli", "--stage", STAGE]) == 0
+    rotated = capsys.readouterr().out.strip()
+    assert app.main(["keys", "revoke", "buffr-cli", "--stage", STAGE]) == 0
+    assert "within 60 s" in capsys.readouterr().out
+    parameters.clear_caches()
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _authorize(key)
+    assert _authorize(rotated)["principalId"] == "buffr"
+    assert app.main(["keys", "revoke", "buffr-cli", "--stage", STAGE]) == 2  # already gone: usage error
+    assert app.main(["keys", "add", "--stage", "local", "--principal", "buffr"]) == 2
