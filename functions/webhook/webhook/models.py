@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     StrictInt,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from smartpay.jsontypes import DateTime
@@ -27,14 +29,32 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 
 class Envelope(BaseModel):
-    """Every event: its type, when Buffr emitted it, and its data object. No string in the event may
-    hold U+0000 or an unpaired surrogate (the event is stored as PostgreSQL jsonb): 422."""
+    """Every event: its type, when Buffr emitted it, and its data object.
+
+    Buffr's integration guide names the type ``event``; Standard Webhooks names it ``type``:
+    either is accepted (both present must agree). The envelope's ``timestamp`` is optional: the
+    signed ``webhook-timestamp`` header already says when Buffr sent the delivery. No string in
+    the event may hold U+0000 or an unpaired surrogate (it is stored as PostgreSQL jsonb): 422.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    timestamp: DateTime
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        validation_alias=AliasChoices("type", "event"))
+    timestamp: DateTime | None = None
     data: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" in value and "event" in value and value["type"] != value["event"]:
+            raise ValueError("type and event name different event types")
+        return value
+
+
+def event_type(payload: dict[str, Any]) -> str:
+    """The event type of a validated payload (``type``, or the guide's alias ``event``)."""
+    return str(payload["type"] if "type" in payload else payload["event"])
 
 
 class EventData(BaseModel):
@@ -97,8 +117,15 @@ def documented_body() -> dict[str, Any]:
     envelope, and for each known type its ``data`` (JSON Schema ``if``/``then``). Other types are
     accepted and ignored (200), so ``type`` is not an enum."""
     schema = Envelope.model_json_schema()
+    # ``type`` or its alias ``event``: the document names exactly one (the code also takes both
+    # when they agree, which JSON Schema cannot say).
+    schema["properties"]["event"] = schema["properties"]["type"]
+    schema["required"] = [name for name in schema.get("required", []) if name != "type"]
+    schema["oneOf"] = [{"required": ["type"], "not": {"required": ["event"]}},
+                       {"required": ["event"], "not": {"required": ["type"]}}]
     schema["allOf"] = [
-        {"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+        {"if": {"anyOf": [{"properties": {"type": {"const": name}}, "required": ["type"]},
+                          {"properties": {"event": {"const": name}}, "required": ["event"]}]},
          "then": {"properties": {"data": kind.model.model_json_schema()}}}
         for name, kind in sorted(KINDS.items())
     ]
