@@ -80,7 +80,8 @@ def test_fuzzing_every_operation_with_every_check_finds_nothing(gateway_url, api
            "SMARTPAY_FUZZ_SEEDS": str(seeds), "SMARTPAY_FUZZ_SECRET": webhook_secrets,
            "SMARTPAY_FUZZ_KEY": api_keys["operator"],
            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "layers/core")])}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=PROJECT_ROOT, env=env)
+    # cwd: Schemathesis keeps a cache (.schemathesis/) in its working directory, never in the project
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=tmp_path, env=env)
     summary = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, summary
     # The junit report proves what ran: a test case per operation (and the stateful phase), none failed.
