@@ -144,7 +144,7 @@ def retry_until_done(items: list[Any], send: Callable[[httpx.Client, Any], httpx
         with Killer(pg_url, spare) as killer:
             until = time.monotonic() + STORM_SECONDS
             list(pool.map(lambda _: caller(client, until), range(CLIENTS)))
-        assert killer.rounds > 10 and killer.killed > 0, "the killer never ran: nothing was tested"
+        assert killer.rounds >= 3 and killer.killed > 0, "the killer never ran: nothing was tested"
         until = time.monotonic() + 60  # recovery: the same requests again, database healthy
         list(pool.map(lambda item: drive(client, item, until), list(started)))
     assert not outcomes.bad, f"replies other than success / 503 / 409 under the outage: {outcomes.bad[:5]}"
@@ -234,9 +234,9 @@ def test_single_disburse_under_a_database_outage(gateway_url, api_keys, pg, pg_u
 
 def test_batch_disburse_under_a_database_outage(gateway_url, api_keys, pg, pg_url, local_stack, sim,
                                                 spare) -> None:
-    vouchers = _issued(pg, 150, "2026-01")
+    vouchers = _issued(pg, 300, "2026-01")
     outcomes = Outcomes(200)
-    body = json.dumps({"programme": "old_age", "cycle": "2026-01", "limit": 25})
+    body = json.dumps({"programme": "old_age", "cycle": "2026-01", "limit": 20})
 
     def send(client: httpx.Client, caller: int) -> httpx.Response:
         return client.post(f"{gateway_url}/api/v1/disbursements", content=body,
