@@ -266,21 +266,32 @@ def test_read_only_roles_default_to_read_only_transactions(connect_as: Any, worl
     assert conn.execute("SHOW default_transaction_read_only").fetchone()["default_transaction_read_only"] == "on"
 
 
-@pytest.mark.parametrize("role, source", [("smartpay_disburse", "disburse"), ("smartpay_webhook", "webhook"),
-                                          ("smartpay_reconcile", "reconcile")])
+@pytest.mark.parametrize("role, source, target", [("smartpay_disburse", "disburse", "pending"),
+                                                  ("smartpay_webhook", "webhook", "active"),
+                                                  ("smartpay_reconcile", "reconcile", "pending")])
 def test_writers_change_status_with_the_shared_transition_code(connect_as: Any, pg: psycopg.Connection[Any],
                                                                world: dict[str, str], role: str,
-                                                               source: str) -> None:
+                                                               source: str, target: str) -> None:
     conn = connect_as(role)
     with conn.transaction():
-        result = transition(conn, world["vid"], "pending", source=source, reference="ref-1")
+        result = transition(conn, world["vid"], target, source=source, reference="ref-1")
     assert result.applied
     voucher = pg.execute("SELECT status, version FROM vouchers WHERE id = %s", (world["vid"],)).fetchone()
-    assert voucher == {"status": "pending", "version": 2}
+    assert voucher == {"status": target, "version": 2}
     trail = pg.execute("SELECT from_status, to_status, source FROM voucher_events WHERE voucher_id = %s ORDER BY id",
                        (world["vid"],)).fetchall()
     assert trail == [{"from_status": None, "to_status": "issued", "source": "operator"},
-                     {"from_status": "issued", "to_status": "pending", "source": source}]
+                     {"from_status": "issued", "to_status": target, "source": source}]
+
+
+def test_the_webhook_role_cannot_send_a_voucher_for_payment(connect_as: Any, pg: psycopg.Connection[Any],
+                                                          world: dict[str, str]) -> None:
+    """A move to pending is a payment and reads the registry's eligibility, which the webhook role
+    (no access to beneficiaries) cannot: Buffr's events never ask for it anyway."""
+    conn = connect_as("smartpay_webhook")
+    with pytest.raises(REFUSED), conn.transaction():
+        transition(conn, world["vid"], "pending", source="webhook", reference="ref-1")
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (world["vid"],)).fetchone() == {"status": "issued"}
 
 
 def test_disburse_issues_a_voucher_with_its_audit_row(connect_as: Any, pg: psycopg.Connection[Any],
