@@ -41,6 +41,17 @@ def test_the_database_lifecycle_is_generated_from_lifecycle_py(pg: psycopg.Conne
     assert recorded == {"checksum": migrate.generated()[0].checksum}
 
 
+def test_migrate_re_renders_the_lifecycle_when_lifecycle_py_changes(pg_url, monkeypatch) -> None:
+    assert migrate.apply(pg_url)["generated"] == []  # unchanged: not re-run
+    rendered = migrate.generated()
+    edited = [migrate.Migration(m.version, m.name, m.sql + "\n-- lifecycle.py changed\n") for m in rendered]
+    monkeypatch.setattr(migrate, "generated", lambda: edited)
+    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle"]
+    assert migrate.apply(pg_url)["generated"] == []
+    monkeypatch.setattr(migrate, "generated", lambda: rendered)
+    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle"]
+
+
 def test_the_trigger_allows_exactly_the_lifecycles_transitions_on_every_pair(pg: psycopg.Connection[Any]) -> None:
     b = factories.beneficiary(pg)
     disagreements = []

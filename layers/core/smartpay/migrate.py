@@ -115,7 +115,7 @@ def _apply_generated(conn: psycopg.Connection[Any], result: dict[str, Any]) -> N
                    ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()""",
                 (key, migration.checksum),
             )
-        result["reapplied"].append(key)
+        result["generated"].append(key)
 
 
 def _ensure_table(conn: psycopg.Connection[Any]) -> None:
@@ -158,10 +158,10 @@ def _apply_repeatables(conn: psycopg.Connection[Any], result: dict[str, Any]) ->
 def apply(conninfo: str) -> dict[str, Any]:
     """Apply pending migrations, then changed repeatables.
 
-    Returns ``{"applied", "already", "changed", "reapplied", "roles_created": [...]}`` and, when
+    Returns ``{"applied", "already", "changed", "reapplied", "generated", "roles_created": [...]}`` and, when
     roles are missing and may not be created here, ``roles_missing`` and ``admin_sql``.
     """
-    result: dict[str, Any] = {"applied": [], "already": [], "changed": [], "reapplied": []}
+    result: dict[str, Any] = {"applied": [], "already": [], "changed": [], "reapplied": [], "generated": []}
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
