@@ -4,9 +4,9 @@
 -- from smartpay/lifecycle.py after the numbered migrations, on every run where it changed
 -- (docs/database.md "Generated from Python").
 
--- 1. The lifecycle as data: every (from, to) pair and lifecycle.decide()'s outcome for it.
---    Filled by smartpay.migrate (generated "lifecycle" step); until then the vouchers trigger
---    below allows no status change at all (it fails closed).
+-- 1. The lifecycle as data: every (from, to) pair and lifecycle.decide()'s outcome for it, for
+--    auditors and reports. Filled by smartpay.migrate (generated "lifecycle" step), which also
+--    re-creates the vouchers_lifecycle trigger below with the allowed pairs.
 CREATE TABLE voucher_lifecycle (
     from_status    text NOT NULL,
     to_status      text NOT NULL,
@@ -35,57 +35,57 @@ CREATE FUNCTION smartpay_ineligibility(beneficiary_status text, enrolled_program
                 WHEN enrolled_programme IS DISTINCT FROM programme
                     THEN 'beneficiary is not enrolled in ' || programme END;
 
--- 3. vouchers: what may change after issue. Statement-level with transition tables, so a batch
---    of 1,000 status changes is checked by one join, not 1,000 trigger calls. SECURITY DEFINER:
---    it reads voucher_lifecycle and beneficiaries whatever the writing role may read.
-CREATE FUNCTION vouchers_guard_update() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-DECLARE
-    bad record;
+-- 3. vouchers: what may change after issue. A row trigger whose WHEN condition is the whole
+--    rule, evaluated natively for each updated row: the function runs only to refuse (it always
+--    raises), so a webhook's or a batch's legal updates cost no PL/pgSQL call at all. The WHEN
+--    condition lists the lifecycle's allowed (from, to) pairs: smartpay.migrate re-creates this
+--    trigger from lifecycle.py (generated step); the one created here refuses every status change
+--    until then (fail-closed).
+CREATE FUNCTION vouchers_refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT o.id, o.status AS from_status, n.status AS to_status, n.id IS NULL AS id_changed,
-           (o.beneficiary_id, o.programme, o.cycle, o.amount_cents, o.currency, o.issued_at)
-               IS DISTINCT FROM (n.beneficiary_id, n.programme, n.cycle, n.amount_cents, n.currency, n.issued_at)
-               AS terms_changed
-      INTO bad
-      FROM old_rows o LEFT JOIN new_rows n ON n.id = o.id
-     WHERE n.id IS NULL
-        OR (o.beneficiary_id, o.programme, o.cycle, o.amount_cents, o.currency, o.issued_at)
-               IS DISTINCT FROM (n.beneficiary_id, n.programme, n.cycle, n.amount_cents, n.currency, n.issued_at)
-        OR (o.status <> n.status AND NOT EXISTS (
-                SELECT 1 FROM voucher_lifecycle l
-                 WHERE l.from_status = o.status AND l.to_status = n.status AND l.outcome = 'applied'))
-     LIMIT 1;
-    IF FOUND THEN
-        IF bad.id_changed OR bad.terms_changed THEN
-            RAISE EXCEPTION 'voucher %: its id, beneficiary, programme, cycle, amount, currency and issue time never change after issue', bad.id
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-        RAISE EXCEPTION 'voucher %: % -> % is not a transition the lifecycle allows', bad.id, bad.from_status, bad.to_status
+    IF (OLD.id, OLD.beneficiary_id, OLD.programme, OLD.cycle, OLD.amount_cents, OLD.currency, OLD.issued_at)
+       IS DISTINCT FROM
+       (NEW.id, NEW.beneficiary_id, NEW.programme, NEW.cycle, NEW.amount_cents, NEW.currency, NEW.issued_at) THEN
+        RAISE EXCEPTION 'voucher %: its id, beneficiary, programme, cycle, amount, currency and issue time never change after issue', OLD.id
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
-    -- Nothing becomes pending (is sent to Buffr) for a beneficiary who is not eligible. This
-    -- query sees the registry as committed now, not as the updating statement saw it: if a
-    -- registry change committed in between, the claim is refused as a serialisation failure
-    -- and the claimer's retry (with a fresh snapshot) holds or cancels the voucher instead.
-    SELECT n.id, smartpay_ineligibility(b.status, b.programme, n.programme) AS reason
-      INTO bad
-      FROM new_rows n JOIN old_rows o ON o.id = n.id
-      LEFT JOIN beneficiaries b ON b.id = n.beneficiary_id
-     WHERE n.status = 'pending' AND o.status <> 'pending'
-       AND smartpay_ineligibility(b.status, b.programme, n.programme) IS NOT NULL
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'voucher %: not sent, %', bad.id, bad.reason
+    RAISE EXCEPTION 'voucher %: % -> % is not a transition the lifecycle allows', OLD.id, OLD.status, NEW.status
+        USING ERRCODE = 'integrity_constraint_violation';
+END;
+$$;
+CREATE TRIGGER vouchers_lifecycle BEFORE UPDATE ON vouchers FOR EACH ROW
+    WHEN ((OLD.id, OLD.beneficiary_id, OLD.programme, OLD.cycle, OLD.amount_cents, OLD.currency, OLD.issued_at)
+          IS DISTINCT FROM
+          (NEW.id, NEW.beneficiary_id, NEW.programme, NEW.cycle, NEW.amount_cents, NEW.currency, NEW.issued_at)
+          OR OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION vouchers_refuse_update();
+
+-- Nothing becomes pending (is sent to Buffr) for a beneficiary who is not eligible. Runs only
+-- for a claim (WHEN), as the claiming role (disburse reads the registry's status and programme;
+-- a role that may not is refused anyway). Its query sees the registry as committed now, not as
+-- the claiming statement saw it: if a registry change committed in between, the claim is
+-- refused as a serialisation failure and the claimer's retry (a fresh snapshot) holds or
+-- cancels the voucher instead.
+CREATE FUNCTION vouchers_check_payable() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    reason text;
+BEGIN
+    SELECT smartpay_ineligibility(b.status, b.programme, NEW.programme) INTO reason
+      FROM beneficiaries b WHERE b.id = NEW.beneficiary_id;
+    IF NOT FOUND THEN
+        reason := smartpay_ineligibility(NULL, NULL, NEW.programme);
+    END IF;
+    IF reason IS NOT NULL THEN
+        RAISE EXCEPTION 'voucher %: not sent, %', NEW.id, reason
             USING ERRCODE = 'serialization_failure',
                   HINT = 'the registry changed while the voucher was claimed: retry (it will be held or cancelled)';
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END;
 $$;
-CREATE TRIGGER vouchers_guard_update AFTER UPDATE ON vouchers
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION vouchers_guard_update();
+CREATE TRIGGER vouchers_payable BEFORE UPDATE OF status ON vouchers FOR EACH ROW
+    WHEN (NEW.status = 'pending' AND OLD.status IS DISTINCT FROM 'pending')
+    EXECUTE FUNCTION vouchers_check_payable();
 
 -- A voucher is born issued, for an eligible beneficiary (the payroll import runs as the owner:
 -- this holds for it too).
