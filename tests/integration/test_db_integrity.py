@@ -159,7 +159,7 @@ def test_the_audit_trail_is_append_only_for_every_function_role(connect_as, pg, 
 
 def test_truncate_is_refused_by_the_trigger_even_where_granted(pg, voucher, scratch) -> None:
     """Grants are one wall; the trigger is the second: a role handed TRUNCATE still cannot."""
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.services import url_as
 
     intruder = scratch.role("smartpay_test_truncate")
     pg.execute(f'GRANT TRUNCATE, UPDATE, DELETE ON voucher_events TO "{intruder}"')
@@ -185,9 +185,9 @@ def test_a_function_connected_as_another_role_answers_503_and_says_why(db_env, p
     from beneficiaries.handler import lambda_handler
     from smartpay import db
     from smartpay.observability import logger
-    from smartpay_tools.events import api_event, buffr_authorizer
-    from smartpay_tools.lambda_runtime import FakeLambdaContext
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.events import api_event, buffr_authorizer
+    from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+    from smartpay_tools.local.services import url_as
 
     b = factories.beneficiary(pg)
     event = api_event("GET", f"/api/v1/beneficiaries/{b['id']}", resource="/api/v1/beneficiaries/{beneficiary_id}",

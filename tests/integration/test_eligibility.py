@@ -69,7 +69,7 @@ def test_issue_under_a_programme_not_enrolled_is_422_naming_programme(gateway_ur
 
 
 def test_payroll_rows_under_another_programme_are_rejected_with_line_and_reason(pg, tmp_path) -> None:
-    from smartpay_tools import payroll_import
+    from smartpay_tools.data import payroll_import
 
     child = factories.beneficiary(pg, programme="child_grant")
     path = tmp_path / "payroll.csv"
@@ -161,7 +161,7 @@ def test_registry_update_holds_cancels_and_flags_open_vouchers(pg) -> None:
 
 
 def test_registry_import_acts_on_open_vouchers(pg, tmp_path) -> None:
-    from smartpay_tools import registry_import
+    from smartpay_tools.data import registry_import
 
     b = factories.beneficiary(pg, first_name="Selma", last_name="Angula", region="Oshana")
     v = factories.voucher(pg, b["id"])["id"]
