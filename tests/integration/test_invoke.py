@@ -20,7 +20,7 @@ def test_invoke_beneficiaries_with_a_saved_event(pg_url) -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout[out.stdout.index("{"):])
     assert result["statusCode"] == 200
-    assert json.loads(result["body"])["checks"]["id_number"] in (True, False)
+    assert json.loads(result["body"])["match"] in (True, False)
 
 
 def test_invoke_unknown_function_is_usage_error(pg_url) -> None:
