@@ -57,7 +57,10 @@ def main() -> int:
     parser.add_argument("--vouchers", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--compare", type=int, default=0, help="moved: benchmarks/buffr_clients.py compares clients")
     args = parser.parse_args()
+    if args.compare:
+        print("client setups are compared by benchmarks/buffr_clients.py (beside the wire ceiling)")
     n, conc = args.vouchers, args.concurrency
     # Before anything imports smartpay.observability (the Buffr client does): its logger reads them once.
     # INFO, as deployed (template.yaml LogLevel): the batch pays for its log lines here as it would
