@@ -276,7 +276,7 @@ def main() -> int:
     from smartpay_tools.stack import LocalStack
 
     load_before = os.getloadavg()
-    db_name = "smartpay_bench_cold_start"
+    db_name = f"smartpay_bench_cold_start_{os.getpid()}"
     url = _common.fresh_database(db_name)
     stack = LocalStack(database_url=url, simulator_port=0, webhook_knobs={"enabled": False})
     stack.start_services()

@@ -29,6 +29,7 @@ import _wire
 from smartpay_tools.buffr_sim import SimulatorProcess
 
 KEY = "bench-buffr-key"
+DB_NAME = f"smartpay_bench_disburse_{os.getpid()}"  # own name: others may run it on the same server
 
 
 def client_seconds(sim_url: str, n: int, concurrency: int, tag: str) -> float:
@@ -70,7 +71,7 @@ def main() -> int:
     from smartpay.observability import logger
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
 
-    url = _common.fresh_database("smartpay_bench_disburse")
+    url = _common.fresh_database(DB_NAME)
     sim = SimulatorProcess(port=0, api_key=KEY).start()
     try:
         import tempfile
@@ -141,7 +142,7 @@ def main() -> int:
         from smartpay import buffr, db
         buffr.reset_client()
         db.close_pool()
-        _common.drop("smartpay_bench_disburse")
+        _common.drop(DB_NAME)
     print(json.dumps(figures))
     return 0
 

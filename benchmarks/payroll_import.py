@@ -6,6 +6,7 @@ Usage: python benchmarks/payroll_import.py [ROWS]
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ TARGET_S_PER_300K = 60.0
 
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
-    url = _common.fresh_database("smartpay_bench_payroll")
+    url = _common.fresh_database(f"smartpay_bench_payroll_{os.getpid()}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "payroll.csv"
@@ -41,7 +42,7 @@ def main() -> int:
             print(f"re-run: {again.vouchers_issued} issued, {again.already_issued} already issued "
                   f"in {time.perf_counter() - started:.1f}s")
     finally:
-        _common.drop("smartpay_bench_payroll")
+        _common.drop(f"smartpay_bench_payroll_{os.getpid()}")
     return 0
 
 

@@ -45,7 +45,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # _wire, after the functi
 import _wire  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "smartpay_bench_reconcile"
+DB_NAME = f"smartpay_bench_reconcile_{os.getpid()}"  # own name: others may run it on the same server
 AMOUNT = 140000
 
 
