@@ -115,7 +115,7 @@ class Events:
 
     def _api(self, method: str, path: str, resource: str, params: dict[str, str], scopes: str,
              body: dict[str, Any] | None = None) -> dict[str, Any]:
-        from smartpay_tools.events import api_event
+        from smartpay_tools.local.events import api_event
 
         return api_event(method, path, resource=resource, path_parameters=params,
                          headers={"content-type": "application/json"} if body is not None else None,
@@ -131,7 +131,7 @@ class Events:
         return json.loads(saved[0].read_text()) if saved else None  # a function added later: its saved event
 
     def _authorizer(self) -> dict[str, Any]:
-        from smartpay_tools.events import api_event
+        from smartpay_tools.local.events import api_event
 
         event = api_event("GET", "/api/v1/vouchers/x", resource="/api/v1/vouchers/{voucher_id}",
                           headers={"x-api-key": str(self.stack.local["OperatorApiKey"])})
@@ -152,8 +152,8 @@ class Events:
                          {"voucher_id": vid}, "vouchers:write vouchers:read")
 
     def _webhook(self) -> dict[str, Any]:
-        from smartpay_tools.events import api_event
-        from smartpay_tools.webhook_sender import signed_headers
+        from smartpay_tools.buffr_sim.webhook_sender import signed_headers
+        from smartpay_tools.local.events import api_event
 
         vid = self._voucher("active")
         body = json.dumps({"type": "voucher.redeemed", "timestamp": "2026-11-02T09:00:00.000Z",
@@ -273,7 +273,7 @@ def main() -> int:
         print("no .aws-sam/build (run `make build`): measuring the source tree only")
         targets = ["source"]
 
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.local.stack import LocalStack
 
     load_before = os.getloadavg()
     db_name = f"smartpay_bench_cold_start_{os.getpid()}"

@@ -1,4 +1,4 @@
-"""The Buffr client: one per container, bounded retries, keyed by voucher id.
+"""The Buffr client (docs/architecture.md#buffr-api): one per container, bounded retries, keyed by voucher id.
 
 API
 ---
@@ -32,7 +32,7 @@ call is prebuilt request bytes sent over :mod:`smartpay.buffr_transport` (HTTP/1
 over asyncio streams) on one background uvloop per container; warm invocations reuse the
 connections and synchronous handlers call it directly. httpx's request/response objects and
 h11, aiohttp and httpx-aiohttp were measured against the same simulator and a bare client in
-the same runs (docs/performance.md, "Buffr client").
+the same runs (docs/performance.md#buffr-client-setups).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Powertools idempotency on DynamoDB, set up once for every function.
+"""Powertools idempotency on DynamoDB, set up once for every function (docs/architecture.md#idempotency).
 
 * One persistence layer per distinct config (Powertools configures the layer per call, so two
   configs must never share one), created lazily: the DynamoDB client is made on first use, after

@@ -73,12 +73,12 @@ def _event(args: argparse.Namespace, shard: int) -> dict[str, Any]:
 def cmd_reconcile(args: argparse.Namespace, stack: Any) -> int:
     from tqdm import tqdm
 
-    from smartpay_tools.lambda_runtime import InvocationError
+    from smartpay_tools.local.lambda_runtime import InvocationError
 
     if args.shards < 1 or (args.shard is not None and not 0 <= args.shard < args.shards):
         print("error: --shard must be in 0..--shards-1", file=sys.stderr)
         return EXIT_USAGE
-    from smartpay_tools.services import port_open
+    from smartpay_tools.local.services import port_open
 
     shards = [args.shard] if args.shard is not None else list(range(args.shards))
     sim_port = int(stack.local.get("BuffrSimulatorPort", 4010))
@@ -144,7 +144,7 @@ def cmd_report(args: argparse.Namespace, stack: Any) -> int:
     from psycopg.rows import dict_row
 
     from smartpay import recon_report
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.local.services import resolve_postgres
 
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
     postgres = resolve_postgres(stack.database_url or file_url)

@@ -31,10 +31,12 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from smartpay import recon_report
-from smartpay_tools import PROJECT_ROOT, datagen, disburse_cycle, payroll_import
-from smartpay_tools.gateway import Gateway, docs_routes, serve
-from smartpay_tools.services import drop_database, ensure_database, resolve_postgres
-from smartpay_tools.stack import LocalStack
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.cli import disburse_cycle
+from smartpay_tools.data import datagen, payroll_import
+from smartpay_tools.local.gateway import Gateway, docs_routes, serve
+from smartpay_tools.local.services import drop_database, ensure_database, resolve_postgres
+from smartpay_tools.local.stack import LocalStack
 
 DEMO_DB = "smartpay_demo"
 #: Buffr's behaviour in the demo: most vouchers settle, with the faults Buffr really shows.
