@@ -3,7 +3,8 @@
 N status calls at concurrency C (the reconciliation's pattern) through each candidate, rounds
 alternated so machine noise hits all alike, medians printed with each one's share of the wire:
 
-* ``wire``: the bare client of ``_wire.py`` (asyncio streams + a minimal HTTP/1.1 writer/parser);
+* ``wire``: the bare client of ``_wire.py`` (asyncio streams + a minimal HTTP/1.1 writer/parser)
+  on uvloop, as the Buffr client runs, and once on asyncio's own loop (what uvloop is worth);
 * ``BuffrClient``: the project's client as deployed (retry policy, timeouts, prebuilt request
   bytes over ``smartpay.buffr_transport.StreamTransport``);
 * ``BuffrClient + httpx-aiohttp``: the same client over httpx's API on aiohttp's transport;
@@ -106,6 +107,7 @@ def main() -> int:
         calls = {"BuffrClient + httpx": slow_n}
         candidates = {
             "wire": lambda: _wire.wire(sim.host, sim.port, wire_requests, conc),
+            "wire on asyncio's own loop": lambda: _wire.wire(sim.host, sim.port, wire_requests, conc, uvloop=False),
             "BuffrClient": lambda: buffr_client(sim.url, ids, conc, "stream"),
             "BuffrClient + httpx-aiohttp": lambda: buffr_client(sim.url, ids, conc, "httpx-aiohttp"),
             "BuffrClient + httpx": lambda: buffr_client(sim.url, ids[:slow_n], conc, "httpx"),

@@ -38,7 +38,6 @@ the same runs (docs/performance.md#buffr-client-setups).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
 import re
@@ -145,6 +144,8 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0)
     except ValueError:
+        import email.utils  # an HTTP date instead of seconds: rare, so not imported at cold start
+
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
 
@@ -181,8 +182,8 @@ def _path_segment(value: str) -> bytes:
 
 def _event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (the layer ships it): the client is CPU-bound at high concurrency and
-    uvloop's libuv loop carries ~1.5x the requests/s of asyncio's on the same core
-    (benchmarks/reconcile.py); plain asyncio otherwise."""
+    uvloop's loop carries more requests per second on the same core (docs/performance.md);
+    plain asyncio otherwise."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - the layer and the dev venv both have it
