@@ -124,6 +124,22 @@ def test_calls_reuse_one_keep_alive_connection() -> None:
     assert b"authorization: Bearer k\r\n" in head and f"host: 127.0.0.1:{server.port}\r\n".encode() in head
 
 
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nConnection: close\r\n", b"HTTP/1.0 200 OK\r\n"])
+def test_a_connection_the_server_closes_is_not_reused(head: bytes) -> None:
+    body = b'{"deliveryId": "dlv_1"}'
+
+    async def handler(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    with Server(handler) as server:
+        c = client(f"http://127.0.0.1:{server.port}")
+        results = [c.disburse(REQUEST, deadline=deadline()) for _ in range(2)]
+        c.close()
+    assert [r.delivery_id for r in results] == ["dlv_1", "dlv_1"]
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
 def test_5xx_then_success_is_retried_with_the_same_key_over_the_wire() -> None:
     answers = [reply(503, b"{}", b"retry-after: 2\r\n"), reply(502, b"{}"), ACCEPTED]
 

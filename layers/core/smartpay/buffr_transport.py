@@ -39,23 +39,41 @@ class ReplyTooLarge(TransportError):
 
 
 class Reply:
-    """One HTTP reply: status, headers (lower-case names), body bytes."""
+    """One HTTP reply: status, headers (lower-case names; parsed from the head on first use), body."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("_head", "_headers", "body", "status")
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
+    def __init__(self, status: int, headers: dict[str, str] | None, body: bytes, head: bytes = b"") -> None:
+        self.status, self._headers, self.body, self._head = status, headers, body, head
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = _parse_headers(self._head)
+        return self._headers
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.status < 300
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return json.loads(self.body.decode())
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+
+def _parse_headers(head: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in head[:-4].split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise TransportError("malformed header line")
+        key = name.strip().lower().decode("latin-1")
+        text = value.strip().decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
 
 
 class Origin:
@@ -151,37 +169,38 @@ class StreamTransport:
     async def _read_reply(self, reader: asyncio.StreamReader) -> tuple[Reply, bool]:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            lines = head[:-4].split(b"\r\n")
-            version, _, rest = lines[0].partition(b" ")
-            if not version.startswith(b"HTTP/1."):
-                raise TransportError(f"not an HTTP/1.x reply: {lines[0][:80]!r}")
-            status = int(rest[:3])
+            if head[:7] != b"HTTP/1." or head[8:9] != b" ":
+                raise TransportError(f"not an HTTP/1.x reply: {head[:80]!r}")
+            status = int(head[9:12])
             if status >= 200:
                 break
             # 1xx (we never send Expect, but a server may still say 100 or 103): the real reply follows.
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise TransportError("malformed header line")
-            key = name.strip().lower().decode("latin-1")
-            text = value.strip().decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        reusable = "close" not in headers.get("connection", "").lower() and (
-            version != b"HTTP/1.0" or "keep-alive" in headers.get("connection", "").lower())
+        lower = head.lower()
+        if head[5:8] == b"1.1" and b"\r\ntransfer-encoding:" not in lower and b"\r\nconnection:" not in lower:
+            # The common reply (HTTP/1.1, keep-alive, a Content-Length or none): found without parsing
+            # every header; the rest are parsed only if someone asks (Retry-After on a retry).
+            at = lower.find(b"\r\ncontent-length:")
+            length = head[at + 17:head.index(b"\r\n", at + 17)] if at >= 0 else None
+            headers = None
+            reusable, chunked = True, False
+        else:
+            headers = _parse_headers(head)
+            connection = headers.get("connection", "").lower()
+            reusable = "close" not in connection and (head[5:8] == b"1.1" or "keep-alive" in connection)
+            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+            length = headers.get("content-length")
         limit = self.max_reply_bytes
         if status in (204, 304):
-            return Reply(status, headers, b""), reusable
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return Reply(status, headers, await self._read_chunked(reader, status)), reusable
-        length = headers.get("content-length")
+            return Reply(status, headers, b"", head), reusable
+        if chunked:
+            return Reply(status, headers, await self._read_chunked(reader, status), head), reusable
         if length is not None:
-            size = int(length.split(",")[0])
+            size = int(length.split(b"," if isinstance(length, bytes) else ",")[0])
             if size < 0:
                 raise TransportError("negative content-length")
             if size > limit:
                 raise ReplyTooLarge(status, size, limit)
-            return Reply(status, headers, await reader.readexactly(size) if size else b""), reusable
+            return Reply(status, headers, await reader.readexactly(size) if size else b"", head), reusable
         # Neither length nor chunks: the body runs to the end of the connection.
         parts, total = [], 0
         while chunk := await reader.read(65536):
@@ -189,7 +208,7 @@ class StreamTransport:
             if total > limit:
                 raise ReplyTooLarge(status, None, limit)
             parts.append(chunk)
-        return Reply(status, headers, b"".join(parts)), False
+        return Reply(status, headers, b"".join(parts), head), False
 
     async def _read_chunked(self, reader: asyncio.StreamReader, status: int) -> bytes:
         parts, total, limit = [], 0, self.max_reply_bytes
