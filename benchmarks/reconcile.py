@@ -74,11 +74,14 @@ def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
             for i, b in enumerate(people):
                 copy.write_row((b, f"{first + i:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
                                 "Khomas", "old_age"))
-        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, buffr_delivery_id, "
+        # Born issued (the database refuses anything else), then active with their delivery ids.
+        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, "
                       "issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
             for v, b in zip(ids, people, strict=True):
-                copy.write_row((v, b, "old_age", cycle, AMOUNT, "active", f"dlv_{v[:8]}", "2026-11-01T00:00:00Z",
+                copy.write_row((v, b, "old_age", cycle, AMOUNT, "2026-11-01T00:00:00Z",
                                 "2026-12-31T00:00:00Z", "2026-11-01T01:00:00Z"))
+        cur.execute("""UPDATE vouchers SET status = 'active', buffr_delivery_id = 'dlv_' || left(id::text, 8),
+                              status_changed_at = '2026-11-01T01:00:00Z' WHERE id = ANY(%s::uuid[])""", (ids,))
         cur.execute("ANALYZE vouchers")
     for start in range(0, n, 50_000):
         sim.load([{"voucher_id": v, "status": "active", "amount": AMOUNT} for v in ids[start:start + 50_000]])
