@@ -104,13 +104,16 @@ class Events:
             (f"{uuid.uuid4().int % 10**11:011d}",)).fetchone()[0])
 
     def _voucher(self, status: str) -> str:
+        """A voucher born ``issued`` (the database refuses anything else), then moved to ``status``."""
         vid = str(uuid.uuid4())
         self.conn.execute(
-            "INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, buffr_delivery_id, "
-            "expires_at) VALUES (%s, %s, 'old_age', '2026-11', 140000, %s, %s, now() + interval '30 days')",
-            (vid, self._beneficiary(), status, None if status == "issued" else f"dlv_{vid[:8]}"))
+            "INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, expires_at) "
+            "VALUES (%s, %s, 'old_age', '2026-11', 140000, now() + interval '30 days')", (vid, self._beneficiary()))
         self.conn.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-                          "VALUES (%s, NULL, %s, 'operator', 'bench')", (vid, status))
+                          "VALUES (%s, NULL, 'issued', 'operator', 'bench')", (vid,))
+        if status != "issued":
+            self.conn.execute("UPDATE vouchers SET status = %s, buffr_delivery_id = %s WHERE id = %s",
+                              (status, f"dlv_{vid[:8]}", vid))
         return vid
 
     def _api(self, method: str, path: str, resource: str, params: dict[str, str], scopes: str,
