@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import _common
 import httpx
 
-from smartpay_tools.buffr_sim.server import SimulatorProcess
+from smartpay_tools.buffr_sim.process import SimulatorProcess
 
 KEY = "bench-buffr-key"
 

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from smartpay_tools.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def add_commands(command: Any, stack_factory: Any) -> None:

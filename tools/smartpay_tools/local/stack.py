@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartpay_tools.buffr_sim.server import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV, SimulatorProcess
+from smartpay_tools.buffr_sim.process import SimulatorProcess
+from smartpay_tools.buffr_sim.state import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV
 from smartpay_tools.local import envfile
 from smartpay_tools.local.lambda_runtime import FunctionPool
 from smartpay_tools.local.services import (
