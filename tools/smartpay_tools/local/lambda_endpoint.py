@@ -5,6 +5,10 @@ The reconcile function re-sends vouchers through the disburse function with
 stack points each function's boto3 at this endpoint (``AWS_ENDPOINT_URL_LAMBDA``) and it runs the
 named function in the stack's own worker pool, exactly as ``stack.invoke`` does. Only
 ``POST /2015-03-31/functions/{name}/invocations`` (RequestResponse or Event) is served.
+
+Like IAM, it lets a caller invoke only what the template's policies allow: each local function
+signs with its own access key (:func:`~smartpay_tools.local.stack.access_key_for`), and an invoke
+whose signer has no ``LambdaInvokePolicy`` for the target is refused (403 AccessDeniedException).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from smartpay_tools.local.lambda_runtime import InvocationError
 
 _PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[^/,\s]+)/")
 
 
 class LambdaEndpoint(ThreadingHTTPServer):
@@ -70,6 +75,14 @@ class _Handler(BaseHTTPRequestHandler):
         except KeyError:
             self._reply(404, {"Type": "User", "message": f"Function not found: {name}"},
                         {"x-amzn-errortype": "ResourceNotFoundException"})
+            return
+        signed = _CREDENTIAL.search(self.headers.get("authorization") or "")
+        access_key = signed.group("key") if signed else "anonymous"
+        caller = self.server.stack.function_for_access_key(access_key)
+        if not self.server.stack.may_invoke(caller, logical_id):
+            self._reply(403, {"Type": "User", "Message": f"{caller or access_key} is not authorized to perform "
+                                                          f"lambda:InvokeFunction on {logical_id} (template.yaml)"},
+                        {"x-amzn-errortype": "AccessDeniedException"})
             return
         length = int(self.headers.get("content-length") or 0)
         try:
