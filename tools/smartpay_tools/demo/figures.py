@@ -11,7 +11,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from smartpay import recon_report
+from smartpay_tools.local.function_code import import_module
+
+recon_report = import_module("reconcile", "reconcile.report")  # the reconcile function's own module
 
 
 def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from smartpay import recon_report
 from smartpay_tools.demo.figures import status_totals as _totals
+from smartpay_tools.local.function_code import import_module
+
+recon_report = import_module("reconcile", "reconcile.report")  # the reconcile function's own module
 
 ORDER = ("issued", "pending", "active", "redeemed", "expired", "cancelled", "failed")
 
