@@ -88,7 +88,7 @@ def main() -> int:
     # INFO, as deployed (template.yaml LogLevel): the batch pays for its log lines here as it would
     # in Lambda; they are written to /dev/null instead of the terminal.
     os.environ.update({"POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay", "POWERTOOLS_TRACE_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "INFO"})
+                       "POWERTOOLS_LOG_LEVEL": "INFO", **_common.LOCAL_STAGE})
     from smartpay.observability import logger
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
 

@@ -173,7 +173,7 @@ def main() -> None:
             "IDEMPOTENCY_TABLE": TABLE, "POWERTOOLS_SERVICE_NAME": "webhook", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay", "LOG_LEVEL": "WARNING",
             "POWERTOOLS_LOG_LEVEL": "WARNING", "AWS_DEFAULT_REGION": "af-south-1", "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "x", "STAGE": "bench",
+            "AWS_SECRET_ACCESS_KEY": "x", "STAGE": "local", "DATABASE_SSLMODE": "disable",
         })
         with mock_aws():
             boto3.client("dynamodb").create_table(

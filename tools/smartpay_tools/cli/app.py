@@ -11,8 +11,20 @@ import argparse
 import os
 import sys
 
-from smartpay_tools.cli import data, demo, disburse, invoke, openapi, reconcile, replay, serve, simulator
+from smartpay_tools.cli import (
+    data,
+    demo,
+    disburse,
+    invoke,
+    keys,
+    openapi,
+    reconcile,
+    replay,
+    serve,
+    simulator,
+)
 from smartpay_tools.cli.common import EXIT_UNAVAILABLE, stack_from_args
+from smartpay_tools.data import saved_events
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     # One module per command group, registered in the order `smartpay --help` lists them.
     serve.add_commands(command)
     reconcile.add_commands(command, stack_from_args)
+    keys.add_commands(command)
+    saved_events.add_commands(command, stack_from_args)
     invoke.add_commands(command)
     data.add_commands(command, "generate", "import-payroll")
     simulator.add_commands(command)

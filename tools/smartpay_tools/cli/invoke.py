@@ -53,8 +53,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     if args.stack:
         return _invoke_deployed(args, logical_id, event)
     if args.sign:
+        from smartpay_tools.buffr_sim.webhook_sender import resign_event
+
         try:
-            _resign_event(event, webhook_secrets(stack))
+            resign_event(event, webhook_secrets(stack))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -92,22 +94,6 @@ def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str,
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _resign_event(event: dict[str, Any], secrets: str) -> None:
-    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
-    import base64
-
-    from smartpay_tools.buffr_sim.webhook_sender import signed_headers
-
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-    headers = event.get("headers") or {}
-    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
-    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
-    for block in ("headers", "multiValueHeaders"):
-        current = event.get(block) or {}
-        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
-        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
-        event[block] = kept
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from smartpay_tools.cli.common import EXIT_OK, safe_url, stack_from_args
@@ -21,6 +22,9 @@ def add_commands(command: Any) -> None:
     p.add_argument("--schedule-rate", default=None,
                    help="run the template's schedules at this rate instead, e.g. 'rate(1 minute)' or seconds")
     p.add_argument("--no-schedule", action="store_true", help="do not run the template's schedules")
+    p.add_argument("--sam-env-vars", default=None,
+                   help="where to write the env-vars file for `sam local invoke|start-api --env-vars` "
+                        "(default .local/sam-env.json; docs/deployment.md \"SAM local with Docker\")")
     p.set_defaults(func=cmd_serve)
 
 
@@ -53,6 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for route in spec.routes:
             print(f"  {route.method:6} {route.path:45} -> {logical_id}")
     print(f"API document: http://127.0.0.1:{port}/openapi.json   Swagger UI: http://127.0.0.1:{port}/docs")
+    from smartpay_tools.local import sam_env
+
+    sam_file = sam_env.write(stack, Path(args.sam_env_vars) if args.sam_env_vars else sam_env.DEFAULT_PATH)
+    print(f"sam local (Docker): sam local invoke <Function> -e events/... --env-vars {sam_file} "
+          "(after `make build`; `smartpay seed-events` once; webhook events: `smartpay sign-event FILE`)")
     print("Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
