@@ -34,6 +34,8 @@ class Voucher:
     owner: str  # Person.id
     status: str  # the status the saved events expect to find
     cycle: str = CYCLE
+    #: How long ago it reached that status (a pending voucher Buffr never got, past the grace period).
+    hours_ago: int = 0
 
 
 #: events/beneficiaries/get.json and verify.json (this person's ID number and name).
@@ -53,8 +55,10 @@ VOUCHERS = [
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f03", _OTHERS[2].id, "active"),   # 06
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f04", _OTHERS[3].id, "pending"),  # 07
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f05", _OTHERS[4].id, "pending"),  # 08-09
-    # events/reconcile/vouchers.json
-    Voucher("3f0b6a52-8f1e-4b5e-9a51-2d9f1f0c7a10", _OTHERS[5].id, "pending"),
+    # events/reconcile/vouchers.json; pending for 2 hours and unknown at Buffr, so
+    # events/reconcile/redisburse.json re-sends it through the disburse function (last month's
+    # cycle: events/disburse/batch.json, for 2026-11, leaves it alone)
+    Voucher("3f0b6a52-8f1e-4b5e-9a51-2d9f1f0c7a10", _OTHERS[5].id, "pending", cycle="2026-10", hours_ago=2),
     Voucher("9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", _OTHERS[6].id, "active"),
 ]
 #: events/reconcile/report_run.json: a finished, empty run.
@@ -88,6 +92,9 @@ def seed(conninfo: str) -> dict[str, int]:
                                     delivery_id=f"seed_{voucher.id[-4:]}" if step == "pending" else None)
                 if not result.applied:
                     raise RuntimeError(f"seeding voucher {voucher.id}: {step} refused ({result.outcome})")
+            if voucher.hours_ago:
+                conn.execute("UPDATE vouchers SET status_changed_at = now() - make_interval(hours => %s) "
+                             "WHERE id = %s", (voucher.hours_ago, voucher.id))
         added["runs"] = conn.execute(
             """INSERT INTO reconciliation_runs (id, mode, status, finished_at)
                VALUES (%s, 'full', 'completed', now()) ON CONFLICT DO NOTHING""", (REPORT_RUN_ID,)).rowcount
