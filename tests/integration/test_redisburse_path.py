@@ -12,7 +12,6 @@ import pytest
 
 from smartpay.internal import Redisburse
 from smartpay.validation import InvalidEvent
-from smartpay_tools.local.stack import access_key_for
 from tests import factories
 from tests.fixtures_disburse import lambda_context
 
@@ -71,16 +70,18 @@ def test_the_old_fabricated_batch_body_is_refused_when_invoked_directly(disburse
     assert sim.stats(detail=True)["credits_per_voucher"] == {}
 
 
-def _lambda(local_stack: Any, access_key: str) -> Any:
-    return boto3.client("lambda", endpoint_url=local_stack.lambda_endpoint.url, region_name=local_stack.region,
-                        aws_access_key_id=access_key, aws_secret_access_key="testing")
+def _lambda(local_stack: Any, caller: str | None) -> Any:
+    """boto3 as that function's workers get it (its own endpoint URL), or as no function at all."""
+    endpoint = local_stack.lambda_endpoint
+    return boto3.client("lambda", endpoint_url=endpoint.url_for(caller) if caller else endpoint.url,
+                        region_name=local_stack.region, aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @pytest.mark.parametrize("caller", ["WebhookFunction", "BeneficiariesFunction", None])
 def test_the_local_lambda_endpoint_lets_only_the_templates_invoker_in(local_stack, pg, sim, caller) -> None:
     voucher_id = _pending(pg)
     event = Redisburse(run_id=uuid.uuid4(), voucher_ids=[voucher_id]).model_dump_json()
-    client = _lambda(local_stack, access_key_for(caller) if caller else "AKIAUNKNOWNCALLER")
+    client = _lambda(local_stack, caller)
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         client.invoke(FunctionName=local_stack.functions["DisburseFunction"].name, Payload=event.encode())
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
@@ -91,7 +92,19 @@ def test_the_local_lambda_endpoint_lets_only_the_templates_invoker_in(local_stac
 def test_the_local_lambda_endpoint_lets_reconcile_in(local_stack, pg, sim) -> None:
     voucher_id = _pending(pg)
     event = Redisburse(run_id=uuid.uuid4(), voucher_ids=[voucher_id]).model_dump_json()
-    reply = _lambda(local_stack, access_key_for("ReconcileFunction")).invoke(
+    reply = _lambda(local_stack, "ReconcileFunction").invoke(
         FunctionName=local_stack.functions["DisburseFunction"].name, Payload=event.encode())
     assert "FunctionError" not in reply
     assert sim.stats(detail=True)["credits_per_voucher"] == {voucher_id: 1}
+
+
+def test_each_function_gets_its_own_lambda_endpoint_url_and_so_does_sam_local(local_stack) -> None:
+    """The runner's workers and the SAM env-vars file carry the same per-function endpoint: one path."""
+    from smartpay_tools.local import sam_env
+
+    spec = local_stack.functions["ReconcileFunction"]
+    mine = local_stack.lambda_endpoint.url_for("ReconcileFunction")
+    assert local_stack.env_for(spec)["AWS_ENDPOINT_URL_LAMBDA"] == mine
+    sam = sam_env.sam_env_vars(local_stack, host="127.0.0.1")["ReconcileFunction"]["LOCAL_LAMBDA_ENDPOINT_URL"]
+    assert sam == mine
+

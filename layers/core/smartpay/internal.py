@@ -8,7 +8,8 @@ fabricated and no authorizer context is forged.
 Who may send it is decided outside the payload: deployed, only the reconcile function's role has
 ``lambda:InvokeFunction`` on the disburse function (its ``LambdaInvokePolicy`` in template.yaml;
 API Gateway reaches disburse only as a proxy event, which always carries ``requestContext``);
-locally, the runner's Lambda endpoint enforces the same template policies per calling function.
+locally, the runner's Lambda endpoint enforces the same template policies per calling function
+(each function is given its own endpoint URL, as each deployed function has its own role).
 The disburse function then checks the payload: exactly this shape, with ``source: "reconcile"``.
 See docs/reconciliation.md#re-sending-through-disburse.
 """

@@ -132,10 +132,9 @@ class LocalStack:
         }
         aws = client_env(self.moto.endpoint, self.region) if self.moto else {}
         if self.lambda_endpoint is not None:  # Lambda-to-Lambda invokes stay inside the stack
-            aws["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_endpoint.url
-        # Each function signs its AWS calls with its own (fake) key: the local Lambda endpoint tells
-        # callers apart by it, as IAM tells the deployed functions' roles apart.
-        aws["AWS_ACCESS_KEY_ID"] = access_key_for(spec.logical_id)
+            # Each function gets its own endpoint URL: the local Lambda endpoint tells callers apart
+            # by it, as IAM tells the deployed functions' roles apart.
+            aws["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_endpoint.url_for(spec.logical_id)
         return {**base, **runtime, **aws, **env, **self.extra_env}
 
     def database_url_for(self, spec: FunctionSpec) -> str:
@@ -156,13 +155,9 @@ class LocalStack:
     def invoke(self, logical_id: str, event: dict[str, Any], request_id: str | None = None) -> Any:
         return self.pool(logical_id).invoke(event, request_id)
 
-    def function_for_access_key(self, access_key: str) -> str | None:
-        """The function whose workers sign with ``access_key`` (see :func:`access_key_for`), if any."""
-        return next((logical_id for logical_id in self.functions if access_key_for(logical_id) == access_key), None)
-
     def may_invoke(self, caller: str | None, target: str) -> bool:
         """What the template's policies allow: ``caller``'s ``LambdaInvokePolicy`` names ``target``."""
-        return caller is not None and target in self.functions[caller].invokes
+        return caller in self.functions and target in self.functions[caller].invokes
 
     def find_function(self, name: str) -> str:
         """Accept a logical id (BeneficiariesFunction), a short name (beneficiaries) or a function name."""
@@ -183,8 +178,3 @@ class LocalStack:
             self.buffr.stop()
         if self.postgres:
             self.postgres.stop()
-
-
-def access_key_for(logical_id: str) -> str:
-    """The fake AWS access key a local function's workers sign with (moto accepts any)."""
-    return f"LOCAL{logical_id.upper()}"
