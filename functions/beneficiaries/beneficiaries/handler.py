@@ -7,7 +7,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from beneficiaries import service
-from beneficiaries.models import BeneficiaryView, Verification, VerifyRequest
+from beneficiaries.models import BeneficiaryView, VerifyReply, VerifyRequest
 from smartpay.api import api_handler, make_resolver, require_scope
 from smartpay.observability import metrics, tracer
 
@@ -24,9 +24,11 @@ def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> Beneficiary
     return service.get(beneficiary_id)
 
 
-@app.post("/api/v1/beneficiaries/verify", summary="Verify a beneficiary by ID number (in the body)")
+@app.post("/api/v1/beneficiaries/verify",
+          summary="Verify a beneficiary by ID number (in the body); unless every supplied field matches, "
+                  'the reply is only {"match": false}')
 @tracer.capture_method
-def verify(request: VerifyRequest) -> Verification:
+def verify(request: VerifyRequest) -> VerifyReply:
     require_scope(app, "beneficiaries:read")
     result = service.verify(request)
     metrics.add_metric(name="BeneficiaryVerifications", unit="Count", value=1)

@@ -43,6 +43,17 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
         review = conn.execute(
             "SELECT count(*)::int AS n FROM vouchers WHERE cycle = %s AND review_reason IS NOT NULL",
             (cycle,)).fetchone()["n"]
+        ineligible_rows = conn.execute(
+            """SELECT b.status AS beneficiary, v.status AS voucher, v.id::text AS id, v.review_reason IS NOT NULL AS review
+                 FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
+                WHERE v.cycle = %s AND b.status <> 'active' ORDER BY 1, 2""", (cycle,)).fetchall()
+    credits = buffr.get("credits_per_voucher", {})
+    ineligible: dict[tuple[str, str], dict[str, int]] = {}
+    for row in ineligible_rows:
+        slot = ineligible.setdefault((row["beneficiary"], row["voucher"]), {"vouchers": 0, "paid": 0, "review": 0})
+        slot["vouchers"] += 1
+        slot["paid"] += int(credits.get(row["id"], 0))
+        slot["review"] += int(row["review"])
     discrepancies: dict[tuple[str, str], int] = {}
     for run in runs:
         for row in run["discrepancies"]:
@@ -61,6 +72,7 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
         "webhook_latency_histogram": histogram,
         "audit_rows": audit,
         "under_review": review,
+        "ineligible": [{"beneficiary": b, "voucher": v, **counts} for (b, v), counts in sorted(ineligible.items())],
         "buffr": {
             "credits": buffr["credits"],
             "vouchers_credited": buffr["vouchers_credited"],
@@ -105,6 +117,12 @@ def check(report: dict[str, Any], flushed: bool) -> list[str]:
         problems.append(f"only {healed} vouchers healed, fewer than the {report['buffr_only']} Buffr-only redemptions")
     if not report["runs"] or not any(run["matched"] for run in report["runs"]):
         problems.append("reconciliation matched no voucher")
+    held_or_cancelled = [r for r in report["ineligible"] if r["voucher"] in ("held", "cancelled")]
+    if not held_or_cancelled:
+        problems.append("no beneficiary became ineligible before payment (the demo's registry change did not act)")
+    paid_ineligible = sum(r["paid"] for r in held_or_cancelled)
+    if paid_ineligible:
+        problems.append(f"{paid_ineligible} held or cancelled vouchers of ineligible beneficiaries were paid at Buffr")
     if totals.get("pending", {}).get("count") or totals.get("failed", {}).get("count"):
         problems.append("vouchers were left pending or failed although Buffr had no faults on disbursement")
     return problems

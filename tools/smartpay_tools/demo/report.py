@@ -13,7 +13,7 @@ from smartpay_tools.local.function_code import import_module
 
 recon_report = import_module("reconcile", "reconcile.report")  # the reconcile function's own module
 
-ORDER = ("issued", "pending", "active", "redeemed", "expired", "cancelled", "failed")
+ORDER = ("issued", "held", "pending", "active", "redeemed", "expired", "cancelled", "failed")
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -31,6 +31,10 @@ def render_text(report: dict[str, Any]) -> str:
     for programme, c in report["cycles"].items():
         lines.append(f"  {programme:<12} {c['vouchers']:>6} vouchers  issued {money(c['issued_cents'])}  "
                      f"redeemed {money(c['redeemed_cents'])}  outstanding {money(c['outstanding_cents'])}")
+    lines += ["", "Became ineligible mid-cycle (credits at Buffr = paid):"]
+    for row in report["ineligible"]:
+        lines.append(f"  beneficiary {row['beneficiary']:<10} voucher {row['voucher']:<10} {row['vouchers']:>5} vouchers, "
+                     f"paid {row['paid']}" + (f", flagged for review {row['review']}" if row["review"] else ""))
     lines += ["", "Reconciliation:"]
     for run in report["runs"]:
         lines.append(f"  run {run['id']}: checked {run['checked']}, matched {run['matched']}, "
@@ -74,6 +78,9 @@ def write_csv(report: dict[str, Any], path: Path) -> None:
         out.writerow(["buffr", "credits", "", report["buffr"]["credits"], ""])
         out.writerow(["buffr", "double_credited", "", report["buffr"]["double_credited"], ""])
         out.writerow(["review", "under_review", "", report["under_review"], ""])
+        for row in report["ineligible"]:
+            out.writerow(["ineligible", row["beneficiary"], row["voucher"], row["vouchers"], ""])
+            out.writerow(["ineligible_paid", row["beneficiary"], row["voucher"], row["paid"], ""])
 
 
 def _bars(items: list[tuple[str, float]], *, unit: str = "", width: int = 520, colour: str = "#c0392b") -> str:

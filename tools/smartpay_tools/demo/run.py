@@ -4,7 +4,10 @@
    a throwaway server), moto's DynamoDB, the Buffr simulator and the API gateway.
 2. Generates a programme cycle (synthetic payroll) and imports it: beneficiaries upserted,
    vouchers issued.
-3. Disburses every programme of the cycle through the API (``POST /api/v1/disbursements``).
+3. Disburses every programme of the cycle through the API (``POST /api/v1/disbursements``);
+   after the first programme the registry changes mid-cycle (``import-beneficiaries``): some
+   beneficiaries not yet paid are suspended or have died (their vouchers are held or cancelled:
+   0 paid), and a few already paid have died (flagged for review).
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
@@ -26,10 +29,11 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 from smartpay_tools import PROJECT_ROOT
 from smartpay_tools.cli import disburse_cycle
-from smartpay_tools.data import datagen, payroll_import
+from smartpay_tools.data import datagen, payroll_import, registry_import
 from smartpay_tools.demo.figures import check, collect
 from smartpay_tools.demo.report import render_html, render_text, write_csv
 from smartpay_tools.local.gateway import Gateway, docs_routes, serve
@@ -41,6 +45,8 @@ DEMO_DB = "smartpay_demo"
 WEBHOOK_FAULTS = {"enabled": True, "settle_rate": 0.7, "redeem_rate": 0.85, "duplicate_rate": 0.1,
                   "reorder_rate": 0.1, "drop_rate": 0.05, "delay_ms": 0, "jitter_ms": 0}
 BUFFR_ONLY_SHARE = 0.02  # of the vouchers still active: redeemed at Buffr with no webhook at all
+INELIGIBLE_SHARE = 0.01  # of the beneficiaries not yet paid: suspended or deceased mid-cycle (half each)
+DECEASED_AFTER_PAYMENT = 5  # beneficiaries already paid who die mid-cycle: flagged for review
 
 
 @dataclass
@@ -107,13 +113,19 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         t = time.monotonic()
         key = stack.local["OperatorApiKey"]
         outcomes: dict[str, int] = {}
-        for programme in sorted(datagen.PROGRAMMES):
+        changed: dict[str, int] = {}
+        for n, programme in enumerate(sorted(datagen.PROGRAMMES)):
+            if n == 1:  # mid-cycle: the registry changes between two programmes' payments
+                changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=sorted(datagen.PROGRAMMES)[0],
+                                                      seed=seed)
             summary = disburse_cycle.run(base, key, programme, cycle, batch_size=1000)
             for outcome, count in summary.outcomes.items():
                 outcomes[outcome] = outcomes.get(outcome, 0) + count
         result.steps.append(Step("disbursement", time.monotonic() - t,
                                  "through POST /api/v1/disbursements: "
-                                 + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))))
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+                                 + "; registry changed mid-cycle: "
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))))
         _say(f"[3/6] disbursed: {result.steps[-1].note}")
 
         t = time.monotonic()
@@ -156,6 +168,35 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         if server is not None:
             server.shutdown()
         stack.stop()
+
+
+def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:
+    """The registry's news arrives mid-cycle, through the operator's own path (a registry CSV
+    imported with ``import-beneficiaries``): some beneficiaries not yet paid are suspended or
+    have died, and a few already paid have died. The file (synthetic PII) is never kept."""
+    rng = random.Random(seed + 1)
+    columns = ", ".join(datagen.FIELDS)
+    with psycopg.connect(stack.postgres.url, row_factory=dict_row) as conn:
+        unpaid = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.status = 'issued' ORDER BY b.id""", (cycle,)).fetchall()
+        paid = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.programme = %s AND v.status = 'active' ORDER BY b.id""",
+            (cycle, programme_paid)).fetchall()
+    chosen = rng.sample(unpaid, k=max(2, int(len(unpaid) * INELIGIBLE_SHARE))) if len(unpaid) >= 2 else []
+    changes = [{**row, "status": "suspended" if i % 2 else "deceased"} for i, row in enumerate(chosen)]
+    changes += [{**row, "status": "deceased"} for row in rng.sample(paid, k=min(DECEASED_AFTER_PAYMENT, len(paid)))]
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "registry-update.csv"
+        with path.open("w", newline="") as handle:
+            datagen.write_csv(iter(changes), handle)
+        registry_import.import_file(stack.postgres.url, path)
+    counts = {"suspended before payment": sum(c["status"] == "suspended" for c in changes[:len(chosen)]),
+              "deceased before payment": sum(c["status"] == "deceased" for c in changes[:len(chosen)]),
+              "deceased after payment": len(changes) - len(chosen)}
+    _say("      registry update mid-cycle: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
 
 
 def _buffr_only_redemptions(stack: LocalStack, seed: int) -> int:
