@@ -168,3 +168,51 @@ def test_migration_chains_the_rows_written_before_it(scratch, monkeypatch) -> No
         assert result.ok and result.vouchers == 2 and result.events == 5
         with pytest.raises(psycopg.errors.RaiseException):
             conn.execute("UPDATE voucher_events SET reference = 'x' WHERE voucher_id = %s", (v,))
+
+
+def test_the_chain_verifies_after_a_batch_and_1000_concurrent_webhook_deliveries(disburse_env, gateway_url, pg, sim,
+                                                                                  webhook_secrets) -> None:
+    """Writers racing on the same vouchers (the batch's own answers, then Buffr's events in any order,
+    retried) still leave one unbroken chain per voucher, ending in the voucher's status."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from disburse import service
+    from disburse.models import BatchRequest
+    from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from tests.fixtures_disburse import lambda_context
+
+    ids = [_voucher(pg, cycle="2026-09") for _ in range(300)]
+    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-09", limit=300), reference="chain",
+                                   context=lambda_context(120))
+    assert reply.succeeded == 300
+    deliveries = []
+    for n, v in enumerate(ids):
+        deliveries.append(("voucher.activated", v, f"msg_act_{v}"))  # stale: the batch already made it active
+        deliveries += [("voucher.redeemed", v, f"msg_red_{v}")] * 2  # one applied, one replayed
+        if n < 100:
+            deliveries.append(("voucher.expired", v, f"msg_exp_{v}"))  # races the redemption
+    assert len(deliveries) == 1000
+
+    bodies = {webhook_id: encode(payload(kind, v, delivery_id=f"bfr_{v[:8]}", amount_cents=140000, channel="pos"))
+              for kind, v, webhook_id in deliveries}  # a retry carries the same body
+
+    def deliver(client: httpx.Client, item: tuple[str, str, str]) -> int:
+        raw = bodies[item[2]]
+        webhook_id = item[2]
+        return client.post(f"{gateway_url}{WEBHOOK_PATH}", content=raw, timeout=60,
+                           headers=signed_headers(webhook_secrets, raw, webhook_id=webhook_id)).status_code
+
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+    with httpx.Client(limits=limits) as client, ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(lambda item: deliver(client, item), deliveries))
+    assert set(statuses) <= {200, 409}, set(statuses)
+    retry = [d for d, s in zip(deliveries, statuses, strict=True) if s == 409]  # in flight elsewhere: Buffr retries
+    with httpx.Client() as client:
+        assert all(deliver(client, item) == 200 for item in retry)
+    assert factories.count(pg, "SELECT count(*) FROM vouchers WHERE cycle = '2026-09' AND status <> 'redeemed'") == 0
+    result = audit_chain.verify(pg, programme="old_age", cycle="2026-09")
+    assert result.ok, result.broken
+    assert result.vouchers == 300
+    assert result.events == factories.count(pg, "SELECT count(*) FROM voucher_events") >= 300 * 4
