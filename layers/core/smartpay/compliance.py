@@ -217,13 +217,30 @@ def _duplicates(conn: psycopg.Connection[Any], programme: str, cycle: str,
 def report(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
            metrics: MetricTotals | None = None, buffr_duplicates_refused: int | None = None,
            now: datetime | None = None) -> dict[str, Any]:
-    """The whole compliance report as plain data (JSON-ready; renderers below)."""
+    """The whole compliance report as plain data (JSON-ready; renderers in compliance_render).
+
+    Every figure comes from one snapshot (a REPEATABLE READ, READ ONLY transaction when the
+    caller has none open), so the counts, the arithmetic and the chain head describe one moment.
+    """
+    factory = conn.row_factory
     conn.row_factory = dict_row  # type: ignore[assignment]
+    own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    try:
+        with conn.transaction():
+            if own:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return _report(conn, programme, cycle, metrics, buffr_duplicates_refused, now or datetime.now(UTC))
+    finally:
+        conn.row_factory = factory  # type: ignore[assignment]
+
+
+def _report(conn: psycopg.Connection[Any], programme: str, cycle: str, metrics: MetricTotals | None,
+            buffr_duplicates_refused: int | None, now: datetime) -> dict[str, Any]:
     statuses = _counts(conn, programme, cycle)
     reached = _reached(conn, programme, cycle)
     start, end = _window(conn, programme, cycle)
     cycle_recon = recon_report.cycle_report(conn, programme, cycle)
-    idempotency = _idempotency(metrics, start, now or datetime.now(UTC))
+    idempotency = _idempotency(metrics, start, now)
     discrepancies = [d for d in cycle_recon["discrepancies"] if d["class"] != "match"]
     chain = audit_chain.verify(conn, programme=programme, cycle=cycle)
     duplicates = _duplicates(conn, programme, cycle, idempotency)
@@ -236,7 +253,7 @@ def report(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
     credited, attempted = reached["credited"]["count"], reached["sent"]["count"]
     return {
         "report": "compliance", "programme": programme, "cycle": cycle,
-        "generated_at": (now or datetime.now(UTC)).isoformat(),
+        "generated_at": now.isoformat(),
         "window": {"first_event_at": start.isoformat() if start else None,
                    "last_event_at": end.isoformat() if end else None},
         "vouchers": vouchers,
