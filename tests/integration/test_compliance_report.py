@@ -161,3 +161,38 @@ def test_renderings_are_self_contained(small_cycle, pg) -> None:
     rows = list(compliance_render.csv_rows(r))
     assert {"section": "rate", "key": "success", "numerator": 3, "denominator": 5, "value": 0.6} in rows
     assert json.loads(json.dumps(r)) == r  # JSON-ready as it is
+
+
+def test_the_saved_reconcile_event_runs_the_report_as_the_reconcile_role(small_cycle, local_stack) -> None:
+    from smartpay_tools import PROJECT_ROOT
+
+    event = json.loads((PROJECT_ROOT / "events/reconcile/report_compliance.json").read_text())
+    assert (event["report"]["programme"], event["report"]["cycle"]) == CYCLE
+    reply = local_stack.invoke("ReconcileFunction", event)  # DB_ROLE smartpay_reconcile, as deployed
+    assert reply["report"] == "compliance" and reply["arithmetic"]["ok"] and reply["audit_chain"]["ok"]
+    assert reply["rates"]["success"]["rate"] == 0.6
+    assert reply["rates"]["idempotency"]["source"] == "metrics"  # COMPLIANCE_METRICS=cloudwatch (moto here)
+    assert "Audit chain: PASS" in reply["text"]
+
+
+def test_cloudwatch_totals_sum_the_route_metric_over_the_window(aws_env) -> None:
+    import boto3
+    from moto import mock_aws
+
+    start = datetime.now(UTC) - timedelta(hours=2)
+    with mock_aws():
+        client = boto3.client("cloudwatch")
+        for route, service, requests, replays in (("webhook", "webhook", 7, 3), ("issue", "disburse", 5, 1)):
+            for _ in range(requests):
+                client.put_metric_data(Namespace="KetchupSmartPay", MetricData=[{
+                    "MetricName": "IdempotentRequests", "Value": 1, "Unit": "Count",
+                    "Dimensions": [{"Name": "service", "Value": service}, {"Name": "route", "Value": route}]}])
+            client.put_metric_data(Namespace="KetchupSmartPay", MetricData=[{
+                "MetricName": "IdempotencyReplays", "Value": replays, "Unit": "Count",
+                "Dimensions": [{"Name": "service", "Value": service}, {"Name": "route", "Value": route}]}])
+        totals = compliance.cloudwatch_totals(client, "KetchupSmartPay", compliance.ROUTE_SERVICES)
+        end = datetime.now(UTC)
+        assert totals("IdempotentRequests", "webhook", start, end) == 7
+        assert totals("IdempotencyReplays", "webhook", start, end) == 3
+        assert totals("IdempotentRequests", "issue", start, end) == 5
+        assert totals("IdempotentRequests", "disburse", start, end) == 0

@@ -2,9 +2,9 @@
 eligibility exceptions, duplicates prevented, open review flags and the audit chain head.
 
 Shared by the reconcile function (``{"report": {"compliance": true, …}}``) and the operator CLI
-(``smartpay report --compliance``). Reads only what the read-only ``auditor`` role may read
-(``vouchers``, ``voucher_events``, ``webhook_events``, the reconciliation tables and the masked
-registry view); nothing here writes. Amounts are integer cents; rates are ratios (0..1) with
+(``smartpay report --compliance``). Reads only what both the read-only ``auditor`` role and the
+``smartpay_reconcile`` role may read (``vouchers``, ``voucher_events``, the reconciliation tables
+and the PII-free views ``beneficiary_eligibility`` and ``webhook_receipts``); nothing here writes. Amounts are integer cents; rates are ratios (0..1) with
 their numerator and denominator beside them, so a reader can check every one.
 
 The idempotency hit rate is the one figure PostgreSQL cannot know (a replay is answered from
@@ -33,6 +33,8 @@ OUTSTANDING = ("issued", "pending", "active")
 SETTLED_TERMS = ("redeemed", "expired", "cancelled", "failed", "held")
 #: Routes whose replays the idempotency layer answers (metric dimension ``route``).
 IDEMPOTENT_ROUTES = ("issue", "disburse", "webhook")
+#: The function (Powertools ``service``) that answers each route.
+ROUTE_SERVICES = {"issue": "disburse", "disburse": "disburse", "webhook": "webhook"}
 LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
 
 #: ``(metric name, route, start, end) -> sum`` or ``None`` when the source has no figure.
@@ -104,13 +106,13 @@ def _latency(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[
         """SELECT count(*) AS count,
                   percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS pct
              FROM (SELECT greatest(extract(epoch FROM w.received_at - w.occurred_at) * 1000, 0)::float8 AS ms
-                     FROM webhook_events w JOIN vouchers v ON v.id = w.voucher_id
+                     FROM webhook_receipts w JOIN vouchers v ON v.id = w.voucher_id
                     WHERE v.programme = %s AND v.cycle = %s AND w.occurred_at IS NOT NULL
                       AND w.outcome <> 'rejected') d""", (programme, cycle)).fetchone()
     buckets = conn.execute(
         """SELECT width_bucket(greatest(extract(epoch FROM w.received_at - w.occurred_at) * 1000, 0)::float8,
                               %s::float8[]) AS bucket, count(*)::int AS count
-             FROM webhook_events w JOIN vouchers v ON v.id = w.voucher_id
+             FROM webhook_receipts w JOIN vouchers v ON v.id = w.voucher_id
             WHERE v.programme = %s AND v.cycle = %s AND w.occurred_at IS NOT NULL AND w.outcome <> 'rejected'
             GROUP BY 1 ORDER BY 1""", (list(LATENCY_BUCKETS_MS), programme, cycle)).fetchall()
     labels = [f"< {b:,} ms" for b in LATENCY_BUCKETS_MS] + [f">= {LATENCY_BUCKETS_MS[-1]:,} ms"]
@@ -155,7 +157,7 @@ def _eligibility(conn: psycopg.Connection[Any], programme: str, cycle: str) -> d
                                    AND (b.programme <> v.programme
                                         OR (b.status <> 'active' AND b.updated_at <= sent.at))) AS paid_ineligible
              FROM vouchers v
-             JOIN beneficiaries_masked b ON b.id = v.beneficiary_id
+             JOIN beneficiary_eligibility b ON b.id = v.beneficiary_id
              LEFT JOIN LATERAL (SELECT min(e.at) AS at FROM voucher_events e
                                  WHERE e.voucher_id = v.id AND e.to_status = 'pending') sent ON true
             WHERE v.programme = %s AND v.cycle = %s""", (programme, cycle)).fetchone()
@@ -206,7 +208,7 @@ def _duplicates(conn: psycopg.Connection[Any], programme: str, cycle: str,
                 idempotency: dict[str, Any]) -> dict[str, Any]:
     row = conn.execute(
         """SELECT count(*) FILTER (WHERE w.outcome = 'duplicate') AS webhook_duplicates
-             FROM webhook_events w JOIN vouchers v ON v.id = w.voucher_id
+             FROM webhook_receipts w JOIN vouchers v ON v.id = w.voucher_id
             WHERE v.programme = %s AND v.cycle = %s""", (programme, cycle)).fetchone()
     replays = [r["replays"] for r in idempotency["routes"].values()]
     return {"idempotency_replays": None if None in replays else sum(replays),

@@ -71,3 +71,11 @@ END;
 $$;
 CREATE TRIGGER voucher_events_chain BEFORE INSERT ON voucher_events
     FOR EACH ROW EXECUTE FUNCTION voucher_events_chain();
+
+-- What the compliance report needs of the registry and the webhook log, without PII or payloads:
+-- read by the auditor and by the reconcile function's role (the report as a reconcile event).
+CREATE VIEW beneficiary_eligibility AS
+SELECT id, programme, status, updated_at FROM beneficiaries;
+
+CREATE VIEW webhook_receipts AS
+SELECT id, voucher_id, type, outcome, occurred_at, received_at FROM webhook_events;
