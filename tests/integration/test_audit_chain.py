@@ -216,3 +216,19 @@ def test_the_chain_verifies_after_a_batch_and_1000_concurrent_webhook_deliveries
     assert result.ok, result.broken
     assert result.vouchers == 300
     assert result.events == factories.count(pg, "SELECT count(*) FROM voucher_events") >= 300 * 4
+
+
+def test_cli_verify_prints_the_head_then_names_the_broken_row(pg, pg_url, capsys) -> None:
+    from smartpay_tools.cli import main
+
+    v = _voucher(pg, "pending", "active")
+    assert main(["--database-url", pg_url, "audit", "verify", "--programme", "old_age", "--cycle", "2026-11"]) == 0
+    out = capsys.readouterr().out
+    head = audit_chain.verify(pg, programme="old_age", cycle="2026-11").head
+    assert f"head {head}" in out and "3 of 3 rows" in out
+    edited = _event_ids(pg, v)[1]
+    _tamper(pg, "UPDATE voucher_events SET to_status = 'active' WHERE id = %s", edited)
+    assert main(["--database-url", pg_url, "audit", "verify"]) == 1
+    assert f"voucher_events row {edited} of voucher {v}" in capsys.readouterr().err
+    assert main(["--database-url", pg_url, "audit", "verify", "--since", "3d", "--json"]) == 1
+    assert main(["--database-url", pg_url, "audit", "verify", "--since", "yesterday"]) == 2

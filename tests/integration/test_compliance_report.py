@@ -196,3 +196,31 @@ def test_cloudwatch_totals_sum_the_route_metric_over_the_window(aws_env) -> None
         assert totals("IdempotencyReplays", "webhook", start, end) == 3
         assert totals("IdempotentRequests", "issue", start, end) == 5
         assert totals("IdempotentRequests", "disburse", start, end) == 0
+
+
+def test_cli_writes_json_csv_and_html_as_the_auditor(small_cycle, pg_url, tmp_path, capsys) -> None:
+    from smartpay_tools.cli import main
+
+    files = {kind: tmp_path / f"compliance.{kind}" for kind in ("json", "csv", "html")}
+    log = tmp_path / "functions.log"
+    log.write_text("\n".join(METRIC_LINES) + "\n")
+    assert main(["--database-url", pg_url, "report", "--compliance", "--programme", "old_age", "--cycle", "2026-11",
+                 "--json", str(files["json"]), "--csv", str(files["csv"]), "--html", str(files["html"]),
+                 "--metrics-log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "Arithmetic check" in out and "PASS" in out and "60.00 %" in out and "25.00 %" in out
+    saved = json.loads(files["json"].read_text())
+    assert saved["arithmetic"]["ok"] and saved["rates"]["idempotency"]["routes"]["webhook"]["rate"] == 0.25
+    assert "section,key,count,amount_cents" in files["csv"].read_text()
+    assert files["html"].read_text().startswith("<!doctype html>")
+
+
+def test_cli_exits_1_when_a_check_fails(small_cycle, pg, pg_url, capsys) -> None:
+    from smartpay_tools.cli import main
+
+    b = factories.beneficiary(pg)
+    pg.execute("""INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, status, expires_at)
+                  VALUES (%s, 'old_age', '2026-11', 500, 'redeemed', now() + interval '1 day')""", (b["id"],))
+    assert main(["--database-url", pg_url, "report", "--compliance", "--programme", "old_age",
+                 "--cycle", "2026-11"]) == 1
+    assert "FAIL" in capsys.readouterr().out

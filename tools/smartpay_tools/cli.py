@@ -72,6 +72,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _database(args: argparse.Namespace) -> tuple[str, Any]:
+    """The database the operator tools read (as ``smartpay report`` finds it) and how to let it go."""
+    from smartpay_tools.services import resolve_postgres
+
+    stack = _stack(args)
+    file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+    postgres = resolve_postgres(stack.database_url or file_url)
+    return postgres.url, postgres.stop
+
+
 def _safe_url(url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
@@ -433,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     from smartpay_tools import recon_cli
 
     recon_cli.add_commands(command, _stack)
+
+    from smartpay_tools import compliance_cli
+
+    compliance_cli.add_audit_command(command, _database)
 
     p = command("invoke", "invoke one function with an event file, like `sam local invoke`",
                 "Prints the function's result as JSON; exit 1 if the function raised.")
