@@ -155,13 +155,14 @@ def test_migration_chains_the_rows_written_before_it(scratch, monkeypatch) -> No
     url = scratch.database()
     everything = migrate.available()
     monkeypatch.setattr(migrate, "available", lambda: [m for m in everything if m.version < "0012"])
+    monkeypatch.setattr(migrate, "repeatables", lambda: [])  # today's grants name 0012's views
     migrate.apply(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.row_factory = psycopg.rows.dict_row
         v = _voucher(conn, "pending", "active")
         _voucher(conn, "cancelled")
         assert "hash" not in [c.name for c in conn.execute("SELECT * FROM voucher_events LIMIT 0").description]
-    monkeypatch.setattr(migrate, "available", lambda: everything)
+    monkeypatch.undo()
     assert [m.split("_")[0] for m in migrate.apply(url)["applied"]] == ["0012"]
     with psycopg.connect(url, autocommit=True) as conn:
         result = audit_chain.verify(conn)
