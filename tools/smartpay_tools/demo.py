@@ -8,7 +8,9 @@
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
-6. Prints the end-of-cycle report and writes it as CSV and as one self-contained HTML page.
+6. Prints the end-of-cycle report with each programme's compliance section (as the read-only
+   auditor role) and writes it as CSV and as one self-contained HTML page; then runs
+   ``smartpay audit verify`` over the whole audit trail, which must pass.
 
 Every figure in the report is read back from PostgreSQL or from the simulator's own counters;
 nothing is computed on the side.
@@ -30,7 +32,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from smartpay import recon_report
+from smartpay import compliance, compliance_render, recon_report
 from smartpay_tools import PROJECT_ROOT, datagen, disburse_cycle, payroll_import
 from smartpay_tools.gateway import Gateway, docs_routes, serve
 from smartpay_tools.services import drop_database, ensure_database, resolve_postgres
@@ -131,8 +133,9 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say(f"[5/6] reconciled: {result.steps[-1].note}")
 
         t = time.monotonic()
-        result.report = {**collect(stack.postgres.url, cycle, run_ids, stack.buffr.stats(detail=True)),
-                         "buffr_only": buffr_only}
+        buffr_stats = stack.buffr.stats(detail=True)
+        result.report = {**collect(stack.postgres.url, cycle, run_ids, buffr_stats), "buffr_only": buffr_only}
+        result.report["compliance"] = compliance_reports(stack.postgres.url, cycle, buffr_stats)
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         csv_path, html_path = out_dir / f"demo-{stamp}.csv", out_dir / f"demo-{stamp}.html"
@@ -143,6 +146,9 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say("[6/6] report\n")
         _say(render_text(result.report))
         problems = check(result.report, flushed)
+        _say("\n$ smartpay audit verify")
+        if not verify_audit_trail(stack.postgres.url):
+            problems.append("the audit trail's hash chains do not verify")
         result.ok = not problems
         for problem in problems:
             _say(f"PROBLEM: {problem}")
@@ -237,6 +243,40 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
     }
 
 
+def simulator_metrics(buffr: dict[str, Any]) -> compliance.MetricTotals:
+    """The idempotency figures as Buffr's simulator saw them, for the compliance report: webhook
+    requests answered 200 and, of those, answers marked ``Idempotent-Replayed``. The demo
+    disburses through the batch route only (no per-request idempotency), so issue and disburse
+    have no requests. Route figures cover the demo's whole run (all programmes), as CloudWatch's do."""
+    webhooks = buffr["webhooks"]
+    return compliance.totals_from({("IdempotentRequests", "webhook"): webhooks["statuses"].get("200", 0),
+                                   ("IdempotencyReplays", "webhook"): webhooks["replayed"],
+                                   ("IdempotentRequests", "issue"): 0, ("IdempotencyReplays", "issue"): 0,
+                                   ("IdempotentRequests", "disburse"): 0, ("IdempotencyReplays", "disburse"): 0})
+
+
+def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each programme's compliance report, read as the read-only ``auditor`` role."""
+    from smartpay_tools.compliance_cli import auditor_url
+
+    with psycopg.connect(auditor_url(database_url), autocommit=True) as conn:
+        programmes = [r[0] for r in conn.execute(
+            "SELECT DISTINCT programme FROM vouchers WHERE cycle = %s ORDER BY 1", (cycle,))]
+        return {p: compliance.report(conn, p, cycle, metrics=simulator_metrics(buffr),
+                                     buffr_duplicates_refused=buffr.get("duplicates_refused"))
+                for p in programmes}
+
+
+def verify_audit_trail(database_url: str) -> bool:
+    """``smartpay audit verify`` over every voucher (as the auditor); prints its lines."""
+    import argparse
+
+    from smartpay_tools.compliance_cli import cmd_audit_verify
+
+    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
+    return cmd_audit_verify(args, database_url) == 0
+
+
 def _totals(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
     for row in report["statuses"]:
@@ -284,6 +324,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", f"Buffr: {b['credits']} credits to {b['vouchers_credited']} vouchers, "
                   f"{b['double_credited']} double-credited; Buffr's statuses: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(b["statuses"].items()))]
+    for c in report.get("compliance", {}).values():
+        lines += ["", compliance_render.to_text(c).rstrip()]
     return "\n".join(lines)
 
 
@@ -313,6 +355,10 @@ def check(report: dict[str, Any], flushed: bool) -> list[str]:
         problems.append("reconciliation matched no voucher")
     if totals.get("pending", {}).get("count") or totals.get("failed", {}).get("count"):
         problems.append("vouchers were left pending or failed although Buffr had no faults on disbursement")
+    for programme, c in report.get("compliance", {}).items():
+        failed = [name for name, ok in compliance.checks(c).items() if not ok]
+        if failed:
+            problems.append(f"compliance {programme} {c['cycle']}: " + ", ".join(failed) + " FAILED")
     return problems
 
 
@@ -336,6 +382,11 @@ def write_csv(report: dict[str, Any], path: Path) -> None:
         out.writerow(["buffr", "credits", "", report["buffr"]["credits"], ""])
         out.writerow(["buffr", "double_credited", "", report["buffr"]["double_credited"], ""])
         out.writerow(["review", "under_review", "", report["under_review"], ""])
+        for programme, c in report.get("compliance", {}).items():
+            for row in compliance_render.csv_rows(c):
+                count = row.get("count", row.get("value"))
+                out.writerow([f"compliance.{row['section']}", programme, row["key"], count,
+                              row.get("amount_cents", "")])
 
 
 def _bars(items: list[tuple[str, float]], *, unit: str = "", width: int = 520, colour: str = "#c0392b") -> str:
@@ -370,6 +421,7 @@ def render_html(report: dict[str, Any], steps: list[Step]) -> str:
     steps_html = "".join(f"<tr><td>{html.escape(s.name)}</td><td>{s.seconds:.1f} s</td>"
                          f"<td>{html.escape(s.note)}</td></tr>" for s in steps)
     text = html.escape(render_text(report))
+    compliance_html = "".join(compliance_render.section_html(c) for c in report.get("compliance", {}).values())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SmartPay cycle {report['cycle']}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}
@@ -384,6 +436,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}pre{{background:#
 <h2>Reconciliation discrepancies</h2>
 <table><tr><th>class</th><th>action</th><th>vouchers</th></tr>{disc}</table>
 <h2>Webhook delivery latency (event time → receipt)</h2>{latency_chart}
+{compliance_html}
 <h2>Full summary</h2><pre>{text}</pre>
 <h2>Steps</h2><table><tr><th>step</th><th>time</th><th>what</th></tr>{steps_html}</table>
 </body></html>
