@@ -17,17 +17,21 @@
 -- microseconds since 1970-01-01 00:00 UTC (decimal). The length prefix makes the encoding
 -- unambiguous whatever a field contains.
 
-CREATE FUNCTION smartpay_audit_field(value text) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN coalesce(octet_length(value)::text || ':' || value, '-');
-
-CREATE FUNCTION smartpay_audit_encoding(e voucher_events, prev bytea) RETURNS bytea
-    LANGUAGE sql STABLE PARALLEL SAFE
-    RETURN convert_to(concat_ws('|', 'smartpay-audit-v1', coalesce(encode(prev, 'hex'), ''), e.id::text,
-                                e.voucher_id::text, smartpay_audit_field(e.from_status),
-                                smartpay_audit_field(e.to_status), smartpay_audit_field(e.source),
-                                smartpay_audit_field(e.reference), smartpay_audit_field(e.detail::text),
-                                (extract(epoch FROM e.at) * 1000000)::bigint::text), 'UTF8');
+-- PL/pgSQL, not SQL: a SQL function taking a row is re-planned in every statement that calls it
+-- (+~150 us per single-row INSERT here); a PL/pgSQL function's plan is kept for the session.
+CREATE FUNCTION smartpay_audit_hash(e voucher_events, prev bytea) RETURNS bytea
+    LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN sha256(convert_to(concat_ws('|', 'smartpay-audit-v1', coalesce(encode(prev, 'hex'), ''), e.id::text,
+        e.voucher_id::text,
+        coalesce(octet_length(e.from_status)::text || ':' || e.from_status, '-'),
+        coalesce(octet_length(e.to_status)::text || ':' || e.to_status, '-'),
+        coalesce(octet_length(e.source)::text || ':' || e.source, '-'),
+        coalesce(octet_length(e.reference)::text || ':' || e.reference, '-'),
+        coalesce(octet_length(e.detail::text)::text || ':' || e.detail::text, '-'),
+        (extract(epoch FROM e.at) * 1000000)::bigint::text), 'UTF8'));
+END;
+$$;
 
 ALTER TABLE voucher_events ADD COLUMN hash bytea;
 
@@ -46,7 +50,7 @@ BEGIN
             prev := NULL;
             last_voucher := e.voucher_id;
         END IF;
-        prev := sha256(smartpay_audit_encoding(e, prev));
+        prev := smartpay_audit_hash(e, prev);
         UPDATE voucher_events SET hash = prev WHERE id = e.id;
     END LOOP;
 END;
@@ -65,7 +69,7 @@ DECLARE
     prev bytea;
 BEGIN
     SELECT hash INTO prev FROM voucher_events WHERE voucher_id = NEW.voucher_id ORDER BY id DESC LIMIT 1;
-    NEW.hash := sha256(smartpay_audit_encoding(NEW, prev));
+    NEW.hash := smartpay_audit_hash(NEW, prev);
     RETURN NEW;
 END;
 $$;
