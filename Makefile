@@ -37,7 +37,7 @@ lint: venv
 # and the .pyc files must be compiled by that same version. unchecked-hash .pyc files stay valid
 # after zip packaging (no mtimes), so Lambda's read-only /opt and /var/task never recompile them.
 PY312 ?= $(shell ls -d $$(pyenv root 2>/dev/null || echo /root/.pyenv)/versions/3.12*/bin 2>/dev/null | tail -n1)
-build: venv  ## sam build, then compile .pyc for the Lambda runtime (see README)
+build: venv  ## sam build, then compile .pyc for the Lambda runtime (see docs/deployment.md)
 	@test -x "$(PY312)/python3.12" || { echo "sam build needs python3.12 (set PY312=/dir/with/python3.12)"; exit 2; }
 	PATH="$(PY312):$$PATH" $(BIN)/sam build --template template.yaml
 	"$(PY312)/python3.12" -m compileall -q -j 0 --invalidation-mode unchecked-hash .aws-sam/build >/dev/null

@@ -17,7 +17,7 @@ ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1
 def fresh_database(name: str) -> str:
     """Drop and recreate ``name``, migrate it, return its URL."""
     from smartpay import migrate
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     drop_database(ADMIN_URL, name)
     url = ensure_database(ADMIN_URL, name)
@@ -26,6 +26,6 @@ def fresh_database(name: str) -> str:
 
 
 def drop(name: str) -> None:
-    from smartpay_tools.services import drop_database
+    from smartpay_tools.local.services import drop_database
 
     drop_database(ADMIN_URL, name)

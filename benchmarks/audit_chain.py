@@ -34,7 +34,7 @@ def _database(name: str, chained: bool) -> str:
     exactly the writers' work before migration 0012."""
     import psycopg
 
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     drop_database(_common.ADMIN_URL, name)
     url = ensure_database(_common.ADMIN_URL, name)

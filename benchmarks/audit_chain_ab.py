@@ -42,7 +42,7 @@ def _database(name: str, chained: bool) -> str:
     exactly the writers' work before migration 0012."""
     import psycopg
 
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     drop_database(_common.ADMIN_URL, name)
     url = ensure_database(_common.ADMIN_URL, name)
@@ -88,11 +88,11 @@ def webhook_ab(urls: dict[str, str], blocks: int, block: int, warm: int) -> tupl
     from moto import mock_aws
 
     from smartpay import db, idempotency
-    from smartpay_tools import envfile
-    from smartpay_tools.events import api_event
-    from smartpay_tools.lambda_runtime import FakeLambdaContext
-    from smartpay_tools.services import url_as
-    from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from smartpay_tools.local import envfile
+    from smartpay_tools.local.events import api_event
+    from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+    from smartpay_tools.local.services import url_as
 
     secrets = envfile.load()["WebhookFunction"]["WEBHOOK_SECRET"]
     vouchers = {kind: _seed(url, blocks * block, "pending", "2026-11") for kind, url in urls.items()}
@@ -133,7 +133,7 @@ def webhook_ab(urls: dict[str, str], blocks: int, block: int, warm: int) -> tupl
 def batch_ab(urls: dict[str, str], blocks: int, batch: int, latency_ms: float) -> tuple[float, float]:
     from smartpay import buffr, db
     from smartpay.observability import logger
-    from smartpay_tools.buffr_sim import SimulatorProcess
+    from smartpay_tools.buffr_sim.server import SimulatorProcess
 
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
     sim = SimulatorProcess(port=0, api_key=KEY).start()
@@ -144,8 +144,8 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int, latency_ms: float) -
                            "DB_POOL_SIZE": "2", "POWERTOOLS_LOG_LEVEL": "INFO"})
         from disburse import service
         from disburse.models import BatchRequest
-        from smartpay_tools.lambda_runtime import FakeLambdaContext
-        from smartpay_tools.services import url_as
+        from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+        from smartpay_tools.local.services import url_as
 
         for b in range(blocks):
             cycle = f"2025-{b % 12 + 1:02d}" if b < 12 else f"2024-{b % 12 + 1:02d}"

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import _common
 import httpx
 
-from smartpay_tools.buffr_sim import SimulatorProcess
+from smartpay_tools.buffr_sim.server import SimulatorProcess
 
 KEY = "bench-buffr-key"
 
@@ -98,7 +98,7 @@ def main() -> int:
         import tempfile
         from pathlib import Path
 
-        from smartpay_tools import datagen, payroll_import
+        from smartpay_tools.data import datagen, payroll_import
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "payroll.csv"
             datagen.generate_payroll_file(path, int(n / 0.96) + 50, "2026-11")
@@ -132,7 +132,7 @@ def main() -> int:
                            "BUFFR_CONCURRENCY": str(conc), "DB_POOL_SIZE": "2"})
         from disburse import service
         from disburse.models import BatchRequest
-        from smartpay_tools.lambda_runtime import FakeLambdaContext
+        from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
         context = FakeLambdaContext("bench", 1024, "bench", time.time() * 1000 + 600_000)
         started, cpu = time.perf_counter(), time.thread_time()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import _common
 
-from smartpay_tools import datagen, payroll_import
+from smartpay_tools.data import datagen, payroll_import
 
 TARGET_S_PER_300K = 60.0
 

@@ -48,7 +48,7 @@ AMOUNT = 140000
 
 def fresh_database() -> str:
     from smartpay import migrate
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     drop_database(ADMIN_URL, DB_NAME)
     url = ensure_database(ADMIN_URL, DB_NAME)
@@ -81,7 +81,7 @@ def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
 
 
 def child_env(url: str, sim: Any, concurrency: int) -> dict[str, str]:
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.services import url_as
 
     return {**os.environ, "DATABASE_URL": url_as(url, "smartpay_reconcile"), "DATABASE_URL_SECRET": "",
             "BUFFR_API_URL": sim.url, "BUFFR_API_KEY": sim.api_key, "BUFFR_CONCURRENCY": str(concurrency),
@@ -119,7 +119,7 @@ def child_main(raw: str) -> int:
 
     from reconcile import service
     from reconcile.models import ReconcileRequest
-    from smartpay_tools.lambda_runtime import FakeLambdaContext
+    from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
     request = ReconcileRequest(**json.loads(raw))
     context = FakeLambdaContext("smartpay-reconcile-bench", 1024, str(uuid.uuid4()), time.time() * 1000 + 900_000)
@@ -210,8 +210,8 @@ def main() -> int:
     if args.child:
         return child_main(args.child)
 
-    from smartpay_tools.buffr_sim import SimulatorProcess
-    from smartpay_tools.services import drop_database, free_port
+    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.local.services import drop_database, free_port
 
     n, lat, conc = args.n, args.latency_ms / 1000, args.concurrency
     print(f"reconciliation benchmark: {n:,} open vouchers, simulator latency {args.latency_ms:g} ms, "

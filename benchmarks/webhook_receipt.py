@@ -155,11 +155,11 @@ def main() -> None:
     from moto import mock_aws
 
     from smartpay import db, idempotency, migrate
-    from smartpay_tools import envfile
-    from smartpay_tools.events import api_event
-    from smartpay_tools.lambda_runtime import FakeLambdaContext
-    from smartpay_tools.services import drop_database, ensure_database, url_as
-    from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from smartpay_tools.local import envfile
+    from smartpay_tools.local.events import api_event
+    from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+    from smartpay_tools.local.services import drop_database, ensure_database, url_as
 
     secrets = envfile.load()["WebhookFunction"]["WEBHOOK_SECRET"]
     dbname = f"smartpay_bench_webhook_{os.getpid()}"

@@ -36,7 +36,7 @@ os.environ.setdefault("POWERTOOLS_DEV", "false")
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     from smartpay import migrate
-    from smartpay_tools.services import drop_database, ensure_database
+    from smartpay_tools.local.services import drop_database, ensure_database
 
     name = f"smartpay_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
@@ -92,7 +92,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def local_stack(pg_url: str) -> Iterator[Any]:
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.local.stack import LocalStack
 
     # webhooks off by default: tests that want the simulator's webhooks switch them on (and reset)
     stack = LocalStack(database_url=pg_url, max_concurrency=4, simulator_port=0,
@@ -107,8 +107,8 @@ def local_stack(pg_url: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def gateway_url(local_stack: Any) -> Iterator[str]:
-    from smartpay_tools.gateway import Gateway, docs_routes, serve
-    from smartpay_tools.services import free_port
+    from smartpay_tools.local.gateway import Gateway, docs_routes, serve
+    from smartpay_tools.local.services import free_port
 
     port = free_port()
     server = serve(Gateway(local_stack, extra_routes=docs_routes()), port=port)

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from smartpay_tools.services import url_as
+from smartpay_tools.local.services import url_as
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.Mo
     Returns the settings dict; tests may change BUFFR_* variables and call ``reconfigure()``.
     """
     from smartpay import buffr, db, idempotency
-    from smartpay_tools.services import client_env, url_as
+    from smartpay_tools.local.services import client_env, url_as
 
     env = {
         **client_env(local_stack.moto.endpoint, local_stack.region),

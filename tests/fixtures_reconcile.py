@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from smartpay_tools.lambda_runtime import FakeLambdaContext
-from smartpay_tools.services import url_as
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.services import url_as
 
 
 @pytest.fixture()

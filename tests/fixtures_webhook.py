@@ -38,9 +38,9 @@ class InProcessWebhook:
     def deliver(self, body: dict[str, Any] | str | bytes, *, secrets: str | None = None,
                 webhook_id: str | None = None, timestamp: int | None = None,
                 headers: dict[str, str] | None = None, signed: bool = True) -> Reply:
-        from smartpay_tools.events import api_event
-        from smartpay_tools.lambda_runtime import FakeLambdaContext
-        from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, signed_headers
+        from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, signed_headers
+        from smartpay_tools.local.events import api_event
+        from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
         raw = encode(body)
         h = signed_headers(secrets or self.secrets, raw, webhook_id=webhook_id, timestamp=timestamp) \
@@ -56,7 +56,7 @@ class InProcessWebhook:
 
 @pytest.fixture(scope="session")
 def webhook_secrets() -> str:
-    from smartpay_tools import envfile
+    from smartpay_tools.local import envfile
 
     return envfile.load()["WebhookFunction"]["WEBHOOK_SECRET"]
 
@@ -68,7 +68,7 @@ def webhook(db_env: str, aws_env: None, clean_db: str, webhook_secrets: str,
     from moto import mock_aws
 
     from smartpay import db, idempotency
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.services import url_as
 
     monkeypatch.setenv("DATABASE_URL", url_as(db_env, "smartpay_webhook"))  # the function's own role
     db.close_pool()

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from smartpay_tools import PROJECT_ROOT, openapi
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.local import openapi
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ def test_committed_document_matches_the_code() -> None:
 
 
 def test_document_covers_every_template_route() -> None:
-    from smartpay_tools.template import Template
+    from smartpay_tools.local.template import Template
 
     document = openapi.build()
     for spec in Template().functions().values():

@@ -181,7 +181,7 @@ def test_the_chain_verifies_after_a_batch_and_1000_concurrent_webhook_deliveries
 
     from disburse import service
     from disburse.models import BatchRequest
-    from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+    from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
     from tests.fixtures_disburse import lambda_context
 
     ids = [_voucher(pg, cycle="2026-09") for _ in range(300)]

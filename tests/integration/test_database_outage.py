@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from smartpay import db
-from smartpay_tools.events import api_event, buffr_authorizer
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.events import api_event, buffr_authorizer
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The database access matrix on the real PostgreSQL: each role can do what it needs and no more.
 
-``EXPECTED`` is the matrix of the README ("Database access"): the first test compares it with
+``EXPECTED`` is the matrix of docs/database.md: the first test compares it with
 the server's catalogue for every relation in the schema (so a new table must be decided on
 here), the others run real statements as each role, including the project's own writer code.
 """
@@ -111,7 +111,7 @@ def test_every_relation_is_in_the_matrix(pg: psycopg.Connection[Any]) -> None:
         """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'p', 'S', 'f')""")}
     assert names - RELATIONS == set(), (
-        "new relations: decide who may use them in R__grants.sql and EXPECTED here (README: Database access)")
+        "new relations: decide who may use them in R__grants.sql and EXPECTED here (docs/database.md)")
 
 
 @pytest.mark.parametrize("role", sorted(access.ROLE_NAMES))
@@ -358,7 +358,7 @@ def test_beneficiaries_function_connects_as_its_role(gateway_url: str, api_keys:
 
 
 def test_unknown_role_cannot_log_in(pg_url: str) -> None:
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.services import url_as
 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url_as(pg_url, f"smartpay_nobody_{uuid.uuid4().hex[:6]}"))

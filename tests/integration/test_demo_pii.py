@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from smartpay_tools import PROJECT_ROOT, datagen
-from smartpay_tools.services import drop_database, free_port
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.data import datagen
+from smartpay_tools.local.services import drop_database, free_port
 from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration

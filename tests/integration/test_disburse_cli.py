@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from smartpay_tools import cli, envfile
-from smartpay_tools.services import free_port
+from smartpay_tools import cli
+from smartpay_tools.local import envfile
+from smartpay_tools.local.services import free_port
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ def _totals(capsys, route: str) -> tuple[float | None, float | None]:
 
 
 def test_webhook_counts_requests_and_replays_under_the_shared_names(webhook, pg, capsys) -> None:
-    from smartpay_tools.webhook_sender import payload
+    from smartpay_tools.buffr_sim.webhook_sender import payload
 
     v = factories.voucher(pg, factories.beneficiary(pg)["id"], status="pending")
     body = payload("voucher.activated", v["id"], delivery_id="bfr_m1")

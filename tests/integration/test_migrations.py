@@ -1,4 +1,4 @@
-"""Migrations: every table of DESIGN §2 with its constraints; safe to run twice."""
+"""Migrations: every table of docs/architecture.md#data-model with its constraints; safe to run twice."""
 
 import psycopg
 import pytest

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from smartpay_tools import datagen, payroll_import
+from smartpay_tools.data import datagen, payroll_import
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 
 from reconcile import service
 from reconcile.models import ReconcileRequest
-from smartpay_tools.webhook_sender import payload
+from smartpay_tools.buffr_sim.webhook_sender import payload
 from tests import factories
 from tests.fixtures_reconcile import at_buffr, lambda_context, seed_vouchers
 

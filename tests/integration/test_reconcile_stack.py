@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from smartpay_tools.scheduler import Scheduler, rate_seconds, scheduled_event
+from smartpay_tools.local.scheduler import Scheduler, rate_seconds, scheduled_event
 from tests import factories
 from tests.fixtures_reconcile import at_buffr, seed_vouchers
 

@@ -23,7 +23,7 @@ from psycopg import sql
 from migrate.handler import lambda_handler
 from smartpay import access
 from smartpay.errors import ConfigError
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
 pytestmark = pytest.mark.integration
 

@@ -167,8 +167,8 @@ def test_config_is_validated_all_or_nothing(sim) -> None:
 
 
 def test_sender_hook_sees_dropped_events_and_skips_superseded(webhook_secrets) -> None:
-    from smartpay_tools.services import free_port
-    from smartpay_tools.webhook_sender import Knobs, WebhookSender
+    from smartpay_tools.buffr_sim.webhook_sender import Knobs, WebhookSender
+    from smartpay_tools.local.services import free_port
 
     seen: list[tuple[str, str]] = []
 
@@ -201,8 +201,8 @@ def test_sender_hook_sees_dropped_events_and_skips_superseded(webhook_secrets) -
 
 
 def test_simulator_process_stops_cleanly_with_webhooks_queued(webhook_secrets) -> None:
-    from smartpay_tools.buffr_sim import DEFAULT_API_KEY, SimulatorProcess
-    from smartpay_tools.services import free_port
+    from smartpay_tools.buffr_sim.server import DEFAULT_API_KEY, SimulatorProcess
+    from smartpay_tools.local.services import free_port
 
     process = SimulatorProcess(port=free_port(), webhook_url=f"http://127.0.0.1:{free_port()}",
                                webhook_secrets=webhook_secrets, knobs={"delay_ms": 10_000}).start()
@@ -220,9 +220,9 @@ def test_simulator_process_stops_cleanly_with_webhooks_queued(webhook_secrets) -
 
 
 def test_failed_start_leaves_no_simulator_behind(sim) -> None:
-    from smartpay_tools.buffr_sim import SimulatorProcess
-    from smartpay_tools.services import free_port, port_open
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.local.services import free_port, port_open
+    from smartpay_tools.local.stack import LocalStack
 
     with pytest.raises(RuntimeError, match="already in use"):
         SimulatorProcess(port=sim.port).start()  # the port is taken: refuse, never adopt a stranger

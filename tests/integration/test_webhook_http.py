@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from smartpay import signing
-from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
+from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
 from tests import factories
 
 pytestmark = pytest.mark.integration

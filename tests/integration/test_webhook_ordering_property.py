@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smartpay_tools.webhook_sender import payload
+from smartpay_tools.buffr_sim.webhook_sender import payload
 from tests import factories
 
 pytestmark = pytest.mark.integration

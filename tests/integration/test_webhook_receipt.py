@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from smartpay import signing
-from smartpay_tools.webhook_sender import payload
+from smartpay_tools.buffr_sim.webhook_sender import payload
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@
 import pytest
 
 from smartpay_tools import PROJECT_ROOT, cli
-from smartpay_tools.webhook_sender import Knobs, WebhookSender
+from smartpay_tools.buffr_sim.webhook_sender import Knobs, WebhookSender
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import re
 from importlib import resources
 
 from smartpay import access
-from smartpay_tools.template import Template
+from smartpay_tools.local.template import Template
 
 GRANTS = resources.files("smartpay.migrations").joinpath("R__grants.sql").read_text(encoding="utf-8")
 #: Functions that connect as the schema owner (their secret is DatabaseSecretArn).
@@ -36,7 +36,7 @@ def test_every_database_function_has_its_own_role_and_secret() -> None:
             assert "DATABASE_URL" not in spec.environment and "DATABASE_URL_SECRET" not in spec.environment
             continue
         assert "DATABASE_URL" in spec.environment, (
-            f"{logical_id}: declare DB_ROLE, DATABASE_URL and its own DATABASE_URL_SECRET (README: Database access)")
+            f"{logical_id}: declare DB_ROLE, DATABASE_URL and its own DATABASE_URL_SECRET (docs/database.md)")
         # !If [CreateDatabase, <created secret>, !Ref <parameter>] (test_template_production checks the first)
         secret_param = env["DATABASE_URL_SECRET"]["Fn::If"][2]["Ref"]
         policies = str(raw[logical_id]["Properties"].get("Policies"))
@@ -44,7 +44,7 @@ def test_every_database_function_has_its_own_role_and_secret() -> None:
         if logical_id in OWNER_FUNCTIONS:
             assert "DB_ROLE" not in env and secret_param == "DatabaseSecretArn"
         else:
-            assert env.get("DB_ROLE") in access.ROLE_NAMES, f"{logical_id} needs DB_ROLE (README: Database access)"
+            assert env.get("DB_ROLE") in access.ROLE_NAMES, f"{logical_id} needs DB_ROLE (docs/database.md)"
             assert secret_param != "DatabaseSecretArn", f"{logical_id} must not use the owner's secret"
             assert "DatabaseSecretArn'" not in policies.replace(secret_param, ""), logical_id
     roles = [raw[f]["Properties"]["Environment"]["Variables"].get("DB_ROLE") for f in template.functions()

@@ -8,7 +8,7 @@ import pytest
 from authorizer.handler import lambda_handler
 from smartpay import auth
 from smartpay.errors import ConfigError
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
 METHOD_ARN = "arn:aws:execute-api:af-south-1:123456789012:abc123/prod/POST/api/v1/beneficiaries/verify"
 

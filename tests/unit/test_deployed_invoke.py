@@ -8,7 +8,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from smartpay_tools.deployed import DeployedStack
+from smartpay_tools.cli.deployed import DeployedStack
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from smartpay import idempotency
 from smartpay.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
-from smartpay_tools.lambda_runtime import FakeLambdaContext
+from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
 TABLE = "idempotency-test"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from smartpay import access, auth
-from smartpay_tools.template import Template
+from smartpay_tools.local.template import Template
 
 T = Template()
 RES: dict[str, Any] = T.resources

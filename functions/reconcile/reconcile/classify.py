@@ -1,6 +1,6 @@
 """The reconciliation table: Ketchup's view of a voucher vs Buffr's → a class and an action.
 
-DESIGN §3/§7 and :mod:`smartpay.lifecycle` decide; nothing here changes state. Buffr ahead of
+docs/architecture.md#voucher-lifecycle, docs/reconciliation.md and :mod:`smartpay.lifecycle` decide; nothing here changes state. Buffr ahead of
 Ketchup (a forward edge of the lifecycle) is healed; everything else that differs is flagged for
 a person. Buffr is the source of truth for money, so ``redeemed`` there beats ``expired`` here
 (the lifecycle's override: applied *and* flagged), while ``redeemed`` here vs ``expired`` there

@@ -1,7 +1,7 @@
-"""Buffr's webhook payloads (Standard Webhooks shape, DESIGN §6), validated after the signature.
+"""Buffr's webhook payloads (Standard Webhooks shape, docs/architecture.md#webhook-signatures), validated after the signature.
 
 Unlike the other edges, extra fields are *tolerated* here (``extra="ignore"``): Standard
-Webhooks consumers must be forward compatible, and DESIGN §6 says so explicitly.
+Webhooks consumers must be forward compatible, and docs/architecture.md#webhook-signatures says so.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Webhook receipt: authenticate, deduplicate, apply once (DESIGN §3, §5, §6).
+"""Webhook receipt: authenticate, deduplicate, apply once (docs/architecture.md: voucher-lifecycle, idempotency, webhook-signatures).
 
 Two lines of defence against a repeated delivery: Powertools idempotency (DynamoDB) answers a
 repeat with the first reply and never reaches PostgreSQL; behind it the state machine's row

@@ -1,4 +1,4 @@
-"""API keys, principals and scopes (DESIGN §8).
+"""API keys, principals and scopes (docs/architecture.md#security).
 
 Keys are never stored: the key store holds SHA-256 hashes, compared in constant time against
 *every* entry (no early exit), so timing reveals neither which key nor how much of it matched.

@@ -1,4 +1,4 @@
-"""The Buffr client (DESIGN §4): one per container, bounded retries, keyed by voucher id.
+"""The Buffr client (docs/architecture.md#buffr-api): one per container, bounded retries, keyed by voucher id.
 
 API
 ---
@@ -27,23 +27,11 @@ Buffr *rejecting the voucher* (``rejected``); anything else (401/403 — our key
 The ``Idempotency-Key`` is ``disburse-<voucher_id>`` and nothing else (the integration guide
 hashes a fresh timestamp into its key, so its retries are *not* deduplicated; ours always are).
 
-Why this client setup (``benchmarks/disburse_batch.py`` on the shared 2-core dev box, 2,000
-calls at concurrency 100 against the simulator at 20 ms per call; the latency bound is 5,000/s):
-
-=====================================================  ============
-setup                                                   requests/s
-=====================================================  ============
-``httpx.AsyncClient`` (httpcore pool, 100 connections)  185
-one ``httpx.Client`` shared by 100 threads              727
-``httpx.AsyncClient`` + :class:`StreamTransport`        1,922
-=====================================================  ============
-
-(A bare asyncio client with hand-written HTTP reached ~5,300/s against the same simulator, so
-the simulator is not the limit; the remaining gap is httpx's request/response objects and h11.)
-httpcore's async pool re-scans every connection and waiter on each request and runs through
-anyio (encode/httpx#3215), which is what made the naive client slow here; threads pay the GIL
-and a thread switch per request. So we keep httpx's API, timeouts and MockTransport (tests),
-and give the ``AsyncClient`` a small transport of our own: HTTP/1.1 keep-alive connections
+Why this client setup (measured figures: docs/performance.md#buffr-client-setups): httpcore's
+async pool re-scans every connection and waiter on each request and runs through anyio
+(encode/httpx#3215), which made the naive client several times slower at 100 concurrent calls;
+threads pay the GIL and a thread switch per request. So we keep httpx's API, timeouts and
+MockTransport (tests), and give the ``AsyncClient`` a small transport of our own: HTTP/1.1 keep-alive connections
 over asyncio streams, parsed by h11 (the parser httpcore itself uses), in a LIFO idle list
 bounded by a semaphore. It lives on one background event loop per container, so warm
 invocations reuse the connections and synchronous handlers can call it directly.

@@ -1,4 +1,4 @@
-"""Powertools idempotency on DynamoDB, set up once for every function (DESIGN §5).
+"""Powertools idempotency on DynamoDB, set up once for every function (docs/architecture.md#idempotency).
 
 * One persistence layer per distinct config (Powertools configures the layer per call, so two
   configs must never share one), created lazily: boto3's client is made on first use, after
@@ -58,8 +58,9 @@ class PersistenceLayer(DynamoDBPersistenceLayer):
     Same record, same single unconditional write per success as Powertools' ``UpdateItem`` (the
     key's ``INPROGRESS`` lock is ours until then; Powertools' update has no condition either), so
     on DynamoDB the two cost the same one write. The local stack and tests run on moto, whose
-    UpdateExpression parser made the update ~4 ms against ~1.4 ms for the put
-    (``benchmarks/webhook_receipt.py``); the put also drops the spent in-progress expiry.
+    UpdateExpression parser made the update several times slower than the put
+    (``benchmarks/webhook_receipt.py``; figures in docs/performance.md); the put also drops the
+    spent in-progress expiry.
     """
 
     def _update_record(self, data_record: DataRecord) -> None:

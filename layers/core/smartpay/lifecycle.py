@@ -1,4 +1,4 @@
-"""The voucher state machine (DESIGN §3): one table that every writer uses.
+"""The voucher state machine (docs/architecture.md#voucher-lifecycle): one table that every writer uses.
 
     issued ─▶ pending ─▶ active ─▶ redeemed
        │         │          ├────▶ expired

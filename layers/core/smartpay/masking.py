@@ -1,4 +1,4 @@
-"""PII masking for replies and log lines (DESIGN §8).
+"""PII masking for replies and log lines (docs/architecture.md#security).
 
 ID numbers keep their last 4 digits, phone numbers their country code and last 4 digits,
 names their initials. The log formatter masks by key *and* by pattern, so an ID number that

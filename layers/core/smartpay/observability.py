@@ -57,7 +57,7 @@ class _UntracedProvider(BaseProvider):
     """Stands in for the X-Ray recorder when tracing is off.
 
     Powertools' Tracer otherwise imports the X-Ray SDK (and with it botocore) even when
-    disabled: ~300 ms of cold start that an untraced container never uses.
+    disabled: cold-start time an untraced container never uses (docs/performance.md, cold start).
     """
 
     @contextmanager

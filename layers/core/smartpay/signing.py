@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures (DESIGN §6), shared by the receiver, the simulator and replay.
+"""Standard Webhooks signatures (docs/architecture.md#webhook-signatures), shared by the receiver, the simulator and replay.
 
 Headers: ``webhook-id``, ``webhook-timestamp`` (integer Unix seconds) and ``webhook-signature``,
 a space-separated list of ``v1,<base64 HMAC-SHA256 of "id.timestamp.raw_body">``.

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartpay_tools import envfile
-from smartpay_tools.buffr_sim import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV, SimulatorProcess
-from smartpay_tools.lambda_runtime import FunctionPool
-from smartpay_tools.services import (
+from smartpay_tools.buffr_sim.server import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV, SimulatorProcess
+from smartpay_tools.local import envfile
+from smartpay_tools.local.lambda_runtime import FunctionPool
+from smartpay_tools.local.services import (
     MotoServer,
     Postgres,
     client_env,
@@ -19,7 +19,7 @@ from smartpay_tools.services import (
     resolve_postgres,
     url_as,
 )
-from smartpay_tools.template import FunctionSpec, Template
+from smartpay_tools.local.template import FunctionSpec, Template
 
 
 @dataclass
@@ -86,7 +86,7 @@ class LocalStack:
 
     def _start_services(self, *, migrate: bool, simulator: bool) -> LocalStack:
         from smartpay import migrate as migrations
-        from smartpay_tools.lambda_endpoint import LambdaEndpoint
+        from smartpay_tools.local.lambda_endpoint import LambdaEndpoint
 
         if simulator:
             port = self.simulator_port if self.simulator_port is not None else int(

@@ -22,15 +22,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def _stack(args: argparse.Namespace) -> Any:
-    from smartpay_tools.stack import LocalStack
+    from smartpay_tools.local.stack import LocalStack
 
     return LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None,
                       database_url=args.database_url)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from smartpay_tools.gateway import Gateway, docs_routes, serve
-    from smartpay_tools.scheduler import Scheduler
+    from smartpay_tools.local.gateway import Gateway, docs_routes, serve
+    from smartpay_tools.local.scheduler import Scheduler
 
     stack = _stack(args)
     port = args.port or int(stack.local.get("GatewayPort", 3000))
@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _database(args: argparse.Namespace) -> tuple[str, Any]:
     """The database the operator tools read (as ``smartpay report`` finds it) and how to let it go."""
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.local.services import resolve_postgres
 
     stack = _stack(args)
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
@@ -91,7 +91,7 @@ def _safe_url(url: str) -> str:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     """Like ``sam local invoke FN -e event.json``: prints the function's result as JSON."""
-    from smartpay_tools.lambda_runtime import InvocationError
+    from smartpay_tools.local.lambda_runtime import InvocationError
 
     event = json.loads(Path(args.event).read_text()) if args.event else {}
     stack = _stack(args)
@@ -125,7 +125,7 @@ def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str,
     """The same invocation against a deployed stack, through the Lambda API."""
     import botocore.exceptions
 
-    from smartpay_tools.deployed import DeployedStack
+    from smartpay_tools.cli.deployed import DeployedStack
 
     try:
         deployed = DeployedStack.load(args.stack, args.region)
@@ -146,7 +146,7 @@ def _resign_event(event: dict[str, Any], secrets: str) -> None:
     """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
     import base64
 
-    from smartpay_tools.webhook_sender import signed_headers
+    from smartpay_tools.buffr_sim.webhook_sender import signed_headers
 
     body = event.get("body") or ""
     raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
@@ -179,7 +179,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from smartpay_tools import datagen
+    from smartpay_tools.data import datagen
 
     out = Path(args.out)
     if args.payroll_cycle:
@@ -205,7 +205,7 @@ def cmd_import_payroll(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from smartpay import migrate
-    from smartpay_tools import payroll_import
+    from smartpay_tools.data import payroll_import
 
     expires_at = datetime.fromisoformat(args.expires_at) if args.expires_at else None
     if expires_at is not None and expires_at.tzinfo is None:
@@ -232,9 +232,9 @@ def cmd_import_payroll(args: argparse.Namespace) -> int:
 
 def cmd_simulator(args: argparse.Namespace) -> int:
     """The Buffr simulator alone, in the foreground (``smartpay serve`` starts it too)."""
-    from smartpay_tools import buffr_sim
-    from smartpay_tools.stack import LocalStack
-    from smartpay_tools.webhook_sender import knobs_from_args, require_loopback
+    from smartpay_tools.buffr_sim import server as buffr_sim
+    from smartpay_tools.buffr_sim.webhook_sender import knobs_from_args, require_loopback
+    from smartpay_tools.local.stack import LocalStack
 
     stack = LocalStack(env_file_path=Path(args.env_vars) if args.env_vars else None)
     port = args.port or int(stack.local.get("BuffrSimulatorPort", buffr_sim.DEFAULT_PORT))
@@ -257,7 +257,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from smartpay import migrate
-    from smartpay_tools import registry_import
+    from smartpay_tools.data import registry_import
 
     stack = _stack(args)
     stack.start_services(migrate=False, simulator=False)
@@ -277,7 +277,7 @@ def cmd_import_beneficiaries(args: argparse.Namespace) -> int:
 
 def cmd_openapi(args: argparse.Namespace) -> int:
     """Export the API document, or (--check) fail when the committed file and the code disagree."""
-    from smartpay_tools import openapi
+    from smartpay_tools.local import openapi
 
     fresh = openapi.render(openapi.build())
     target = Path(args.out)
@@ -308,8 +308,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from smartpay import signing
     from smartpay.errors import ConfigError
-    from smartpay_tools import replay
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.cli import replay
+    from smartpay_tools.local.services import resolve_postgres
 
     if bool(args.files) == bool(args.from_db):
         print("error: give saved webhook files/directories, or --from-db (not both)", file=sys.stderr)
@@ -368,7 +368,7 @@ def cmd_disburse(args: argparse.Namespace) -> int:
     """Disburse a programme cycle through the API, call after call, until nothing is left."""
     from tqdm import tqdm
 
-    from smartpay_tools import disburse_cycle
+    from smartpay_tools.cli import disburse_cycle
 
     stack = _stack(args)
     url = args.url or stack.gateway_url
@@ -406,7 +406,8 @@ def cmd_disburse(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from smartpay_tools import demo, envfile
+    from smartpay_tools.demo import run as demo
+    from smartpay_tools.local import envfile
 
     env_vars = Path(args.env_vars) if args.env_vars else None
     port = args.port or int(envfile.local_settings(envfile.load(env_vars)).get("GatewayPort", 3000))
@@ -440,11 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-schedule", action="store_true", help="do not run the template's schedules")
     p.set_defaults(func=cmd_serve)
 
-    from smartpay_tools import recon_cli
+    from smartpay_tools.cli import reconcile as recon_cli
 
     recon_cli.add_commands(command, _stack)
 
-    from smartpay_tools import compliance_cli
+    from smartpay_tools.cli import compliance as compliance_cli
 
     compliance_cli.add_audit_command(command, _database)
 
@@ -489,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "signed webhooks to the gateway (knobs: flags, else the env file's LocalStack.BuffrWebhooks; "
                        "change them at run time with PUT /_sim/config).")
     p.add_argument("--port", type=int, default=None, help="default: LocalStack.BuffrSimulatorPort (4010)")
-    from smartpay_tools.buffr_sim import add_fault_arguments
+    from smartpay_tools.buffr_sim.server import add_fault_arguments
 
     add_fault_arguments(p)
     p.set_defaults(func=cmd_simulator)

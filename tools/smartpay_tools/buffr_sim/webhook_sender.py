@@ -41,7 +41,7 @@ RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
 
 def payload(type_: str, voucher_id: str, *, delivery_id: str | None, occurred_at: datetime | None = None,
             amount_cents: int | None = None, channel: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A Buffr event in the Standard Webhooks shape (DESIGN §6)."""
+    """A Buffr event in the Standard Webhooks shape (docs/architecture.md#webhook-signatures)."""
     at = (occurred_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     data: dict[str, Any] = {"voucher_id": str(voucher_id), "delivery_id": delivery_id, "occurred_at": at}
     if amount_cents is not None:

@@ -33,10 +33,12 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from smartpay import compliance, compliance_render, recon_report
-from smartpay_tools import PROJECT_ROOT, datagen, disburse_cycle, payroll_import
-from smartpay_tools.gateway import Gateway, docs_routes, serve
-from smartpay_tools.services import drop_database, ensure_database, resolve_postgres
-from smartpay_tools.stack import LocalStack
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.cli import disburse_cycle
+from smartpay_tools.data import datagen, payroll_import
+from smartpay_tools.local.gateway import Gateway, docs_routes, serve
+from smartpay_tools.local.services import drop_database, ensure_database, resolve_postgres
+from smartpay_tools.local.stack import LocalStack
 
 DEMO_DB = "smartpay_demo"
 #: Buffr's behaviour in the demo: most vouchers settle, with the faults Buffr really shows.
@@ -257,7 +259,7 @@ def simulator_metrics(buffr: dict[str, Any]) -> compliance.MetricTotals:
 
 def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each programme's compliance report, read as the read-only ``auditor`` role."""
-    from smartpay_tools.compliance_cli import auditor_url
+    from smartpay_tools.cli.compliance import auditor_url
 
     with psycopg.connect(auditor_url(database_url), autocommit=True) as conn:
         programmes = [r[0] for r in conn.execute(
@@ -271,7 +273,7 @@ def verify_audit_trail(database_url: str) -> bool:
     """``smartpay audit verify`` over every voucher (as the auditor); prints its lines."""
     import argparse
 
-    from smartpay_tools.compliance_cli import cmd_audit_verify
+    from smartpay_tools.cli.compliance import cmd_audit_verify
 
     args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
     return cmd_audit_verify(args, database_url) == 0

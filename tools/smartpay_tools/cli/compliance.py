@@ -23,7 +23,7 @@ AUDITOR = "auditor"
 def auditor_url(url: str) -> str:
     """The same database, as the read-only ``auditor`` role (local servers use trust auth; a
     deployed database takes the auditor's own URL with its password instead)."""
-    from smartpay_tools.services import url_as
+    from smartpay_tools.local.services import url_as
 
     return url_as(url, AUDITOR)
 

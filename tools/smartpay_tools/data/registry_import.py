@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from smartpay_tools.datagen import FIELDS, REGIONS
+from smartpay_tools.data.datagen import FIELDS, REGIONS
 
 _ID = re.compile(r"^[0-9]{11}$")
 _PHONE = re.compile(r"^\+264[0-9]{8,9}$")

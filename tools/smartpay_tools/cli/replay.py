@@ -1,4 +1,4 @@
-"""``smartpay replay``: send saved or stored Buffr webhooks again, re-signed (DESIGN §6).
+"""``smartpay replay``: send saved or stored Buffr webhooks again, re-signed (docs/architecture.md#webhook-signatures).
 
 Sources: saved files (``events/webhooks/*.json``) or rows of ``webhook_events`` (filters: since,
 voucher, outcome; the latest row per webhook id, in the order they were received). Each is
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from smartpay_tools.webhook_sender import WEBHOOK_PATH, encode, signed_headers
+from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, signed_headers
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -159,8 +159,8 @@ def http_sender(url: str, client: httpx.Client | None = None) -> Sender:
 
 def invoke_sender(stack: Any) -> Sender:
     """Invoke the webhook function directly through the local stack (no gateway)."""
-    from smartpay_tools.events import api_event
-    from smartpay_tools.lambda_runtime import InvocationError
+    from smartpay_tools.local.events import api_event
+    from smartpay_tools.local.lambda_runtime import InvocationError
 
     logical_id = stack.find_function("webhook")
 

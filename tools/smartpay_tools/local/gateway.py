@@ -20,10 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from smartpay_tools.events import api_event
-from smartpay_tools.lambda_runtime import InvocationError
-from smartpay_tools.stack import LocalStack
-from smartpay_tools.template import ACCOUNT_ID, ApiRoute
+from smartpay_tools.local.events import api_event
+from smartpay_tools.local.lambda_runtime import InvocationError
+from smartpay_tools.local.stack import LocalStack
+from smartpay_tools.local.template import ACCOUNT_ID, ApiRoute
 
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's own request limit
 
@@ -145,7 +145,7 @@ def docs_routes() -> dict[str, Any]:
     """The API document and Swagger UI (assets from the swagger-ui-bundle package: no CDN needed)."""
     from swagger_ui_bundle import swagger_ui_path
 
-    from smartpay_tools import openapi
+    from smartpay_tools.local import openapi
 
     document: dict[str, bytes] = {}
 
@@ -202,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and the
-        # client's delayed ACK stall every keep-alive reply by ~40 ms (measured: 64 ms → see README).
+        # client's delayed ACK stall every keep-alive reply (measured: docs/performance.md).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _serve(self) -> None:

@@ -55,7 +55,7 @@ def add_commands(command: Any, stack_factory: Any) -> None:
     p.add_argument("--records", help="write the run's per-voucher discrepancies as CSV to this file")
     p.add_argument("--json", nargs="?", const=True, default=False, metavar="FILE",
                    help="print the report as JSON instead of text (or write it to FILE)")
-    from smartpay_tools import compliance_cli
+    from smartpay_tools.cli import compliance as compliance_cli
 
     compliance_cli.add_report_arguments(p)
     p.set_defaults(func=lambda args: cmd_report(args, stack_factory(args)))
@@ -77,12 +77,12 @@ def _event(args: argparse.Namespace, shard: int) -> dict[str, Any]:
 def cmd_reconcile(args: argparse.Namespace, stack: Any) -> int:
     from tqdm import tqdm
 
-    from smartpay_tools.lambda_runtime import InvocationError
+    from smartpay_tools.local.lambda_runtime import InvocationError
 
     if args.shards < 1 or (args.shard is not None and not 0 <= args.shard < args.shards):
         print("error: --shard must be in 0..--shards-1", file=sys.stderr)
         return EXIT_USAGE
-    from smartpay_tools.services import port_open
+    from smartpay_tools.local.services import port_open
 
     shards = [args.shard] if args.shard is not None else list(range(args.shards))
     sim_port = int(stack.local.get("BuffrSimulatorPort", 4010))
@@ -148,12 +148,12 @@ def cmd_report(args: argparse.Namespace, stack: Any) -> int:
     from psycopg.rows import dict_row
 
     from smartpay import recon_report
-    from smartpay_tools.services import resolve_postgres
+    from smartpay_tools.local.services import resolve_postgres
 
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
     postgres = resolve_postgres(stack.database_url or file_url)
     if args.compliance:
-        from smartpay_tools import compliance_cli
+        from smartpay_tools.cli import compliance as compliance_cli
 
         return compliance_cli.cmd_report(args, postgres.url, postgres.stop)
     try:

@@ -1,6 +1,6 @@
 """A Buffr simulator for the local stack, tests, the demo and benchmarks (real HTTP on loopback).
 
-It implements the two Buffr endpoints Ketchup calls (DESIGN §4) and deliberately behaves like
+It implements the two Buffr endpoints Ketchup calls (docs/architecture.md#buffr-api) and deliberately behaves like
 a partner that deduplicates **only by Idempotency-Key**: a second call for the same voucher
 with another key is a second wallet credit, and is counted as one. That is what makes the
 "exactly one credit" tests meaningful.
@@ -32,7 +32,7 @@ Admin endpoints (no key; loopback only):
   Buffr now": the voucher's status changes here, and its webhook is queued unless ``webhook`` is
   false (a Buffr-only redemption that reconciliation must find). Only active vouchers settle.
 
-Webhooks: after each credit the simulator's :class:`~smartpay_tools.webhook_sender.WebhookSender`
+Webhooks: after each credit the simulator's :class:`~smartpay_tools.buffr_sim.webhook_sender.WebhookSender`
 (its own bounded queue and threads, never blocking the reply) sends ``voucher.activated`` and then
 ``voucher.redeemed`` or ``voucher.expired``, signed with the local secret, to the Ketchup URL
 (loopback only). The outcome changes the simulator's own voucher when it happens — sent, dropped
@@ -63,7 +63,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from smartpay_tools.webhook_sender import (
+from smartpay_tools.buffr_sim.webhook_sender import (
     Knobs,
     WebhookSender,
     add_knob_arguments,
@@ -526,12 +526,12 @@ class SimulatorProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> SimulatorProcess:
-        from smartpay_tools.services import free_port, port_open, wait_port
+        from smartpay_tools.local.services import free_port, port_open, wait_port
 
         self.port = self.port or free_port()
         if port_open(self.host, self.port):  # else wait_port would mistake another process for ours
             raise RuntimeError(f"{self.host}:{self.port} is already in use (another simulator or `smartpay serve`?)")
-        cmd = [sys.executable, "-m", "smartpay_tools.buffr_sim", "--host", self.host, "--port", str(self.port),
+        cmd = [sys.executable, "-m", "smartpay_tools.buffr_sim.server", "--host", self.host, "--port", str(self.port),
                "--api-key", self.api_key, "--webhooks", json.dumps(self.knobs.as_dict())]
         env = dict(os.environ)
         env.pop(SECRET_ENV, None)
@@ -539,7 +539,7 @@ class SimulatorProcess:
             env[SECRET_ENV] = self.webhook_secrets
             if self.webhook_url:
                 cmd += ["--webhook-url", self.webhook_url]
-        from smartpay_tools.services import die_with_parent
+        from smartpay_tools.local.services import die_with_parent
 
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent)
         try:
@@ -550,7 +550,7 @@ class SimulatorProcess:
         return self
 
     def stop(self) -> None:
-        from smartpay_tools.services import stop_process
+        from smartpay_tools.local.services import stop_process
 
         stop_process(self.process)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpay_tools import PROJECT_ROOT
-from smartpay_tools.template import Template
+from smartpay_tools.local.template import Template
 
 DOCUMENT = PROJECT_ROOT / "openapi.json"
 TITLE = "Ketchup SmartPay API"

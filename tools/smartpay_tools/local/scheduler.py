@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from smartpay_tools.template import ACCOUNT_ID, FunctionSpec, ScheduleEvent
+from smartpay_tools.local.template import ACCOUNT_ID, FunctionSpec, ScheduleEvent
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}

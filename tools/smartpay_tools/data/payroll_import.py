@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg
 
 from smartpay.transitions import record_issues
-from smartpay_tools.datagen import FIELDS
-from smartpay_tools.registry_import import merge_sql, read_rows, validate
+from smartpay_tools.data.datagen import FIELDS
+from smartpay_tools.data.registry_import import merge_sql, read_rows, validate
 
 _CYCLE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 PERSON = tuple(f for f in FIELDS if f != "status")  # the payroll never changes a beneficiary's status

@@ -1,0 +1,1 @@
+"""Data tools: synthetic registry/payroll CSVs (:mod:`.datagen`) and their imports."""
