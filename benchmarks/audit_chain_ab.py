@@ -162,6 +162,7 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int, latency_ms: float) -
                                                    reference="bench", context=context)
                     times[kind].append(time.perf_counter() - t0)
                 assert reply.succeeded == batch, reply
+                print(f"    batch block {b} {kind:8} {times[kind][-1]:6.2f} s", flush=True)
     finally:
         sim.stop()
         buffr.reset_client()
