@@ -21,10 +21,15 @@ AUDITOR = "auditor"
 
 
 def auditor_url(url: str) -> str:
-    """The same database, as the read-only ``auditor`` role (local servers use trust auth; a
-    deployed database takes the auditor's own URL with its password instead)."""
+    """The same database, as the read-only ``auditor`` role: a URL that already names the auditor
+    (a deployed database, with its password) is used as it is; otherwise the role is swapped in
+    without a password (the local server's trust authentication)."""
+    import psycopg
+
     from smartpay_tools.local.services import url_as
 
+    if psycopg.conninfo.conninfo_to_dict(url).get("user") == AUDITOR:
+        return url
     return url_as(url, AUDITOR)
 
 
