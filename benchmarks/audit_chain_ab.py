@@ -77,6 +77,18 @@ def _seed(url: str, count: int, status: str, cycle: str) -> list[str]:
     return ids
 
 
+def _route_metric_ms(calls: int = 3000) -> float:
+    """What :func:`count_idempotent_request` (new with the chain's issue) costs per request, timed here."""
+    from smartpay.observability import count_idempotent_request
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        count_idempotent_request("webhook", replayed=False)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            count_idempotent_request("webhook", replayed=False)
+        return (time.perf_counter() - t0) / calls * 1000
+
+
 def _ratio_line(label: str, plain: float, chained: float, unit: str) -> bool:
     ratio = chained / plain
     print(f"  {label:34} plain {plain:9.2f} {unit}   chained {chained:9.2f} {unit}   chained / plain {ratio:5.3f}  "
@@ -209,6 +221,10 @@ def main() -> int:
         if args.only != "batch":
             plain, chained = webhook_ab(urls, args.blocks, args.block, args.warm)
             ok &= _ratio_line(f"webhook receipt p50 ({args.block - args.warm}/block)", plain, chained, "ms")
+            emf_ms = _route_metric_ms()
+            print(f"  + the per-route EMF line (IdempotentRequests/IdempotencyReplays, same code on both sides): "
+                  f"{emf_ms:.3f} ms per request = {emf_ms / plain * 100:.1f} % of the plain p50; "
+                  f"chain and line together: {(chained + emf_ms) / plain:5.3f}")
         if args.only != "webhook":
             plain, chained, plain_db, chained_db = batch_ab(urls, args.blocks, args.batch, args.latency_ms)
             ok &= _ratio_line(f"batch of {args.batch} ({args.latency_ms:g} ms/call)", plain, chained, "s ")
