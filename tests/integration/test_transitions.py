@@ -247,9 +247,13 @@ def test_a_foreign_key_check_never_waits_on_a_transition(pg, clean_db) -> None:
             worker = threading.Thread(target=batch)
             worker.start()
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not factories.count(
-                    pg, "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):
+            waiting = 0
+            while time.monotonic() < deadline and not waiting:
                 time.sleep(0.02)  # until the batch holds b and waits for a
+                waiting = factories.count(
+                    pg, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                        "WHERE NOT l.granted AND l.locktype = 'transactionid' AND a.datname = current_database()")
+            assert waiting == 1, "the batch never waited for the holder's lock: the test would prove nothing"
             holder.execute("SET LOCAL lock_timeout = '3s'")
             holder.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
                            "VALUES (%s, 'active', 'active', 'reconcile', 'fk-check')", (b,))
