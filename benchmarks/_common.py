@@ -12,6 +12,9 @@ for sub in ("layers/core", "tools", "functions/disburse"):
         sys.path.insert(0, str(ROOT / sub))
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: Benchmarks run as the local stage: the only one that may reach PostgreSQL without TLS and the
+#: simulator over plain http (deployed stages always use verify-full and https).
+LOCAL_STAGE = {"STAGE": "local", "DATABASE_SSLMODE": "disable"}
 
 
 def fresh_database(name: str) -> str:

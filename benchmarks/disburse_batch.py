@@ -82,17 +82,19 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--compare", type=int, default=2000, help="calls per alternative client (0: skip)")
+    parser.add_argument("--database-name", default="smartpay_bench_disburse",
+                        help="the throwaway database (dropped before and after; one per concurrent run)")
     args = parser.parse_args()
     n, conc = args.vouchers, args.concurrency
     # Before anything imports smartpay.observability (the Buffr client does): its logger reads them once.
     # INFO, as deployed (template.yaml LogLevel): the batch pays for its log lines here as it would
     # in Lambda; they are written to /dev/null instead of the terminal.
     os.environ.update({"POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay", "POWERTOOLS_TRACE_DISABLED": "true",
-                       "POWERTOOLS_LOG_LEVEL": "INFO"})
+                       "POWERTOOLS_LOG_LEVEL": "INFO", **_common.LOCAL_STAGE})
     from smartpay.observability import logger
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
 
-    url = _common.fresh_database("smartpay_bench_disburse")
+    url = _common.fresh_database(args.database_name)
     sim = SimulatorProcess(port=0, api_key=KEY).start()
     try:
         import tempfile
@@ -101,16 +103,14 @@ def main() -> int:
         from smartpay_tools.data import datagen, payroll_import
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "payroll.csv"
-            datagen.generate_payroll_file(path, int(n / 0.96) + 50, "2026-11")
+            # one programme cycle of N vouchers, as the batch API takes it
+            datagen.generate_payroll_file(path, int(n / 0.96) + 50, "2026-11", programme="old_age")
             imported_at = time.perf_counter()
             imported = payroll_import.import_file(url, path)
             import_s = time.perf_counter() - imported_at
         print(f"payroll import (this run's set-up): {imported.rows:,} rows in {import_s:.2f} s = "
               f"{imported.rows / import_s:,.0f} rows/s, {imported.vouchers_issued:,} vouchers issued "
               "(300,000 rows: benchmarks/payroll_import.py)")
-        import psycopg
-        with psycopg.connect(url) as conn:  # one programme cycle of N vouchers, as the batch API takes it
-            conn.execute("UPDATE vouchers SET programme = 'old_age'")
         sim.configure(latency_ms=args.latency_ms)
 
         if args.compare:
@@ -156,7 +156,7 @@ def main() -> int:
         from smartpay import buffr, db
         buffr.reset_client()
         db.close_pool()
-        _common.drop("smartpay_bench_disburse")
+        _common.drop(args.database_name)
     return 0
 
 

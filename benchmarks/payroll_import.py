@@ -1,7 +1,7 @@
 """Payroll import rate: N payroll rows (default 300,000) into a fresh database, then a re-run.
 
 Target (issue 3): 300,000 rows in ≤ 60 s on the dev box. Prints rows/s and the ratio to target.
-Usage: python benchmarks/payroll_import.py [ROWS]
+Usage: python benchmarks/payroll_import.py [ROWS] [--database-name NAME]
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ TARGET_S_PER_300K = 60.0
 
 
 def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
-    url = _common.fresh_database("smartpay_bench_payroll")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("rows", nargs="?", type=int, default=300_000)
+    parser.add_argument("--database-name", default="smartpay_bench_payroll",
+                        help="the throwaway database (dropped before and after; one per concurrent run)")
+    args = parser.parse_args()
+    count, name = args.rows, args.database_name
+    url = _common.fresh_database(name)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "payroll.csv"
@@ -41,7 +48,7 @@ def main() -> int:
             print(f"re-run: {again.vouchers_issued} issued, {again.already_issued} already issued "
                   f"in {time.perf_counter() - started:.1f}s")
     finally:
-        _common.drop("smartpay_bench_payroll")
+        _common.drop(name)
     return 0
 
 

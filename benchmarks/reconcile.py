@@ -83,7 +83,7 @@ def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
 def child_env(url: str, sim: Any, concurrency: int) -> dict[str, str]:
     from smartpay_tools.local.services import url_as
 
-    return {**os.environ, "DATABASE_URL": url_as(url, "smartpay_reconcile"), "DATABASE_URL_SECRET": "",
+    return {**os.environ, "STAGE": "local", "DATABASE_SSLMODE": "disable", "DATABASE_URL": url_as(url, "smartpay_reconcile"), "DATABASE_URL_SECRET": "",
             "BUFFR_API_URL": sim.url, "BUFFR_API_KEY": sim.api_key, "BUFFR_CONCURRENCY": str(concurrency),
             "BUFFR_READ_TIMEOUT_S": "5", "RECONCILE_PAGE_SIZE": "2000", "RECONCILE_SAFETY_MARGIN_S": "10",
             "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay",

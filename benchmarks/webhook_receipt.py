@@ -51,10 +51,11 @@ def seed(url: str, count: int) -> list[str]:
             """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
                SELECT lpad(i::text, 11, '0'), 'Bench', 'Mark', '+26481' || lpad(i::text, 7, '0'), 'Khomas',
                       'old_age' FROM generate_series(1, %s) AS i""", (count,))
-        rows = conn.execute(
-            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, status, expires_at)
-               SELECT id, 'old_age', '2026-11', 140000, 'pending', now() + interval '30 days'
+        rows = conn.execute(  # born issued (the database allows nothing else), then sent (pending)
+            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
+               SELECT id, 'old_age', '2026-11', 140000, now() + interval '30 days'
                  FROM beneficiaries RETURNING id""").fetchall()
+        conn.execute("UPDATE vouchers SET status = 'pending'")
     return [str(r[0]) for r in rows]
 
 
@@ -173,7 +174,7 @@ def main() -> None:
             "IDEMPOTENCY_TABLE": TABLE, "POWERTOOLS_SERVICE_NAME": "webhook", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "KetchupSmartPay", "LOG_LEVEL": "WARNING",
             "POWERTOOLS_LOG_LEVEL": "WARNING", "AWS_DEFAULT_REGION": "af-south-1", "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "x", "STAGE": "bench",
+            "AWS_SECRET_ACCESS_KEY": "x", "STAGE": "local", "DATABASE_SSLMODE": "disable",
         })
         with mock_aws():
             boto3.client("dynamodb").create_table(

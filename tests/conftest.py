@@ -31,6 +31,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "af-south-1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KetchupSmartPay")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
+# In-process code runs as the local stage, which alone may connect without TLS (and call the
+# simulator over plain http); deployed stages always use verify-full and https.
+os.environ.setdefault("STAGE", "local")
+os.environ.setdefault("DATABASE_SSLMODE", "disable")
 
 
 @pytest.fixture(scope="session")

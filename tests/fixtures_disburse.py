@@ -32,7 +32,7 @@ def disburse_env(db_env: str, local_stack: Any, sim: Any, monkeypatch: pytest.Mo
     env = {
         **client_env(local_stack.moto.endpoint, local_stack.region),
         "DATABASE_URL": url_as(db_env, "smartpay_disburse"),  # the function's own least-privilege role
-        "IDEMPOTENCY_TABLE": local_stack.template.tables()[0].name,
+        "IDEMPOTENCY_TABLE": next(t.name for t in local_stack.template.tables() if t.logical_id == "DisburseIdempotencyTable"),
         "BUFFR_API_URL": sim.url,
         "BUFFR_API_KEY": local_stack.buffr_api_key,
         "BUFFR_CONNECT_TIMEOUT_S": "1",

@@ -75,12 +75,17 @@ def seed_vouchers(pg: psycopg.Connection[Any], n: int, *, status: str = "active"
             for i, b in enumerate(people):
                 copy.write_row((b, f"{_seeded + i:011d}", "Test", "Person",
                                 f"+26481{i % 10**7:07d}", "Khomas", programme))
-        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, status, "
-                      "buffr_delivery_id, issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
+        # Born issued (the database refuses anything else), then moved on to ``status`` in one UPDATE.
+        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, issued_at, expires_at, "
+                      "status_changed_at) FROM STDIN") as copy:
             for v, b in zip(ids, people, strict=True):
-                delivery = None if status in ("issued", "pending") else f"dlv_{v[:8]}"
-                copy.write_row((v, b, programme, cycle, amount_cents, status, delivery,
-                                _ago(age_seconds + 60), _ago(-30 * 86400), _ago(age_seconds)))
+                copy.write_row((v, b, programme, cycle, amount_cents, _ago(age_seconds + 60), _ago(-30 * 86400),
+                                _ago(age_seconds)))
+        if status != "issued":
+            cur.execute("""UPDATE vouchers SET status = %s, status_changed_at = %s,
+                                  buffr_delivery_id = CASE WHEN %s THEN NULL ELSE 'dlv_' || left(id::text, 8) END
+                            WHERE id = ANY(%s::uuid[])""",
+                        (status, _ago(age_seconds), status == "pending", ids))
         _seeded += n
         cur.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
                     "SELECT id, NULL, 'issued', 'operator', 'seed' FROM unnest(%s::uuid[]) AS id", (ids,))

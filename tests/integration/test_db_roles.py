@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 ALL = "*"  # the privilege on the whole table, not only some columns
 STATUS_COLUMNS = frozenset({"status", "status_changed_at", "version", "buffr_delivery_id", "failure_reason",
                             "review_reason"})
+ISSUE_COLUMNS = frozenset({"beneficiary_id", "programme", "cycle", "amount_cents", "currency", "expires_at"})
 NON_PII = frozenset({"id", "region", "programme", "status", "created_at", "updated_at"})
 PII = ("id_number", "first_name", "last_name", "msisdn")
 
@@ -32,8 +33,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
     },
     "smartpay_disburse": {
         "programmes": {"SELECT": ALL},
-        "beneficiaries": {"SELECT": NON_PII | {"id_number"}, "UPDATE": frozenset({"updated_at"})},
-        "vouchers": {"SELECT": ALL, "INSERT": ALL, "UPDATE": STATUS_COLUMNS},
+        "beneficiaries": {"SELECT": NON_PII | {"id_number"}},
+        "vouchers": {"SELECT": ALL, "INSERT": ISSUE_COLUMNS, "UPDATE": STATUS_COLUMNS},
         "voucher_events": {"SELECT": ALL, "INSERT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
     },
@@ -64,7 +65,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
     "auditor": {
         name: {"SELECT": ALL}
         for name in ("programmes", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
-                     "reconciliation_records", "reconciliation_report", "beneficiaries_masked",
+                     "reconciliation_records", "reconciliation_report", "beneficiaries_masked", "voucher_lifecycle",
                      "beneficiary_eligibility", "webhook_receipts")
     },
 }
@@ -72,7 +73,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
 RELATIONS = frozenset({
     "programmes", "beneficiaries", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
     "reconciliation_records", "beneficiaries_masked", "reconciliation_report", "schema_migrations",
-    "schema_repeatables", "voucher_events_id_seq", "webhook_events_id_seq", "reconciliation_records_id_seq",
+    "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq", "reconciliation_records_id_seq",
     "beneficiary_eligibility", "webhook_receipts",
 })
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -162,7 +163,9 @@ CASES: list[tuple[str, str, bool]] = [
     ("smartpay_beneficiaries", "SELECT * FROM programmes", False),
     # disburse: ID number yes, names and phone no; issues vouchers; only status columns change.
     ("smartpay_disburse", "SELECT id, id_number, programme, status FROM beneficiaries WHERE id = %(bid)s", True),
-    ("smartpay_disburse", "SELECT id, status FROM beneficiaries WHERE id = %(bid)s FOR SHARE", True),
+    ("smartpay_disburse", "SELECT id, status FROM beneficiaries WHERE id = %(bid)s FOR SHARE", False),
+    ("smartpay_disburse", NEW_VOUCHER.replace("expires_at)", "expires_at, status)").replace("days')", "days', 'active')"),
+     False),
     ("smartpay_disburse", "SELECT msisdn FROM beneficiaries", False),
     ("smartpay_disburse", "SELECT first_name FROM beneficiaries", False),
     ("smartpay_disburse", "SELECT * FROM beneficiaries", False),
@@ -267,21 +270,32 @@ def test_read_only_roles_default_to_read_only_transactions(connect_as: Any, worl
     assert conn.execute("SHOW default_transaction_read_only").fetchone()["default_transaction_read_only"] == "on"
 
 
-@pytest.mark.parametrize("role, source", [("smartpay_disburse", "disburse"), ("smartpay_webhook", "webhook"),
-                                          ("smartpay_reconcile", "reconcile")])
+@pytest.mark.parametrize("role, source, target", [("smartpay_disburse", "disburse", "pending"),
+                                                  ("smartpay_webhook", "webhook", "active"),
+                                                  ("smartpay_reconcile", "reconcile", "pending")])
 def test_writers_change_status_with_the_shared_transition_code(connect_as: Any, pg: psycopg.Connection[Any],
                                                                world: dict[str, str], role: str,
-                                                               source: str) -> None:
+                                                               source: str, target: str) -> None:
     conn = connect_as(role)
     with conn.transaction():
-        result = transition(conn, world["vid"], "pending", source=source, reference="ref-1")
+        result = transition(conn, world["vid"], target, source=source, reference="ref-1")
     assert result.applied
     voucher = pg.execute("SELECT status, version FROM vouchers WHERE id = %s", (world["vid"],)).fetchone()
-    assert voucher == {"status": "pending", "version": 2}
+    assert voucher == {"status": target, "version": 2}
     trail = pg.execute("SELECT from_status, to_status, source FROM voucher_events WHERE voucher_id = %s ORDER BY id",
                        (world["vid"],)).fetchall()
     assert trail == [{"from_status": None, "to_status": "issued", "source": "operator"},
-                     {"from_status": "issued", "to_status": "pending", "source": source}]
+                     {"from_status": "issued", "to_status": target, "source": source}]
+
+
+def test_the_webhook_role_cannot_send_a_voucher_for_payment(connect_as: Any, pg: psycopg.Connection[Any],
+                                                          world: dict[str, str]) -> None:
+    """A move to pending is a payment and reads the registry's eligibility, which the webhook role
+    (no access to beneficiaries) cannot: Buffr's events never ask for it anyway."""
+    conn = connect_as("smartpay_webhook")
+    with pytest.raises(REFUSED), conn.transaction():
+        transition(conn, world["vid"], "pending", source="webhook", reference="ref-1")
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (world["vid"],)).fetchone() == {"status": "issued"}
 
 
 def test_disburse_issues_a_voucher_with_its_audit_row(connect_as: Any, pg: psycopg.Connection[Any],

@@ -159,7 +159,8 @@ def test_hundred_concurrent_disburse_calls_through_the_gateway(gateway_url, api_
     statuses = [r.status_code for r in replies]
     fresh = [r for r in replies if r.status_code == 200 and "Idempotent-Replayed" not in r.headers]
     assert len(fresh) == 1, statuses
-    assert all(r.status_code == 409 or (r.status_code == 200 and r.json() == fresh[0].json()) for r in replies)
+    assert all(r.status_code == 409 or (r.status_code == 200 and r.json() == fresh[0].json()) for r in replies), [
+        (r.status_code, r.text[:200]) for r in replies if r.status_code not in (200, 409)]
     assert sim.stats(detail=True)["credits_per_voucher"] == {v["id"]: 1}
     transitions = pg.execute("SELECT from_status, to_status FROM voucher_events WHERE voucher_id = %s ORDER BY id",
                              (v["id"],)).fetchall()

@@ -10,16 +10,36 @@ statuses = st.sampled_from(list(VoucherStatus))
 
 
 def test_diagram_edges() -> None:
-    assert EDGES[S.ISSUED] == {S.PENDING, S.CANCELLED, S.EXPIRED}
+    assert EDGES[S.ISSUED] == {S.PENDING, S.HELD, S.CANCELLED, S.EXPIRED}
+    assert EDGES[S.HELD] == {S.PENDING, S.CANCELLED, S.EXPIRED}
     assert EDGES[S.PENDING] == {S.ACTIVE, S.FAILED}
     assert EDGES[S.ACTIVE] == {S.REDEEMED, S.EXPIRED, S.CANCELLED}
     assert {S.REDEEMED, S.EXPIRED, S.CANCELLED, S.FAILED} == TERMINAL
-    assert {S.ISSUED, S.PENDING, S.ACTIVE} == OPEN
+    assert {S.ISSUED, S.HELD, S.PENDING, S.ACTIVE} == OPEN
 
 
 def test_depths_follow_the_lifecycle() -> None:
-    assert [depth(s) for s in (S.ISSUED, S.PENDING, S.ACTIVE, S.REDEEMED)] == [0, 1, 2, 3]
-    assert depth(S.FAILED) == 2 and depth(S.EXPIRED) == 3
+    assert [depth(s) for s in (S.ISSUED, S.HELD, S.PENDING, S.ACTIVE, S.REDEEMED)] == [0, 1, 2, 3, 4]
+    assert depth(S.FAILED) == 3 and depth(S.EXPIRED) == 4
+
+
+def test_held_is_entered_only_before_buffr_and_left_forward_only() -> None:
+    """Suspended at payment time → held; reinstated → pending; never back to held once sent."""
+    assert decide(S.ISSUED, S.HELD).outcome == "applied"
+    assert decide(S.HELD, S.PENDING).outcome == "applied"
+    assert decide(S.HELD, S.CANCELLED).outcome == "applied"
+    assert decide(S.HELD, S.EXPIRED).outcome == "applied"
+    for sent in (S.PENDING, S.ACTIVE, S.REDEEMED, S.FAILED):
+        assert decide(sent, S.HELD).outcome == "stale"
+    assert decide(S.HELD, S.ISSUED).outcome == "stale"
+
+
+def test_ineligible_vouchers_are_held_when_suspended_and_cancelled_otherwise() -> None:
+    from smartpay.lifecycle import ineligible_target
+
+    assert ineligible_target("suspended") == S.HELD
+    assert ineligible_target("deceased") == S.CANCELLED
+    assert ineligible_target("active") == S.CANCELLED  # active but no longer enrolled in the programme
 
 
 def test_forward_jumps_apply_when_reachable() -> None:

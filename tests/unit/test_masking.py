@@ -82,3 +82,78 @@ def test_untraced_containers_never_import_the_xray_sdk() -> None:
     env = {"POWERTOOLS_TRACE_DISABLED": "true", "PATH": "", "AWS_DEFAULT_REGION": "af-south-1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _real_ids() -> list[str]:
+    """Ids in the shapes this system makes them, plus ones whose random part holds digit runs."""
+    import secrets
+    import uuid
+
+    ids = []
+    for _ in range(300):
+        ids += [str(uuid.uuid4()), f"msg_{uuid.uuid4().hex}", f"dlv_{uuid.uuid4().hex[:20]}",
+                f"reconcile-{uuid.uuid4()}-{uuid.uuid4().hex[:8]}"]
+        ids.append(f"msg_{secrets.token_urlsafe(18)}")  # smartpay.signing's webhook ids
+    ids += ["msg_e22e85010112345f3457f0a1", "msg_26481123456712345678", "dlv_85010112345abcdef012",
+            "msg_Zx-85010112345_k2", "dlv_26481123456700000000", "3fa85f64-5717-4562-b3fc-285010112345"]
+    return ids
+
+
+def test_ids_stay_whole_in_text_and_fields() -> None:
+    """Webhook ids (msg_…), delivery ids (dlv_…), request ids and UUIDs are never masked, even
+    when their random part holds 11 digits or +264… (an operator must be able to search for them)."""
+    for value in _real_ids():
+        for text in (value, f"delivery {value} applied", f'"webhook_id":"{value}"', f"id={value}."):
+            assert scrub_text(text) == text, value
+        assert scrub({"webhook_id": value, "delivery_id": value, "request_id": value}) == {
+            "webhook_id": value, "delivery_id": value, "request_id": value}
+
+
+def test_names_in_free_text_and_tracebacks_are_masked() -> None:
+    row = ("Failing row contains (3fa85f64-5717-4562-b3fc-2c963f66afa6, 85010112345, Tuyeni, Haufiku, "
+           "+264811234567, Oshana, old_age, active, 2026-11-28 07:00:00+00).")
+    masked = scrub_text(row)
+    for secret in ("85010112345", "Tuyeni", "Haufiku", "811234567"):
+        assert secret not in masked
+    assert "3fa85f64-5717-4562-b3fc-2c963f66afa6" in masked and "T*****" in masked
+    for text, secret in (("full_name='Anna Angula' rejected", "Angula"), ('{"last_name": "Nangolo"}', "Nangolo"),
+                         ("first_name=\\\"Selma\\\"", "Selma"), ("[type=string_type, input_value='Rauna Shilongo']",
+                                                                  "Shilongo")):
+        assert secret not in scrub_text(text), text
+
+
+def test_logged_tracebacks_carry_no_personal_data() -> None:
+    import pydantic
+
+    from smartpay.observability import logger
+
+    class Person(pydantic.BaseModel):
+        id_number: int
+        full_name: int
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    # The data arrive at run time (the traceback's frames quote source lines, not values).
+    payload = json.loads('{"id_number": "85010112345x", "full_name": "Ndapewa Kambonde"}')
+    detail = json.loads('"Failing row contains (b31b7241-63a6-4bee-a90e-b85010112345, 70010154321, Loide, '
+                        'Uusiku, +264851234567)"')
+    try:
+        try:
+            Person.model_validate(payload)
+        except pydantic.ValidationError:
+            logger.exception("bad payload for voucher 3fa85f64-5717-4562-b3fc-285010112345 via msg_26481123456712345678")
+        try:
+            raise ValueError(detail)
+        except ValueError:
+            logger.exception("insert failed")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "Traceback" in out or "stack_trace" in out
+    for secret in ("85010112345x", "Ndapewa", "Kambonde", "70010154321", "Loide", "Uusiku", "851234567"):
+        assert secret not in out, secret
+    for kept in ("3fa85f64-5717-4562-b3fc-285010112345", "msg_26481123456712345678",
+                 "b31b7241-63a6-4bee-a90e-b85010112345"):
+        assert kept in out

@@ -6,7 +6,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from smartpay.errors import ConfigError
-from smartpay.settings import database_url
+from smartpay.settings import RDS_CA_BUNDLE, database_url
 
 
 @pytest.fixture()
@@ -14,6 +14,8 @@ def rds_secret(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("DATABASE_URL_SECRET", raising=False)
     monkeypatch.delenv("DATABASE_URL_PARAMETER", raising=False)
     monkeypatch.delenv("DATABASE_HOST", raising=False)
+    monkeypatch.setenv("STAGE", "prod")  # a deployed function (TLS: tests/unit/test_database_tls.py)
+    monkeypatch.delenv("DATABASE_SSLMODE", raising=False)
 
     def _set(data: dict) -> None:
         monkeypatch.setenv("DATABASE_URL", json.dumps(data))
@@ -26,7 +28,7 @@ def test_proxy_host_from_environment_wins(rds_secret, monkeypatch: pytest.Monkey
     parts = conninfo_to_dict(database_url())
     assert parts == {"host": "smartpay-prod.proxy-abc.af-south-1.rds.amazonaws.com", "port": "5432",
                      "dbname": "smartpay", "user": "smartpay_webhook", "password": "p@ss word'",
-                     "sslmode": "require"}
+                     "sslmode": "verify-full", "sslrootcert": str(RDS_CA_BUNDLE)}
 
 
 def test_secret_host_used_when_no_override(rds_secret) -> None:

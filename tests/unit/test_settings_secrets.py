@@ -51,8 +51,10 @@ def test_rds_secret_json_becomes_a_conninfo(aws, monkeypatch) -> None:
     secret = {"host": "db.internal", "port": 5432, "dbname": "smartpay", "username": "app", "password": "p w"}
     arn = boto3.client("secretsmanager").create_secret(Name="smartpay/db", SecretString=json.dumps(secret))["ARN"]
     monkeypatch.setenv("DATABASE_URL_SECRET", arn)
+    monkeypatch.setenv("STAGE", "dev")
+    monkeypatch.delenv("DATABASE_SSLMODE", raising=False)
     url = settings.database_url()
-    assert "host=db.internal" in url and "user=app" in url and "sslmode=require" in url
+    assert "host=db.internal" in url and "user=app" in url and "sslmode=verify-full" in url
 
 
 def test_missing_setting_names_the_variable(aws) -> None:

@@ -150,15 +150,19 @@ def test_usage_plans_per_principal_and_webhook_needs_no_key() -> None:
     assert webhook == {"Authorizer": "NONE", "ApiKeyRequired": False}
 
 
-def test_vpc_only_under_create_database() -> None:
+def test_vpc_only_under_create_database_or_a_named_network() -> None:
     for logical_id in FUNCTIONS:
         vpc = RES[logical_id]["Properties"].get("VpcConfig")
         if vpc is None:
             assert "DATABASE_URL" not in _env(logical_id), f"{logical_id} uses the database but is never in the VPC"
             continue
         cond, yes, no = vpc["Fn::If"]
-        assert (cond, no) == ("CreateDatabase", NO_VALUE), logical_id
+        assert cond == "CreateDatabase", logical_id
         assert yes["SecurityGroupIds"] == [{"Ref": "FunctionSecurityGroup"}], logical_id
+        # CreateDatabase=false: the VPC the deployer names (FunctionSubnetIds), else none.
+        assert no == {"Fn::If": ["UsesExistingNetwork",
+                                 {"SecurityGroupIds": {"Ref": "FunctionSecurityGroupIds"},
+                                  "SubnetIds": {"Ref": "FunctionSubnetIds"}}, NO_VALUE]}, logical_id
     kinds = ("AWS::EC2::", "AWS::RDS::", "AWS::SecretsManager::")
     for logical_id, resource in RES.items():
         if resource["Type"].startswith(kinds) or logical_id == "DatabaseProxyRole":
@@ -214,7 +218,7 @@ def test_every_function_database_secret_comes_from_a_parameter_or_a_created_secr
 def test_outputs_name_everything_an_operator_needs() -> None:
     outputs = T.doc["Outputs"]
     values = [json.dumps(o["Value"]) for o in outputs.values()]
-    for logical_id in [*FUNCTIONS, "IdempotencyTable", "AlarmTopic", "ApiAccessLogGroup"]:
+    for logical_id in [*FUNCTIONS, *_of_type("AWS::DynamoDB::Table"), "AlarmTopic", "ApiAccessLogGroup"]:
         assert json.dumps({"Ref": logical_id}) in values, f"no output for {logical_id}"
     assert "SmartPayApi" in json.dumps(outputs["ApiUrl"])
     for name in ("DatabaseProxyEndpoint", "DatabaseClusterEndpoint", "DatabaseMasterSecretArn"):

@@ -9,7 +9,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beneficiaries import service
-from beneficiaries.models import BeneficiaryView, Verification, VerifyRequest
+from beneficiaries.models import BeneficiaryView, VerifyReply, VerifyRequest
 from smartpay.api import make_resolver, require_scope, resolve
 from smartpay.observability import logger, metrics, tracer
 
@@ -26,9 +26,11 @@ def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> Beneficiary
     return service.get(beneficiary_id)
 
 
-@app.post("/api/v1/beneficiaries/verify", summary="Verify a beneficiary by ID number (in the body)")
+@app.post("/api/v1/beneficiaries/verify",
+          summary="Verify a beneficiary by ID number (in the body); unless every supplied field matches, "
+                  'the reply is only {"match": false}')
 @tracer.capture_method
-def verify(request: VerifyRequest) -> Verification:
+def verify(request: VerifyRequest) -> VerifyReply:
     require_scope(app, "beneficiaries:read")
     result = service.verify(request)
     metrics.add_metric(name="BeneficiaryVerifications", unit="Count", value=1)

@@ -48,6 +48,18 @@ class BeneficiaryView(MaskedBeneficiary):
 
 
 class Verification(BaseModel):
-    match: bool
-    checks: dict[str, bool] = Field(description="Which of the supplied fields matched")
-    beneficiary: BeneficiaryView | None = None
+    """Every supplied field matched: the masked profile."""
+
+    match: Literal[True] = True
+    checks: dict[str, bool] = Field(description="The supplied fields (all matched)")
+    beneficiary: BeneficiaryView
+
+
+class NoMatch(BaseModel):
+    """Some supplied field did not match (or no such ID number): nothing else, so the endpoint
+    cannot be used to walk ID numbers and learn who holds them or which field was wrong."""
+
+    match: Literal[False] = False
+
+
+VerifyReply = Verification | NoMatch

@@ -1,4 +1,8 @@
-"""Verification rules: match only when every supplied field matches; eligible only when active."""
+"""Verification rules: match only when every supplied field matches; eligible only when active.
+
+Minimal disclosure: unless every supplied field matches, the reply is ``{"match": false}`` and
+nothing else — no profile, no vouchers, no per-field results (docs/api.md).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ import uuid
 from typing import Any
 
 from beneficiaries import repository
-from beneficiaries.models import BeneficiaryView, Verification, VerifyRequest, VoucherSummary
+from beneficiaries.models import (
+    BeneficiaryView,
+    NoMatch,
+    Verification,
+    VerifyReply,
+    VerifyRequest,
+    VoucherSummary,
+)
 from smartpay.errors import NotFound
 from smartpay.masking import mask_id_number, mask_msisdn, mask_name
 
@@ -54,10 +65,10 @@ def get(beneficiary_id: uuid.UUID) -> BeneficiaryView:
     return _view(row)
 
 
-def verify(request: VerifyRequest) -> Verification:
+def verify(request: VerifyRequest) -> VerifyReply:
     row = repository.by_id_number(request.id_number)
     if row is None:
-        return Verification(match=False, checks={"id_number": False})
+        return NoMatch()
     checks = {"id_number": True}
     if request.full_name is not None:
         checks["full_name"] = _normalise_name(request.full_name) == _normalise_name(
@@ -65,7 +76,11 @@ def verify(request: VerifyRequest) -> Verification:
         )
     if request.msisdn is not None:
         checks["msisdn"] = _normalise_msisdn(request.msisdn) == row["msisdn"]
+    if not all(checks.values()):
+        return NoMatch()
     view = _view(row)
     if request.voucher_id is not None:
         checks["voucher_id"] = any(v.voucher_id == request.voucher_id for v in view.open_vouchers)
-    return Verification(match=all(checks.values()), checks=checks, beneficiary=view)
+        if not checks["voucher_id"]:
+            return NoMatch()
+    return Verification(checks=checks, beneficiary=view)

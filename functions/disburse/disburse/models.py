@@ -90,7 +90,9 @@ class VoucherView(BaseModel):
 
 class BatchItem(BaseModel):
     voucher_id: str
-    outcome: Literal["active", "failed", "pending", "skipped", "not_found"]
+    outcome: Literal["active", "failed", "pending", "skipped", "not_found", "ineligible"] = Field(
+        description="ineligible: not sent, the beneficiary may not be paid (reason); the voucher is held "
+                    "(suspended) or cancelled (deceased, not enrolled) — or stays pending, not re-sent")
     status: str | None
     delivery_id: str | None = None
     reason: str | None = None
@@ -103,8 +105,9 @@ class BatchReply(BaseModel):
     succeeded: int
     failed: int
     pending: int
+    ineligible: int = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
     skipped: int
     stopped_early: bool
     not_attempted: list[str]
-    remaining: int | None = Field(default=None, description="issued + pending left in the programme cycle")
+    remaining: int | None = Field(default=None, description="left to pay in the programme cycle: issued, and held or pending of beneficiaries eligible now")
     results: list[BatchItem]

@@ -15,36 +15,6 @@ _VOUCHER = """v.id, v.beneficiary_id, v.programme, v.cycle, v.amount_cents, v.cu
               v.status_changed_at, v.version"""
 
 
-def beneficiary_for_issue(conn: psycopg.Connection[Any], beneficiary_id: str) -> dict[str, Any] | None:
-    """The beneficiary, share-locked so it cannot be suspended half-way through issuing."""
-    return conn.execute("SELECT id, status, programme FROM beneficiaries WHERE id = %s FOR SHARE",
-                        (beneficiary_id,)).fetchone()
-
-
-def programme_max(conn: psycopg.Connection[Any], code: str) -> int | None:
-    row = conn.execute("SELECT max_amount_cents FROM programmes WHERE code = %s", (code,)).fetchone()
-    return None if row is None else int(row["max_amount_cents"])
-
-
-def insert_voucher(conn: psycopg.Connection[Any], values: dict[str, Any]) -> str | None:
-    """The new voucher's id, or None when the beneficiary already has one for this programme cycle."""
-    row = conn.execute(
-        """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, currency, expires_at)
-           VALUES (%(beneficiary_id)s, %(programme)s, %(cycle)s, %(amount_cents)s, %(currency)s, %(expires_at)s)
-           ON CONFLICT ON CONSTRAINT vouchers_one_per_cycle DO NOTHING
-           RETURNING id""",
-        values,
-    ).fetchone()
-    return None if row is None else str(row["id"])
-
-
-def existing_voucher(conn: psycopg.Connection[Any], beneficiary_id: str, programme: str, cycle: str) -> dict[str, Any]:
-    return conn.execute(
-        "SELECT id, status FROM vouchers WHERE beneficiary_id = %s AND programme = %s AND cycle = %s",
-        (beneficiary_id, programme, cycle),
-    ).fetchone()
-
-
 def get(conn: psycopg.Connection[Any], voucher_id: str) -> dict[str, Any] | None:
     return conn.execute(f"SELECT {_VOUCHER} FROM vouchers v WHERE v.id = %s", (voucher_id,)).fetchone()
 
@@ -71,15 +41,21 @@ _SENDABLE = """SELECT v.id::text, v.amount_cents, v.currency, b.id_number
                  FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id"""
 
 
+# Still to be paid in a programme cycle: every issued voucher (an ineligible beneficiary's is held
+# or cancelled by its claim, and reported), and the held (reinstated since) and pending (to be
+# finished) ones whose beneficiary may be paid now — so a held voucher of a still-suspended
+# beneficiary is not picked, reported and counted as remaining by every batch of the cycle.
+_TO_PAY = """v.programme = %s AND v.cycle = %s
+             AND (v.status = 'issued' OR (v.status IN ('held', 'pending')
+                  AND smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL))"""
+
+
 def candidates(conn: psycopg.Connection[Any], programme: str, cycle: str,
                limit: int) -> list[tuple[str, int, str, str]]:
-    """Open vouchers of a programme cycle still to be sent (issued) or to be finished (pending),
-    with what Buffr needs for each: (id, amount_cents, currency, id_number)."""
+    """Vouchers of a programme cycle still to be paid (see ``_TO_PAY``), with what Buffr needs
+    for each: (id, amount_cents, currency, id_number)."""
     return conn.cursor(row_factory=tuple_row).execute(
-        f"""{_SENDABLE}
-            WHERE v.programme = %s AND v.cycle = %s AND v.status IN ('issued', 'pending')
-            ORDER BY v.id LIMIT %s""",
-        (programme, cycle, limit),
+        f"{_SENDABLE} WHERE {_TO_PAY} ORDER BY v.id LIMIT %s", (programme, cycle, limit),
     ).fetchall()
 
 
@@ -92,8 +68,8 @@ def sendable(conn: psycopg.Connection[Any], voucher_ids: list[str]) -> list[tupl
 
 def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
     row = conn.execute(
-        "SELECT count(*) AS n FROM vouchers WHERE programme = %s AND cycle = %s AND status IN ('issued', 'pending')",
-        (programme, cycle),
+        f"""SELECT count(*) AS n FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
+             WHERE {_TO_PAY}""", (programme, cycle),
     ).fetchone()
     return int(row["n"])
 
@@ -122,7 +98,9 @@ def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], vouche
         results = transition_many(conn, changes, source="disburse", reference=reference)
     settled, claimed, refused = results[:len(settle)], [], []
     for r in results[len(settle):]:
-        if r.applied or (r.outcome == "duplicate" and r.from_status == "pending"):
+        # applied issued/held → pending, or pending as it was (re-sent); an ineligible beneficiary's
+        # voucher was redirected (held, cancelled) or left pending, and is not sent.
+        if r.ineligible is None and r.to_status == "pending" and r.outcome in ("applied", "duplicate"):
             claimed.append(r.voucher_id)
         else:
             refused.append(r)

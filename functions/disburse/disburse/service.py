@@ -22,14 +22,17 @@ from typing import Any
 
 from disburse import repository
 from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, VoucherView
-from smartpay import buffr, db, idempotency
+from smartpay import buffr, db, idempotency, issuance
 from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.lifecycle import VoucherStatus
 from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import env_float
-from smartpay.transitions import Change, record_issue, transition, transition_many
+from smartpay.transitions import Change, transition, transition_many
 
 SOURCE = "disburse"
+#: Statuses a disburse call may (re-)send: issued and held are claimed (→ pending) if the
+#: beneficiary is eligible; pending is re-sent under the same idempotency key.
+SENDABLE = frozenset({VoucherStatus.ISSUED, VoucherStatus.HELD, VoucherStatus.PENDING})
 GATHER_S = 0.01  # a batch turn's tick: how long answers gather before one statement records them
 
 
@@ -50,35 +53,29 @@ def issue(request: IssueRequest, idempotency_key: str | None, *, reference: str,
     return result, replayed
 
 
+_REJECTION_TITLES = {"beneficiary_id": "Beneficiary not eligible", "programme": "Not enrolled in programme",
+                     "amount_cents": "Amount above the programme maximum"}
+
+
 def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
+    """The rules are :mod:`smartpay.issuance`'s (the payroll import applies the same ones)."""
     beneficiary_id = str(request.beneficiary_id)
     with db.transaction() as conn:
-        person = repository.beneficiary_for_issue(conn, beneficiary_id)
-        if person is None:
-            raise Unprocessable(f"No beneficiary with id {beneficiary_id}.", title="Unknown beneficiary",
-                                errors=[{"location": "body.beneficiary_id", "message": "unknown beneficiary"}])
-        if person["status"] != "active":
-            raise Unprocessable(f"Beneficiary {beneficiary_id} is {person['status']}; only active beneficiaries "
-                                "receive vouchers.", title="Beneficiary not eligible",
-                                errors=[{"location": "body.beneficiary_id",
-                                         "message": f"beneficiary is {person['status']}"}])
-        maximum = repository.programme_max(conn, request.programme)
-        if maximum is None:
-            raise Unprocessable(f"Unknown programme {request.programme!r}.", title="Unknown programme",
-                                errors=[{"location": "body.programme", "message": "unknown programme"}])
-        if request.amount_cents > maximum:
-            raise Unprocessable(f"amount_cents {request.amount_cents} is above the {request.programme} maximum "
-                                f"of {maximum}.", errors=[{"location": "body.amount_cents",
-                                                           "message": f"must be at most {maximum}"}])
-        voucher_id = repository.insert_voucher(conn, {**request.model_dump(), "beneficiary_id": beneficiary_id})
-        if voucher_id is None:
-            existing = repository.existing_voucher(conn, beneficiary_id, request.programme, request.cycle)
-            raise Conflict(f"Beneficiary {beneficiary_id} already has voucher {existing['id']} for "
-                           f"{request.programme} {request.cycle}.", title="Voucher already issued",
-                           extra={"voucher_id": str(existing["id"]), "voucher_status": existing["status"]})
-        record_issue(conn, voucher_id, source="operator", reference=reference)
-        row = repository.get(conn, voucher_id)
-    logger.info("voucher issued", extra={"voucher_id": voucher_id, "programme": request.programme,
+        outcome = issuance.issue_one(conn, beneficiary_id=beneficiary_id, programme=request.programme,
+                                     cycle=request.cycle, amount_cents=request.amount_cents,
+                                     currency=request.currency, expires_at=request.expires_at, reference=reference)
+        row = repository.get(conn, outcome.voucher_id) if outcome.outcome == "issued" else None
+    if outcome.outcome == "rejected":
+        field, reason = outcome.field or "", outcome.reason or ""
+        title = (f"Unknown {field.removesuffix('_id')}" if reason.startswith("unknown ")
+                 else _REJECTION_TITLES.get(field, "Voucher not issued"))
+        raise Unprocessable(f"No voucher issued for beneficiary {beneficiary_id}: {outcome.reason}.", title=title,
+                            errors=[{"location": f"body.{outcome.field}", "message": outcome.reason}])
+    if outcome.outcome == "exists":
+        raise Conflict(f"Beneficiary {beneficiary_id} already has voucher {outcome.voucher_id} for "
+                       f"{request.programme} {request.cycle}.", title="Voucher already issued",
+                       extra={"voucher_id": outcome.voucher_id, "voucher_status": outcome.existing_status})
+    logger.info("voucher issued", extra={"voucher_id": outcome.voucher_id, "programme": request.programme,
                                          "cycle": request.cycle})
     metrics.add_metric(name="VouchersIssued", unit="Count", value=1)
     return _view(row).model_dump(mode="json")
@@ -127,12 +124,20 @@ def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[
         row = repository.lock_for_disburse(conn, voucher_id)
         if row is None:
             raise NotFound(f"No voucher with id {voucher_id}.")
-        if row["status"] == VoucherStatus.ISSUED:
-            transition(conn, voucher_id, VoucherStatus.PENDING, source=SOURCE, reference=reference)
-        elif row["status"] != VoucherStatus.PENDING:
+        if row["status"] not in SENDABLE:
             raise Conflict(f"Voucher {voucher_id} is already {row['status']}; it is not sent again.",
                            title="Voucher already disbursed",
                            extra={"voucher_id": voucher_id, "voucher_status": row["status"]})
+        # issued/held → pending (a pending one is re-sent as it is), decided on the beneficiary's
+        # eligibility in the same statement: an ineligible one is held or cancelled instead.
+        claim = transition(conn, voucher_id, VoucherStatus.PENDING, source=SOURCE, reference=reference)
+    if claim.ineligible is not None:  # committed above: the voucher records why (audit row)
+        item = _refused(claim)
+        _count([item])
+        _log([item], [None])
+        raise Conflict(f"Voucher {voucher_id} was not sent to Buffr: {claim.ineligible}.",
+                       title="Beneficiary not eligible",
+                       extra={"voucher_id": voucher_id, "voucher_status": item.status, "reason": claim.ineligible})
     request = buffr.DisburseRequest(voucher_id, int(row["amount_cents"]), row["currency"], row["id_number"])
     result = buffr.client().disburse(request, deadline=deadline)
     with db.transaction() as conn:
@@ -201,7 +206,7 @@ def _items(results: list[buffr.BuffrResult], transitions: list[Any]) -> list[Bat
     return items
 
 
-def _log(items: list[BatchItem], results: list[buffr.BuffrResult]) -> None:
+def _log(items: list[BatchItem], results: list[buffr.BuffrResult | None]) -> None:
     """One line per voucher that did not go through (with why), one line for those that did.
 
     A 10,000-voucher batch logs a few hundred lines, not 10,000: every voucher id is still in
@@ -214,7 +219,7 @@ def _log(items: list[BatchItem], results: list[buffr.BuffrResult]) -> None:
         else:
             logger.warning("disbursement not completed", extra={
                 "voucher_id": item.voucher_id, "outcome": item.outcome, "status": item.status,
-                "attempts": r.attempts, "error": r.error, "reason": item.reason})
+                "attempts": r.attempts if r else 0, "error": r.error if r else None, "reason": item.reason})
     if active:
         logger.info("disbursements accepted by Buffr", extra={"count": len(active), "voucher_ids": active})
 
@@ -222,7 +227,7 @@ def _log(items: list[BatchItem], results: list[buffr.BuffrResult]) -> None:
 def _count(items: list[BatchItem]) -> None:
     """Metrics once per call (aggregated), so a 10,000-voucher batch emits a handful of values."""
     totals = {"DisbursementsSucceeded": 0, "DisbursementsFailed": 0, "DisbursementsPending": 0,
-              "DisbursementRetries": 0}
+              "DisbursementsIneligible": 0, "DisbursementRetries": 0}
     for item in items:
         if item.outcome == "active":
             totals["DisbursementsSucceeded"] += 1
@@ -230,6 +235,8 @@ def _count(items: list[BatchItem]) -> None:
             totals["DisbursementsFailed"] += 1
         elif item.outcome == "pending":
             totals["DisbursementsPending"] += 1
+        elif item.outcome == "ineligible":
+            totals["DisbursementsIneligible"] += 1
         totals["DisbursementRetries"] += max(item.attempts - 1, 0)
     for name, value in totals.items():
         if value:
@@ -291,7 +298,10 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                         deadline=deadline, on_result=done.put)
                     in_flight += len(claimed)
                 items.extend(_items(results, settled))
-                items.extend(_refused(t) for t in refused)
+                if refused:
+                    turned_down = [_refused(t) for t in refused]
+                    _log(turned_down, [None] * len(turned_down))
+                    items.extend(turned_down)
             results = []
             if not in_flight:
                 if stopped_early or not todo:
@@ -314,13 +324,18 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                                          "not_attempted": len(not_attempted), "stopped_early": stopped_early})
     return BatchReply(requested=requested, attempted=requested - len(not_attempted),
                       succeeded=outcomes.count("active"), failed=outcomes.count("failed"),
-                      pending=outcomes.count("pending"),
+                      pending=outcomes.count("pending"), ineligible=outcomes.count("ineligible"),
                       skipped=outcomes.count("skipped") + outcomes.count("not_found"),
                       stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
                       remaining=left, results=items)
 
 
 def _refused(t: Any) -> BatchItem:
+    """A voucher this call did not send: unknown, past pending, or its beneficiary not eligible."""
+    if t.ineligible is not None:
+        return BatchItem(voucher_id=t.voucher_id, outcome="ineligible",
+                         status=t.to_status if t.applied else t.from_status,
+                         reason=f"not sent: {t.ineligible}")
     if t.outcome == "not_found":
         return BatchItem(voucher_id=t.voucher_id, outcome="not_found", status=None, reason="no such voucher")
     return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,

@@ -10,7 +10,8 @@ only flags.
 Ketchup                     Buffr                                        class → action
 ==========================  ===========================================  ===========
 any                         no answer (timeouts, 5xx after retries)      ``unavailable`` → none
-issued / failed             unknown                                      match (never sent / rejected)
+issued / held / failed      unknown                                      match (never sent / rejected)
+cancelled, never sent       unknown                                      match (e.g. beneficiary deceased)
 pending, younger than grace unknown                                      ``pending_in_grace`` → none
 pending, older than grace   unknown                                      ``pending_unknown`` → flag (or re-disburse)
 active / terminal           unknown                                      ``unknown_at_buffr`` → flag
@@ -78,8 +79,10 @@ def classify(voucher: dict[str, Any], outcome: str, body: dict[str, Any], *, now
     if outcome == "unavailable":
         return Verdict(False, "unavailable", "none", detail=f"Buffr did not answer ({error or 'unknown'})")
     if outcome == "not_found":
-        if ours in (S.ISSUED, S.FAILED):
+        if ours in (S.ISSUED, S.HELD, S.FAILED):
             return Verdict(True, None, "none")
+        if ours == S.CANCELLED and not voucher.get("buffr_delivery_id"):
+            return Verdict(True, None, "none")  # cancelled before it was ever sent (ineligible)
         if ours == S.PENDING:
             age = now - voucher["status_changed_at"]
             if age < grace:

@@ -79,7 +79,9 @@ def redisburse(voucher_ids: list[str], *, run_id: str) -> dict[str, dict[str, An
         results = {str(r["voucher_id"]): r for r in json.loads(payload["body"]).get("results", [])}
         for v in chunk:
             r = results.get(v, {})
-            out[v] = {"ok": bool(r), "outcome": r.get("outcome"), "status": r.get("status"),
+            # "ineligible": disburse did not send it (the beneficiary may not be paid): flagged here.
+            out[v] = {"ok": bool(r) and r.get("outcome") != "ineligible", "outcome": r.get("outcome"),
+                      "status": r.get("status"),
                       "reason": r.get("reason") or (None if r else "not in disburse's reply")}
         logger.info("re-disbursed", extra={"count": len(chunk), "ms": int((time.monotonic() - started) * 1000)})
     return out

@@ -40,8 +40,10 @@ SIGNATURE_REFUSED = {
 
 @app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)",
           description="Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); "
-                      "idempotent per Idempotency-Key, else webhook-id. Unknown event types are ignored (200); "
-                      "an unknown voucher is 404.",
+                      "idempotent per Idempotency-Key, else webhook-id. The body is {type, timestamp, data}: "
+                      "the event type may be named `event` instead of `type` (Buffr's integration guide), "
+                      "and `timestamp` may be left out (the signed webhook-timestamp says when it was sent). "
+                      "Unknown event types are ignored (200); an unknown voucher is 404.",
           responses={401: SIGNATURE_REFUSED})
 def receive() -> Response[WebhookReply]:
     raw = _raw_body()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -19,6 +20,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from smartpay.lifecycle import VoucherStatus
@@ -27,13 +29,31 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 
 class Envelope(BaseModel):
-    """Every event: its type, when Buffr emitted it, and its data object."""
+    """Every event: its type, when Buffr emitted it, and its data object.
+
+    Buffr's integration guide names the type ``event``; Standard Webhooks names it ``type``:
+    either is accepted (both present must agree). The envelope's ``timestamp`` is optional: the
+    signed ``webhook-timestamp`` header already says when Buffr sent the delivery.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    timestamp: AwareDatetime
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        validation_alias=AliasChoices("type", "event"))
+    timestamp: AwareDatetime | None = None
     data: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" in value and "event" in value and value["type"] != value["event"]:
+            raise ValueError("type and event name different event types")
+        return value
+
+
+def event_type(payload: dict[str, Any]) -> str:
+    """The event type of a validated payload (``type``, or the guide's alias ``event``)."""
+    return str(payload["type"] if "type" in payload else payload["event"])
 
 
 class EventData(BaseModel):

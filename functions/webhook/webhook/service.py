@@ -18,7 +18,7 @@ from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import secret
 from smartpay.transitions import transition
 from webhook import repository
-from webhook.models import KINDS, Envelope, EventData, RedeemedData
+from webhook.models import KINDS, Envelope, EventData, RedeemedData, event_type
 
 IDEMPOTENCY_NAME = "webhook"
 KEY_HEADERS = ("idempotency-key", "x-idempotency-key")
@@ -48,7 +48,7 @@ def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, header
     """Apply one verified delivery at most once per idempotency key; returns (reply, replayed)."""
     metrics.add_metric(name="WebhookReceived", unit="Count", value=1)
     occurred = envelope.data.get("occurred_at") if isinstance(envelope.data, dict) else None
-    _latency(occurred, envelope.timestamp)
+    _latency(occurred, envelope.timestamp or _signed_at(headers))
     key = idempotency.header(headers, *KEY_HEADERS) or webhook_id
     logger.append_keys(webhook_id=webhook_id, voucher_id=_uuid_or_none(envelope.data.get("voucher_id")))
     try:
@@ -74,7 +74,7 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
     idempotency record is dropped and a later retry (or an operator's replay) can still apply.
     """
     payload, webhook_id, key = data["payload"], data["webhook_id"], data["key"]
-    type_ = payload["type"]
+    type_ = event_type(payload)
     kind = KINDS.get(type_)
     log = {"webhook_id": webhook_id, "idempotency_key": key, "type_": type_, "payload": payload}
     with db.transaction(pipelined=True) as conn:  # 2 round trips: BEGIN + lock, then writes + COMMIT
@@ -140,13 +140,21 @@ def _uuid_or_none(value: Any) -> str | None:
         return None
 
 
-def _latency(occurred: Any, emitted: datetime) -> None:
+def _signed_at(headers: Mapping[str, str]) -> datetime | None:
+    """The signed ``webhook-timestamp`` (already checked by :func:`authenticate`)."""
+    try:
+        return datetime.fromtimestamp(int(idempotency.header(headers, "webhook-timestamp") or ""), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _latency(occurred: Any, emitted: datetime | None) -> None:
     """Delivery latency: the event's own time (``occurred_at``, else the envelope's) → receipt."""
     try:
         at = datetime.fromisoformat(occurred) if isinstance(occurred, str) else emitted
     except ValueError:
         at = emitted
-    if at.tzinfo is None:
+    if at is None or at.tzinfo is None:
         return
     ms = (datetime.now(UTC) - at).total_seconds() * 1000
     metrics.add_metric(name="WebhookDeliveryLatency", unit="Milliseconds", value=max(ms, 0.0))

@@ -54,7 +54,7 @@ import h11
 import httpx
 
 from smartpay.observability import logger
-from smartpay.settings import env_float, env_int, env_str, secret
+from smartpay.settings import env_float, env_int, https_url, secret
 
 RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 REJECTION_STATUSES = frozenset({400, 410, 422})
@@ -80,7 +80,7 @@ class BuffrSettings:
     @classmethod
     def from_env(cls) -> BuffrSettings:
         return cls(
-            url=env_str("BUFFR_API_URL").rstrip("/"),
+            url=https_url("BUFFR_API_URL"),
             connect_timeout=env_float("BUFFR_CONNECT_TIMEOUT_S", 2.0),
             read_timeout=env_float("BUFFR_READ_TIMEOUT_S", 5.0),
             max_attempts=env_int("BUFFR_MAX_ATTEMPTS", 4, minimum=1, maximum=10),

@@ -10,7 +10,11 @@
 * Every connection runs with a ``statement_timeout`` so a stuck query cannot eat the
   Lambda deadline.
 * Connection failures and timeouts become :class:`DatabaseUnavailable` (HTTP 503), never a
-  500 with a traceback.
+  500 with a traceback; so does a transaction the server rolled back to serialise it (a deadlock,
+  or a claim refused because the registry changed under it): the caller's retry succeeds.
+* A function runs only as its own role: each new connection reads ``current_user`` once and, if
+  ``DB_ROLE`` is set and differs (a mis-wired secret), the connection is closed and every request
+  is a 503 with an ERROR log line naming both roles, never a silent run as another role.
 """
 
 from __future__ import annotations
@@ -35,15 +39,40 @@ _lock = threading.Lock()
 _pool: ConnectionPool | None = None
 
 # Errors that mean "the database is not reachable / not answering", as opposed to a bug.
-_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout)
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.QueryCanceled, psycopg.errors.TransactionRollback,
+                PoolTimeout)
 
 
 _returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
 
 
+_connected_as: weakref.WeakKeyDictionary[psycopg.Connection[Any], str] = weakref.WeakKeyDictionary()
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.row_factory = dict_row  # type: ignore[assignment]
+    _connected_as[conn] = conn.execute("SELECT current_user AS role").fetchone()["role"]  # type: ignore[index]
+    conn.rollback()  # the pool takes only an idle connection
     _returned_at[conn] = time.monotonic()  # just connected: no ping needed
+
+
+class WrongRole(DatabaseUnavailable):
+    """Connected as another role than the function's ``DB_ROLE``: refuse to run (503)."""
+
+
+def _check_role(conn: psycopg.Connection[Any]) -> None:
+    expected = os.environ.get("DB_ROLE")
+    if not expected:
+        return  # the schema owner's tools and the migrate function name no role
+    actual = _connected_as.get(conn)
+    if actual != expected:
+        from smartpay.observability import logger
+
+        logger.error("database role mismatch: refusing to run", extra={
+            "db_role_expected": expected, "db_role_connected": actual,
+            "fix": "this function's DATABASE_URL (secret) must log in as its DB_ROLE"})
+        conn.close()  # the pool discards it
+        raise WrongRole(f"This function runs only as database role {expected}; retry later.")
 
 
 def _reset(conn: psycopg.Connection[Any]) -> None:
@@ -107,6 +136,7 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled connection; committed on success, rolled back on error (psycopg_pool semantics)."""
     try:
         with get_pool().connection() as conn:
+            _check_role(conn)
             try:
                 yield conn  # type: ignore[misc]
             finally:

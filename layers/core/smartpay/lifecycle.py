@@ -1,13 +1,25 @@
 """The voucher state machine (docs/architecture.md#voucher-lifecycle): one table that every writer uses.
 
-    issued ─▶ pending ─▶ active ─▶ redeemed
-       │         │          ├────▶ expired
-       │         └─▶ failed └────▶ cancelled
-       └──────────────────────────▶ cancelled / expired
+    issued ───────────▶ pending ─▶ active ─▶ redeemed
+      │ │                ▲  │          ├───▶ expired
+      │ └─▶ held ────────┘  └─▶ failed └───▶ cancelled
+      │       └────────────────────────────▶ cancelled / expired
+      └────────────────────────────────────▶ cancelled / expired
 
 A writer may move a voucher to any state *reachable* along these edges (a lost ``activated``
 webhook must not stop a later ``redeemed`` from applying), never backwards. The one exception
 is Buffr's word on money: ``redeemed`` beats a local ``expired`` and is flagged for review.
+
+``held``: the beneficiary was suspended when the voucher was due to be paid. Nothing was sent
+to Buffr; once reinstated, the next disburse moves it on to ``pending`` and pays it normally.
+Held is entered only from ``issued`` (a voucher that may already be at Buffr is never held),
+so the lifecycle stays forward-only. A permanently ineligible beneficiary (deceased, or no
+longer enrolled in the voucher's programme) has the voucher ``cancelled`` for good
+(:data:`WHEN_INELIGIBLE`).
+
+The database enforces the same table: migrations render :func:`decision_table` into
+``voucher_lifecycle`` (see :mod:`smartpay.migrate`) and a trigger on ``vouchers`` refuses any
+status change it does not allow.
 """
 
 from __future__ import annotations
@@ -25,13 +37,15 @@ class VoucherStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    HELD = "held"
 
 
 S = VoucherStatus
 
 #: The lifecycle's edges. Everything else is derived from this one table.
 EDGES: dict[VoucherStatus, frozenset[VoucherStatus]] = {
-    S.ISSUED: frozenset({S.PENDING, S.CANCELLED, S.EXPIRED}),
+    S.ISSUED: frozenset({S.PENDING, S.HELD, S.CANCELLED, S.EXPIRED}),
+    S.HELD: frozenset({S.PENDING, S.CANCELLED, S.EXPIRED}),
     S.PENDING: frozenset({S.ACTIVE, S.FAILED}),
     S.ACTIVE: frozenset({S.REDEEMED, S.EXPIRED, S.CANCELLED}),
     S.REDEEMED: frozenset(),
@@ -65,8 +79,23 @@ def reachable(start: VoucherStatus) -> frozenset[VoucherStatus]:
 
 @cache
 def depth(status: VoucherStatus) -> int:
-    """How far along the lifecycle a status is (issued 0 … terminal 3)."""
+    """How far along the lifecycle a status is (issued 0, held 1, pending 2 … terminal 4)."""
     return max((depth(prev) + 1 for prev, nxt in EDGES.items() if status in nxt), default=0)
+
+
+#: Where a voucher goes when its beneficiary is not eligible at payment time (by the
+#: beneficiary's registry status; anything else permanently ineligible — deceased, not enrolled
+#: in the voucher's programme — cancels it). Only an ``issued`` or ``held`` voucher can move so;
+#: one already ``pending`` may be at Buffr and is never re-sent while ineligible.
+WHEN_INELIGIBLE: dict[str, VoucherStatus] = {"suspended": S.HELD}
+INELIGIBLE_OTHERWISE: VoucherStatus = S.CANCELLED
+#: Never sent to Buffr: only these are held or cancelled for ineligibility. Any later status may
+#: be at Buffr (pending: sent, answer unknown), which has no cancel call: those are flagged.
+BEFORE_BUFFR: frozenset[VoucherStatus] = frozenset({S.ISSUED, S.HELD})
+
+
+def ineligible_target(beneficiary_status: str) -> VoucherStatus:
+    return WHEN_INELIGIBLE.get(beneficiary_status, INELIGIBLE_OTHERWISE)
 
 
 class Decision(NamedTuple):
@@ -104,3 +133,8 @@ def decision_table() -> tuple[tuple[str, str, str, str | None], ...]:
     in the same statement that locks and updates the rows — by this table, not a copy of it.
     """
     return tuple((c.value, t.value, *decide(c, t)) for c in VoucherStatus for t in VoucherStatus)
+
+
+def allowed_pairs() -> tuple[tuple[str, str], ...]:
+    """The (from, to) status changes a writer may make: what the ``vouchers`` trigger allows."""
+    return tuple((c, t) for c, t, outcome, _ in decision_table() if outcome == "applied")

@@ -75,9 +75,84 @@ class _UntracedProvider(BaseProvider):
     def patch_all(self) -> None: ...
 
 
+def _masked(error: BaseException) -> Exception:
+    """A stand-in for ``error`` as X-Ray records it: same type name, PII patterns masked."""
+    return type(type(error).__name__, (Exception,), {})(scrub_text(str(error)))
+
+
+class MaskingXrayProvider(BaseProvider):
+    """The X-Ray recorder, except that an exception leaving a subsegment is recorded masked.
+
+    X-Ray's own subsegment context manager records ``str(exception)`` as it is (a database
+    error can quote a national ID number), whatever Powertools' ``capture_error`` says.
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+
+    @contextmanager
+    def in_subsegment(self, name: str | None = None, **kwargs: Any) -> Iterator[Any]:
+        subsegment = self.recorder.begin_subsegment(name, **kwargs)
+        try:
+            yield subsegment
+        except BaseException as error:
+            if subsegment is not None:
+                subsegment.add_exception(_masked(error), [])
+            raise
+        finally:
+            self.recorder.end_subsegment()
+
+    @asynccontextmanager
+    async def in_subsegment_async(self, name: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        with self.in_subsegment(name, **kwargs) as subsegment:
+            yield subsegment
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        self.recorder.put_annotation(key=key, value=value)
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        self.recorder.put_metadata(key=key, value=scrub(value), namespace=namespace)
+
+    def patch(self, modules: Any) -> None:
+        from aws_xray_sdk.core import patch
+
+        patch(modules)
+
+    def patch_all(self) -> None:
+        from aws_xray_sdk.core import patch_all
+
+        patch_all()
+
+
+class MaskedTracer(Tracer):
+    """Powertools' Tracer that never puts a handler's response or an error's text in a trace.
+
+    Responses (beneficiary details, voucher replies) are not recorded at all; an error is
+    recorded as its type and masked message. The template also sets
+    POWERTOOLS_TRACER_CAPTURE_RESPONSE/ERROR=false; this holds whatever the environment says.
+    """
+
+    def _add_response_as_metadata(self, method_name: str | None = None, data: Any | None = None,
+                                  subsegment: BaseSegment | None = None,
+                                  capture_response: bool | str | None = None) -> None:
+        return None
+
+    def _add_full_exception_as_metadata(self, method_name: str, error: Exception, subsegment: BaseSegment,
+                                        capture_error: bool | None = None) -> None:
+        subsegment.put_metadata(key=f"{method_name} error", value=str(_masked(error)), namespace=self.service)
+
+
+def make_tracer() -> Tracer:
+    if not tracing_enabled():
+        return Tracer(disabled=True, auto_patch=False, provider=_UntracedProvider())
+    from aws_xray_sdk.core import xray_recorder
+
+    return MaskedTracer(provider=MaskingXrayProvider(xray_recorder))
+
+
 logger = Logger(logger_formatter=PiiMaskingFormatter(), use_rfc3339=True)
 metrics = Metrics(namespace=NAMESPACE)
-tracer = Tracer() if tracing_enabled() else Tracer(disabled=True, auto_patch=False, provider=_UntracedProvider())
+tracer = make_tracer()
 
 
 _route_metrics = threading.local()

@@ -3,6 +3,14 @@
 Every writer (disburse, webhook, reconcile, operator) calls :func:`transition` inside its own
 transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two concurrent writers are
 serialised; the lifecycle table decides; the update and its audit row commit together.
+
+A move to ``pending`` is a payment (the voucher goes to Buffr next), so it is decided on the
+beneficiary's eligibility too, in the same statement (``smartpay_ineligibility``, the one rule):
+an ineligible beneficiary's voucher goes where :data:`lifecycle.WHEN_INELIGIBLE` says instead
+(held, or cancelled for good) with the reason if it never reached Buffr
+(:data:`lifecycle.BEFORE_BUFFR`), or stays as it is (pending: maybe at Buffr), not re-sent.
+(The one other writer is the registry's trigger, which applies the same rule and the same
+lifecycle when a beneficiary becomes ineligible; see migration 0011.)
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from smartpay.lifecycle import VoucherStatus, decision_table
+from smartpay.lifecycle import (
+    BEFORE_BUFFR,
+    INELIGIBLE_OTHERWISE,
+    WHEN_INELIGIBLE,
+    VoucherStatus,
+    decision_table,
+)
 
 SOURCES = frozenset({"disburse", "webhook", "reconcile", "operator"})
 
@@ -29,6 +43,8 @@ class TransitionResult:
     from_status: str | None
     to_status: str
     review_reason: str | None = None
+    #: Why the beneficiary may not be paid (a move to ``pending`` redirected, or refused).
+    ineligible: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -63,7 +79,7 @@ def transition(
 
 
 # One statement: lock the rows (in id order, so two batches cannot deadlock), decide each change
-# by the lifecycle table (its 49 decisions written into the statement once, at import, as
+# by the lifecycle table (its decisions written into the statement once, at import, as
 # literals: nothing to send or parse per call), update the applied ones and write their audit
 # rows. Locking re-reads a row a concurrent writer just committed (READ COMMITTED), so decisions
 # are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
@@ -71,6 +87,7 @@ def transition(
 # one another, but a foreign-key check (reconciliation records, webhook rows referencing a
 # voucher) never waits on a transition, so no deadlock between a batch and such a transaction.
 # The lock is by ``= ANY(uuid[])`` so the primary key index is used whatever the batch size.
+# {eligibility}: for statements with a move to pending, the beneficiary join that redirects it.
 _TEMPLATE = """
 WITH req AS (
     SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb)
@@ -78,47 +95,75 @@ WITH req AS (
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
-    SELECT v.id, v.status FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
-), decided AS MATERIALIZED (
-    SELECT r.n, r.id, l.status AS from_status, r.to_status, r.delivery, r.failure, r.detail, d.review,
-           CASE WHEN l.id IS NULL THEN 'not_found' ELSE d.outcome END AS outcome
+    SELECT v.id, v.status, v.beneficiary_id, v.programme
+      FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
+), target AS (
+    SELECT r.n, r.id, l.id AS found, l.status AS from_status, r.delivery, r.detail, e.reason AS ineligible,
+           CASE WHEN e.reason IS NULL THEN r.to_status WHEN l.status IN ({before_buffr}) THEN {redirect}
+                ELSE l.status END AS to_status,
+           COALESCE(e.reason, r.failure) AS failure
       FROM req r
       LEFT JOIN locked l ON l.id = r.id
-      LEFT JOIN rule d ON d.from_status = l.status AND d.to_status = r.to_status
+      {eligibility}
+), decided AS MATERIALIZED (
+    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, d.review,
+           CASE WHEN t.ineligible IS NULL THEN t.detail
+                ELSE COALESCE(t.detail, '{{}}') || jsonb_build_object('reason', t.ineligible) END AS detail,
+           CASE WHEN t.found IS NULL THEN 'not_found' ELSE d.outcome END AS outcome
+      FROM target t
+      LEFT JOIN rule d ON d.from_status = t.from_status AND d.to_status = t.to_status
 ), changed AS (
     UPDATE vouchers AS v
        SET status = x.to_status,
            status_changed_at = now(),
            version = v.version + 1,
            buffr_delivery_id = COALESCE(x.delivery, v.buffr_delivery_id),
-           failure_reason = COALESCE(x.failure, v.failure_reason),
+           failure_reason = CASE WHEN x.from_status = 'held' THEN x.failure
+                                 ELSE COALESCE(x.failure, v.failure_reason) END,
            review_reason = COALESCE(x.review, v.review_reason)
       FROM decided x
      WHERE v.id = x.id AND x.outcome = 'applied'
 ), audited AS (
     INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
     SELECT x.id, x.from_status, x.to_status, %(source)s, %(reference)s,
-           NULLIF(COALESCE(x.detail, '{}') || CASE WHEN x.review IS NULL THEN '{}'::jsonb
+           NULLIF(COALESCE(x.detail, '{{}}') || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
                                                    ELSE jsonb_build_object('review_reason', x.review) END,
-                  '{}')
+                  '{{}}')
       FROM decided x
      WHERE x.outcome = 'applied'
      ORDER BY x.n
 )
-SELECT n, from_status, outcome, review FROM decided ORDER BY n
+SELECT n, from_status, to_status, outcome, review, ineligible FROM decided ORDER BY n
 """
 
+# A move to pending is a payment: the beneficiary must be eligible (migration 0011's rule).
+_ELIGIBILITY = """LEFT JOIN beneficiaries b ON r.to_status = 'pending' AND b.id = l.beneficiary_id
+      CROSS JOIN LATERAL (SELECT CASE WHEN r.to_status = 'pending' AND l.id IS NOT NULL
+                                      THEN smartpay_ineligibility(b.status, b.programme, l.programme) END,
+                                 b.status) AS e(reason, beneficiary_status)"""
+_NO_ELIGIBILITY = "CROSS JOIN LATERAL (SELECT NULL::text, NULL::text) AS e(reason, beneficiary_status)"
 
-def _statement(decisions: Iterable[tuple[str, str, str, str | None]]) -> str:
+
+def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibility: bool = True) -> str:
     """The statement with these decisions as its ``rule`` rows (quoted as SQL literals; a ``%``
-    doubled, since the statement also takes ``%(name)s`` parameters)."""
+    doubled, since the statement also takes ``%(name)s`` parameters), where an ineligible
+    beneficiary's voucher goes (:data:`WHEN_INELIGIBLE`), and the eligibility join if asked."""
     rules = sql.SQL(", ").join(
         sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decisions
     ).as_string()
-    return _TEMPLATE.replace("{rules}", rules.replace("%", "%%"))
+    redirect = sql.SQL("CASE e.beneficiary_status {} ELSE {} END").format(
+        sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v.value))
+                          for k, v in WHEN_INELIGIBLE.items()),
+        sql.Literal(INELIGIBLE_OTHERWISE.value)).as_string()
+    before_buffr = sql.SQL(", ").join(sql.Literal(s.value) for s in sorted(BEFORE_BUFFR)).as_string()
+    return _TEMPLATE.format(rules=rules.replace("%", "%%"), redirect=redirect, before_buffr=before_buffr,
+                            eligibility=_ELIGIBILITY if eligibility else _NO_ELIGIBILITY)
 
 
-_TRANSITION_MANY = _statement(decision_table())
+# Two statements: one that checks eligibility (any move to pending) and one that does not, so
+# a role that may not read the registry (webhook) never plans a join on it.
+_TRANSITION_MANY = _statement(decision_table(), eligibility=False)
+_TRANSITION_MANY_PAYING = _statement(decision_table(), eligibility=True)
 
 _TARGETS = {s.value: s.value for s in VoucherStatus}  # StrEnum members hash and compare as their value
 
@@ -153,6 +198,7 @@ def transition_many(
         targets = [_TARGETS[c.target] for c in changes]
     except KeyError as exc:
         raise ValueError(f"unknown voucher status {exc.args[0]!r}") from None
+    paying = VoucherStatus.PENDING.value in targets
     requests = []
     for n, (change, vid, target) in enumerate(zip(changes, ids, targets, strict=True)):
         request: dict[str, Any] = {"n": n, "id": vid, "to_status": target}
@@ -163,12 +209,13 @@ def transition_many(
         if change.detail:
             request["detail"] = change.detail
         requests.append(request)
-    rows = conn.cursor(row_factory=tuple_row).execute(_TRANSITION_MANY, {
+    statement = _TRANSITION_MANY_PAYING if paying else _TRANSITION_MANY
+    rows = conn.cursor(row_factory=tuple_row).execute(statement, {
         "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
         "reference": reference,
     }).fetchall()
-    return [TransitionResult(outcome, vid, from_status, target, review)
-            for (_n, from_status, outcome, review), vid, target in zip(rows, ids, targets, strict=True)]
+    return [TransitionResult(outcome, vid, from_status, to_status, review, ineligible)
+            for (_n, from_status, to_status, outcome, review, ineligible), vid in zip(rows, ids, strict=True)]
 
 
 def record_issue(

@@ -376,3 +376,19 @@ class WebhookSender:
         with self._lock:
             self.stats.count("failed", delivery.type)
         return None
+
+
+def resign_event(event: dict[str, Any], secrets: str) -> None:
+    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
+    import base64
+
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    headers = event.get("headers") or {}
+    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
+    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
+    for block in ("headers", "multiValueHeaders"):
+        current = event.get(block) or {}
+        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
+        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
+        event[block] = kept

@@ -57,6 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for route in spec.routes:
             print(f"  {route.method:6} {route.path:45} -> {logical_id}")
     print(f"API document: http://127.0.0.1:{port}/openapi.json   Swagger UI: http://127.0.0.1:{port}/docs")
+    from smartpay_tools.local import sam_env
+
+    sam_file = sam_env.write(stack, Path(args.sam_env_vars) if args.sam_env_vars else sam_env.DEFAULT_PATH)
+    print(f"sam local (Docker): sam local invoke <Function> -e events/... --env-vars {sam_file} "
+          "(after `make build`; `smartpay seed-events` once; webhook events: `smartpay sign-event FILE`)")
     print("Ctrl-C to stop.", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -103,8 +108,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     if args.stack:
         return _invoke_deployed(args, logical_id, event)
     if args.sign:
+        from smartpay_tools.buffr_sim.webhook_sender import resign_event
+
         try:
-            _resign_event(event, _webhook_secrets(stack))
+            resign_event(event, _webhook_secrets(stack))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -140,24 +147,6 @@ def _invoke_deployed(args: argparse.Namespace, logical_id: str, event: dict[str,
         print(logs, file=sys.stderr)
     print(json.dumps(payload, indent=2))
     return EXIT_OK if ok else EXIT_FAILED
-
-
-def _resign_event(event: dict[str, Any], secrets: str) -> None:
-    """Sign a saved proxy event's body afresh (its webhook-timestamp is long outside the 5-minute window)."""
-    import base64
-
-    from smartpay_tools.buffr_sim.webhook_sender import signed_headers
-
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-    headers = event.get("headers") or {}
-    webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), None)
-    fresh = {k: v for k, v in signed_headers(secrets, raw, webhook_id=webhook_id).items() if k != "content-type"}
-    for block in ("headers", "multiValueHeaders"):
-        current = event.get(block) or {}
-        kept = {k: v for k, v in current.items() if k.lower() not in fresh}
-        kept.update({k: [v] if block == "multiValueHeaders" else v for k, v in fresh.items()})
-        event[block] = kept
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -439,11 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule-rate", default=None,
                    help="run the template's schedules at this rate instead, e.g. 'rate(1 minute)' or seconds")
     p.add_argument("--no-schedule", action="store_true", help="do not run the template's schedules")
+    p.add_argument("--sam-env-vars", default=None,
+                   help="where to write the env-vars file for `sam local invoke|start-api --env-vars` "
+                        "(default .local/sam-env.json; docs/deployment.md \"SAM local with Docker\")")
     p.set_defaults(func=cmd_serve)
 
+    from smartpay_tools.cli import keys
     from smartpay_tools.cli import reconcile as recon_cli
+    from smartpay_tools.data import saved_events
 
     recon_cli.add_commands(command, _stack)
+    keys.add_commands(command)
+    saved_events.add_commands(command, _stack)
 
     from smartpay_tools.cli import compliance as compliance_cli
 

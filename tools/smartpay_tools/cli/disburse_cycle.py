@@ -35,7 +35,7 @@ class Refused(Exception):
 class Summary:
     calls: int = 0
     attempted: int = 0
-    remaining: int | None = None  # issued + pending left in the cycle after the last call
+    remaining: int | None = None  # left to pay in the cycle after the last call (see the API's `remaining`)
     stopped: str = ""  # why the loop ended
     last: dict[str, str] = field(default_factory=dict)  # voucher id -> its latest outcome in a reply
 
@@ -75,7 +75,7 @@ def run(url: str, api_key: str, programme: str, cycle: str, *, limit: int | None
             if body["requested"] == 0 or summary.remaining == 0:
                 summary.stopped = "done"
                 break
-            if body["succeeded"] + body["failed"] + body["skipped"] == 0:
+            if body["succeeded"] + body["failed"] + body["skipped"] + body.get("ineligible", 0) == 0:
                 summary.stopped = "no progress"  # all pending (Buffr down) or nothing fitted the deadline
                 break
     finally:

@@ -76,11 +76,14 @@ def write_csv(rows: Iterator[dict[str, str]], out: TextIO, fields: tuple[str, ..
     return count
 
 
-def payroll(count: int, cycle: str, seed: int = 2026) -> Iterator[dict[str, str]]:
-    """Payroll rows of a programme cycle: every active beneficiary with the programme's amount."""
+def payroll(count: int, cycle: str, seed: int = 2026, programme: str | None = None) -> Iterator[dict[str, str]]:
+    """Payroll rows of a programme cycle: every active beneficiary with the programme's amount
+    (``programme``: everyone enrolled in that one programme, as one programme's payroll is)."""
     for row in beneficiaries(count, seed):
         if row["status"] != "active":
             continue
+        if programme is not None:
+            row["programme"] = programme
         yield {**row, "cycle": cycle, "amount_cents": str(PROGRAMMES[row["programme"]][1])}
 
 
@@ -89,7 +92,7 @@ def generate_file(path: Path, count: int, seed: int = 2026) -> int:
         return write_csv(beneficiaries(count, seed), out)
 
 
-def generate_payroll_file(path: Path, count: int, cycle: str, seed: int = 2026) -> int:
+def generate_payroll_file(path: Path, count: int, cycle: str, seed: int = 2026, programme: str | None = None) -> int:
     """A payroll CSV of ``count`` beneficiaries' cycle (inactive ones are left out, as a payroll would)."""
     with path.open("w", newline="") as out:
-        return write_csv(payroll(count, cycle, seed), out, PAYROLL_FIELDS)
+        return write_csv(payroll(count, cycle, seed, programme), out, PAYROLL_FIELDS)

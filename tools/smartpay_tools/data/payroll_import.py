@@ -3,11 +3,13 @@
 Columns: ``id_number, first_name, last_name, msisdn, region, programme, cycle, amount_cents``.
 
 Each chunk (default 10,000 rows) is one transaction: the validated rows are COPYed into a
-temporary table; rows that cannot be paid (an existing beneficiary who is suspended or
-deceased, or who already has a voucher for that cycle with another amount) are removed and
+temporary table; rows that cannot be paid (an existing beneficiary who is not eligible —
+suspended, deceased, or enrolled in another programme —, an amount above the programme's
+maximum, or a voucher already issued for that cycle with another amount) are removed and
 reported; the rest are merged into the registry (the same upsert as the registry import, but
-never touching a beneficiary's status) and get one voucher each, with its ``issued`` audit row.
-A rejected row writes nothing. Re-running a file issues nothing new (one voucher per
+never touching an existing beneficiary's status or programme: the registry import owns those)
+and get one voucher each through :mod:`smartpay.issuance`, the path the API issues by too (same
+rules, same SQL), with its ``issued`` audit row. A rejected row writes nothing. Re-running a file issues nothing new (one voucher per
 beneficiary + programme + cycle; existing ones are counted as ``already_issued``). If the
 database fails mid-file, the chunks before are committed and a re-run finishes the rest.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from smartpay.transitions import record_issues
+from smartpay import issuance
 from smartpay_tools.data.datagen import FIELDS
 from smartpay_tools.data.registry_import import merge_sql, read_rows, validate
 
@@ -49,8 +51,9 @@ def cycle_expiry(cycle: str) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
-def check_payment(row: dict[str, str], maxima: dict[str, int], expires_at: datetime | None) -> tuple[
-        dict[str, object] | None, str | None]:
+def check_payment(row: dict[str, str], expires_at: datetime | None) -> tuple[dict[str, object] | None, str | None]:
+    """The row's own shape (cycle, a positive amount, not expired); the issuing rules are
+    :mod:`smartpay.issuance`'s, applied in the database."""
     cycle = (row.get("cycle") or "").strip()
     if not _CYCLE.match(cycle):
         return None, f"cycle {cycle!r} must be YYYY-MM"
@@ -58,25 +61,16 @@ def check_payment(row: dict[str, str], maxima: dict[str, int], expires_at: datet
     if not raw.isdigit() or int(raw) <= 0:
         return None, f"amount_cents {raw!r} must be a positive whole number of cents"
     amount = int(raw)
-    maximum = maxima.get((row.get("programme") or "").strip())
-    if maximum is not None and amount > maximum:
-        return None, f"amount_cents {amount} is above the programme maximum of {maximum}"
     expiry = expires_at or cycle_expiry(cycle)
     if expiry <= datetime.now(UTC):
         return None, f"cycle {cycle} has already expired ({expiry.date()})"
     return {"cycle": cycle, "amount_cents": amount, "expires_at": expiry}, None
 
 
-_REJECT_SQL = (
-    """DELETE FROM incoming_payroll i USING beneficiaries b
-        WHERE b.id_number = i.id_number AND b.status <> 'active'
-    RETURNING i.line, 'beneficiary is ' || b.status""",
-    """DELETE FROM incoming_payroll i USING beneficiaries b, vouchers v
-        WHERE b.id_number = i.id_number AND v.beneficiary_id = b.id AND v.programme = i.programme
-          AND v.cycle = i.cycle AND v.amount_cents <> i.amount_cents
-    RETURNING i.line, format('voucher %s was already issued for %s %s with amount_cents %s',
-                             v.id, v.programme, v.cycle, v.amount_cents)""",
-)
+# What issuance.issue reads: the chunk's rows with their (now registered) beneficiary's id.
+_REQUESTS = """(SELECT i.line, b.id AS beneficiary_id, i.programme, i.cycle, i.amount_cents, 'NAD'::text AS currency,
+                  i.expires_at
+             FROM incoming_payroll i JOIN beneficiaries b USING (id_number))"""
 
 
 def _load_chunk(conn: psycopg.Connection, rows: list[dict[str, object]], reference: str,
@@ -89,20 +83,14 @@ def _load_chunk(conn: psycopg.Connection, rows: list[dict[str, object]], referen
         for row in rows:
             copy.write_row([row[c] for c in COLUMNS])
     conn.execute("ANALYZE incoming_payroll")  # temp tables have no statistics: without them the joins go wrong
-    rejected: list[tuple[int, str]] = []
-    for sql in _REJECT_SQL:
-        rejected.extend((int(line), reason) for line, reason in conn.execute(sql).fetchall())
+    rejected = issuance.refuse_before_merge(conn, "incoming_payroll")
+    report.beneficiaries_upserted += conn.execute(
+        merge_sql("incoming_payroll", PERSON, keep=("programme",))).rowcount
+    outcomes = issuance.issue(conn, _REQUESTS, reference=reference)
+    rejected += [(o.line, o.reason or "not issued") for o in outcomes if o.outcome == "rejected"]
     report.rejected.extend(sorted(rejected))
-    report.beneficiaries_upserted += conn.execute(merge_sql("incoming_payroll", PERSON)).rowcount
-    issued = [r[0] for r in conn.execute(
-        """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-           SELECT b.id, i.programme, i.cycle, i.amount_cents, i.expires_at
-             FROM incoming_payroll i JOIN beneficiaries b USING (id_number)
-           ON CONFLICT ON CONSTRAINT vouchers_one_per_cycle DO NOTHING
-           RETURNING id""").fetchall()]
-    record_issues(conn, issued, source="operator", reference=reference)
-    report.vouchers_issued += len(issued)
-    report.already_issued += len(rows) - len(rejected) - len(issued)
+    report.vouchers_issued += sum(o.outcome == "issued" for o in outcomes)
+    report.already_issued += sum(o.outcome == "exists" for o in outcomes)
 
 
 def import_file(conninfo: str, path: Path, *, chunk: int = 10_000, expires_at: datetime | None = None,
@@ -115,7 +103,7 @@ def import_file(conninfo: str, path: Path, *, chunk: int = 10_000, expires_at: d
     report = PayrollReport()
     reference = f"payroll:{path.name}"
     with psycopg.connect(conninfo, autocommit=True) as conn:  # each chunk its own transaction
-        maxima = {code: int(m) for code, m in conn.execute("SELECT code, max_amount_cents FROM programmes")}
+        programmes = {code for (code,) in conn.execute("SELECT code FROM programmes")}
         seen: dict[str, int] = {}
         batch: list[dict[str, object]] = []
 
@@ -136,10 +124,10 @@ def import_file(conninfo: str, path: Path, *, chunk: int = 10_000, expires_at: d
 
         for line, raw in read_rows(path):
             report.rows += 1
-            person, problem = validate(raw, set(maxima))
+            person, problem = validate(raw, programmes)
             payment = None
             if person is not None:
-                payment, problem = check_payment(raw, maxima, expires_at)
+                payment, problem = check_payment(raw, expires_at)
             if person is not None and payment is not None and person["id_number"] in seen:
                 payment, problem = None, f"duplicate id_number (first on line {seen[person['id_number']]})"
             if person is None or payment is None:

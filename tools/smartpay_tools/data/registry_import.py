@@ -70,9 +70,14 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             yield reader.line_num, row
 
 
-def merge_sql(source: str, fields: tuple[str, ...]) -> str:
-    """Upsert beneficiaries from ``source`` by ID number; rows that change nothing are not touched."""
-    updated = [f for f in fields if f != "id_number"]
+def merge_sql(source: str, fields: tuple[str, ...], *, keep: tuple[str, ...] = ()) -> str:
+    """Upsert beneficiaries from ``source`` by ID number; rows that change nothing are not touched.
+
+    ``keep``: fields set on a new beneficiary but never changed on an existing one (the payroll
+    does not re-enrol anyone). A change of ``status`` or ``programme`` fires the registry trigger
+    (migration 0011): the beneficiary's open vouchers are held, cancelled or flagged at once.
+    """
+    updated = [f for f in fields if f != "id_number" and f not in keep]
     return f"""INSERT INTO beneficiaries ({', '.join(fields)})
             SELECT DISTINCT ON (id_number) {', '.join(fields)} FROM {source}
             ON CONFLICT (id_number) DO UPDATE

@@ -4,7 +4,10 @@
    a throwaway server), moto's DynamoDB, the Buffr simulator and the API gateway.
 2. Generates a programme cycle (synthetic payroll) and imports it: beneficiaries upserted,
    vouchers issued.
-3. Disburses every programme of the cycle through the API (``POST /api/v1/disbursements``).
+3. Disburses every programme of the cycle through the API (``POST /api/v1/disbursements``);
+   after the first programme the registry changes mid-cycle (``import-beneficiaries``): some
+   beneficiaries not yet paid are suspended or have died (their vouchers are held or cancelled:
+   0 paid), and a few already paid have died (flagged for review).
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
@@ -35,7 +38,7 @@ from psycopg.rows import dict_row
 from smartpay import compliance, compliance_render, recon_report
 from smartpay_tools import PROJECT_ROOT
 from smartpay_tools.cli import disburse_cycle
-from smartpay_tools.data import datagen, payroll_import
+from smartpay_tools.data import datagen, payroll_import, registry_import
 from smartpay_tools.local.gateway import Gateway, docs_routes, serve
 from smartpay_tools.local.services import drop_database, ensure_database, resolve_postgres
 from smartpay_tools.local.stack import LocalStack
@@ -45,6 +48,8 @@ DEMO_DB = "smartpay_demo"
 WEBHOOK_FAULTS = {"enabled": True, "settle_rate": 0.7, "redeem_rate": 0.85, "duplicate_rate": 0.1,
                   "reorder_rate": 0.1, "drop_rate": 0.05, "delay_ms": 0, "jitter_ms": 0}
 BUFFR_ONLY_SHARE = 0.02  # of the vouchers still active: redeemed at Buffr with no webhook at all
+INELIGIBLE_SHARE = 0.01  # of the beneficiaries not yet paid: suspended or deceased mid-cycle (half each)
+DECEASED_AFTER_PAYMENT = 5  # beneficiaries already paid who die mid-cycle: flagged for review
 
 
 @dataclass
@@ -111,13 +116,19 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         t = time.monotonic()
         key = stack.local["OperatorApiKey"]
         outcomes: dict[str, int] = {}
-        for programme in sorted(datagen.PROGRAMMES):
+        changed: dict[str, int] = {}
+        for n, programme in enumerate(sorted(datagen.PROGRAMMES)):
+            if n == 1:  # mid-cycle: the registry changes between two programmes' payments
+                changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=sorted(datagen.PROGRAMMES)[0],
+                                                      seed=seed)
             summary = disburse_cycle.run(base, key, programme, cycle, batch_size=1000)
             for outcome, count in summary.outcomes.items():
                 outcomes[outcome] = outcomes.get(outcome, 0) + count
         result.steps.append(Step("disbursement", time.monotonic() - t,
                                  "through POST /api/v1/disbursements: "
-                                 + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))))
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+                                 + "; registry changed mid-cycle: "
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))))
         _say(f"[3/6] disbursed: {result.steps[-1].note}")
 
         t = time.monotonic()
@@ -164,6 +175,35 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         if server is not None:
             server.shutdown()
         stack.stop()
+
+
+def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:
+    """The registry's news arrives mid-cycle, through the operator's own path (a registry CSV
+    imported with ``import-beneficiaries``): some beneficiaries not yet paid are suspended or
+    have died, and a few already paid have died. The file (synthetic PII) is never kept."""
+    rng = random.Random(seed + 1)
+    columns = ", ".join(datagen.FIELDS)
+    with psycopg.connect(stack.postgres.url, row_factory=dict_row) as conn:
+        unpaid = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.status = 'issued' ORDER BY b.id""", (cycle,)).fetchall()
+        paid = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.programme = %s AND v.status = 'active' ORDER BY b.id""",
+            (cycle, programme_paid)).fetchall()
+    chosen = rng.sample(unpaid, k=max(2, int(len(unpaid) * INELIGIBLE_SHARE))) if len(unpaid) >= 2 else []
+    changes = [{**row, "status": "suspended" if i % 2 else "deceased"} for i, row in enumerate(chosen)]
+    changes += [{**row, "status": "deceased"} for row in rng.sample(paid, k=min(DECEASED_AFTER_PAYMENT, len(paid)))]
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "registry-update.csv"
+        with path.open("w", newline="") as handle:
+            datagen.write_csv(iter(changes), handle)
+        registry_import.import_file(stack.postgres.url, path)
+    counts = {"suspended before payment": sum(c["status"] == "suspended" for c in changes[:len(chosen)]),
+              "deceased before payment": sum(c["status"] == "deceased" for c in changes[:len(chosen)]),
+              "deceased after payment": len(changes) - len(chosen)}
+    _say("      registry update mid-cycle: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
 
 
 def _buffr_only_redemptions(stack: LocalStack, seed: int) -> int:
@@ -216,6 +256,17 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
         review = conn.execute(
             "SELECT count(*)::int AS n FROM vouchers WHERE cycle = %s AND review_reason IS NOT NULL",
             (cycle,)).fetchone()["n"]
+        ineligible_rows = conn.execute(
+            """SELECT b.status AS beneficiary, v.status AS voucher, v.id::text AS id, v.review_reason IS NOT NULL AS review
+                 FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
+                WHERE v.cycle = %s AND b.status <> 'active' ORDER BY 1, 2""", (cycle,)).fetchall()
+    credits = buffr.get("credits_per_voucher", {})
+    ineligible: dict[tuple[str, str], dict[str, int]] = {}
+    for row in ineligible_rows:
+        slot = ineligible.setdefault((row["beneficiary"], row["voucher"]), {"vouchers": 0, "paid": 0, "review": 0})
+        slot["vouchers"] += 1
+        slot["paid"] += int(credits.get(row["id"], 0))
+        slot["review"] += int(row["review"])
     discrepancies: dict[tuple[str, str], int] = {}
     for run in runs:
         for row in run["discrepancies"]:
@@ -234,6 +285,7 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
         "webhook_latency_histogram": histogram,
         "audit_rows": audit,
         "under_review": review,
+        "ineligible": [{"beneficiary": b, "voucher": v, **counts} for (b, v), counts in sorted(ineligible.items())],
         "buffr": {
             "credits": buffr["credits"],
             "vouchers_credited": buffr["vouchers_credited"],
@@ -288,7 +340,7 @@ def _totals(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     return totals
 
 
-ORDER = ("issued", "pending", "active", "redeemed", "expired", "cancelled", "failed")
+ORDER = ("issued", "held", "pending", "active", "redeemed", "expired", "cancelled", "failed")
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -306,6 +358,10 @@ def render_text(report: dict[str, Any]) -> str:
     for programme, c in report["cycles"].items():
         lines.append(f"  {programme:<12} {c['vouchers']:>6} vouchers  issued {money(c['issued_cents'])}  "
                      f"redeemed {money(c['redeemed_cents'])}  outstanding {money(c['outstanding_cents'])}")
+    lines += ["", "Became ineligible mid-cycle (credits at Buffr = paid):"]
+    for row in report["ineligible"]:
+        lines.append(f"  beneficiary {row['beneficiary']:<10} voucher {row['voucher']:<10} {row['vouchers']:>5} vouchers, "
+                     f"paid {row['paid']}" + (f", flagged for review {row['review']}" if row["review"] else ""))
     lines += ["", "Reconciliation:"]
     for run in report["runs"]:
         lines.append(f"  run {run['id']}: checked {run['checked']}, matched {run['matched']}, "
@@ -355,6 +411,12 @@ def check(report: dict[str, Any], flushed: bool) -> list[str]:
         problems.append(f"only {healed} vouchers healed, fewer than the {report['buffr_only']} Buffr-only redemptions")
     if not report["runs"] or not any(run["matched"] for run in report["runs"]):
         problems.append("reconciliation matched no voucher")
+    held_or_cancelled = [r for r in report["ineligible"] if r["voucher"] in ("held", "cancelled")]
+    if not held_or_cancelled:
+        problems.append("no beneficiary became ineligible before payment (the demo's registry change did not act)")
+    paid_ineligible = sum(r["paid"] for r in held_or_cancelled)
+    if paid_ineligible:
+        problems.append(f"{paid_ineligible} held or cancelled vouchers of ineligible beneficiaries were paid at Buffr")
     if totals.get("pending", {}).get("count") or totals.get("failed", {}).get("count"):
         problems.append("vouchers were left pending or failed although Buffr had no faults on disbursement")
     for programme, c in report.get("compliance", {}).items():
@@ -384,6 +446,9 @@ def write_csv(report: dict[str, Any], path: Path) -> None:
         out.writerow(["buffr", "credits", "", report["buffr"]["credits"], ""])
         out.writerow(["buffr", "double_credited", "", report["buffr"]["double_credited"], ""])
         out.writerow(["review", "under_review", "", report["under_review"], ""])
+        for row in report["ineligible"]:
+            out.writerow(["ineligible", row["beneficiary"], row["voucher"], row["vouchers"], ""])
+            out.writerow(["ineligible_paid", row["beneficiary"], row["voucher"], row["paid"], ""])
         for programme, c in report.get("compliance", {}).items():
             for row in compliance_render.csv_rows(c):
                 count = row.get("count", row.get("value"))

@@ -231,7 +231,7 @@ class Template:
                 logical = arn["Fn::GetAtt"][0] if isinstance(arn, dict) else str(arn)
                 identity = spec.get("Identity", {})
                 found[name] = AuthorizerSpec(name, logical, tuple(h.lower() for h in identity.get("Headers", [])),
-                                             int(identity.get("ReauthorizeEvery", 300)))
+                                             int(self.resolve(identity.get("ReauthorizeEvery", 300))))
         return default, found
 
     def stage(self) -> str:

@@ -32,13 +32,15 @@ GRANT SELECT ON beneficiaries, vouchers TO smartpay_beneficiaries;
 
 -- 3. disburse function: issues vouchers and sends them to Buffr, which needs the ID number
 --    (beneficiary_id_number) but never the names or phone number.
+--    A voucher is inserted with the terms of issue only: its id, status (issued), timestamps
+--    and Buffr columns take their defaults (the vouchers insert trigger refuses anything else
+--    for every role, the owner's payroll import included).
 GRANT SELECT ON programmes TO smartpay_disburse;
 GRANT SELECT (id, id_number, region, programme, status, created_at, updated_at) ON beneficiaries
     TO smartpay_disburse;
--- Only so it can lock the beneficiary row while issuing (SELECT … FOR SHARE needs UPDATE on
--- one column); the worst this column allows is touching a timestamp.
-GRANT UPDATE (updated_at) ON beneficiaries TO smartpay_disburse;
-GRANT SELECT, INSERT ON vouchers TO smartpay_disburse;
+GRANT SELECT ON vouchers TO smartpay_disburse;
+GRANT INSERT (beneficiary_id, programme, cycle, amount_cents, currency, expires_at) ON vouchers
+    TO smartpay_disburse;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_disburse;
 GRANT SELECT, INSERT ON voucher_events TO smartpay_disburse;
@@ -71,5 +73,10 @@ GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
 -- 7. Auditors (read-only): the audit trail, the webhook log, reconciliation tables and
 --    reports, and the vouchers and masked registry they refer to.
 GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconciliation_runs,
-    reconciliation_records, reconciliation_report, beneficiaries_masked, beneficiary_eligibility,
-    webhook_receipts TO auditor;
+    reconciliation_records, reconciliation_report, beneficiaries_masked, voucher_lifecycle,
+    beneficiary_eligibility, webhook_receipts TO auditor;
+
+-- 8. Status columns: whichever role may UPDATE them, the vouchers trigger (migration 0011) lets
+--    a status change only along the lifecycle (voucher_lifecycle, generated from lifecycle.py)
+--    and never a change of a voucher's terms; voucher_events refuses UPDATE, DELETE and (but for
+--    the owner) TRUNCATE. Nobody but the owner holds TRUNCATE anyway.
