@@ -182,7 +182,7 @@ def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid
     imported with ``import-beneficiaries``): some beneficiaries not yet paid are suspended or
     have died, and a few already paid have died. The file (synthetic PII) is never kept."""
     rng = random.Random(seed + 1)
-    columns = ", ".join(datagen.FIELDS)
+    columns = ", ".join(f"b.{f}" for f in datagen.FIELDS)
     with psycopg.connect(stack.postgres.url, row_factory=dict_row) as conn:
         unpaid = conn.execute(
             f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
