@@ -26,7 +26,7 @@ import time
 import _common
 import _wire
 
-from smartpay_tools.buffr_sim.server import SimulatorProcess
+from smartpay_tools.buffr_sim.process import SimulatorProcess
 
 KEY = "bench-buffr-key"
 DB_NAME = f"smartpay_bench_disburse_{os.getpid()}"  # own name: others may run it on the same server

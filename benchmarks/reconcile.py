@@ -200,7 +200,7 @@ def main() -> int:
     if args.child:
         return child_main(args.child)
 
-    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
     from smartpay_tools.local.services import drop_database, free_port
 
     n, lat, conc = args.n, args.latency_ms / 1000, args.concurrency

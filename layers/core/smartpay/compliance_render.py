@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from smartpay.compliance import STATUSES, checks
-from smartpay.recon_report import money
 
 CSV_COLUMNS = ("section", "key", "count", "amount_cents", "numerator", "denominator", "value")
 STATUS_COLOURS = {"issued": "#95a5a6", "pending": "#f39c12", "active": "#3498db", "held": "#8e44ad",
                   "redeemed": "#27ae60", "expired": "#7f8c8d", "cancelled": "#34495e", "failed": "#c0392b"}
+
+
+def money(cents: int | None) -> str:
+    """N$ with thousands separators, from integer cents (no float anywhere)."""
+    cents = int(cents or 0)
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}N$ {whole:,}.{part:02d}"
 
 
 def _pct(rate: float | None) -> str:

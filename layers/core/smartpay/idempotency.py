@@ -103,15 +103,6 @@ def run(
     return result, replayed
 
 
-def header(headers: Mapping[str, str] | None, *names: str) -> str | None:
-    """The first of ``names`` present in ``headers``, whatever its casing; blank counts as absent."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    for name in names:
-        value = lowered.get(name.lower())
-        if value is not None and value.strip():
-            return value.strip()
-    return None
-
 
 @contextmanager
 def problems() -> Iterator[None]:

@@ -43,6 +43,17 @@ def parse_since(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def database_from_args(args: argparse.Namespace) -> tuple[str, Any]:
+    """The database the operator tools read (as ``smartpay report`` finds it) and how to let it go."""
+    from smartpay_tools.cli.common import stack_from_args
+    from smartpay_tools.local.services import resolve_postgres
+
+    stack = stack_from_args(args)
+    file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+    postgres = resolve_postgres(stack.database_url or file_url)
+    return postgres.url, postgres.stop
+
+
 def add_audit_command(command: Any, url_factory: Any) -> None:
     """``smartpay audit verify``; ``url_factory(args)`` gives (database URL, stop callback)."""
     p = command("audit", "check the tamper-evident audit trail (hash chains of voucher_events)",
