@@ -1,10 +1,22 @@
-"""Cold init of the beneficiaries function vs a plain Powertools baseline (issue 2).
+"""Cold start of every function against a plain Powertools baseline measured in the same run.
 
-Each sample is a fresh interpreter that times its own imports and module-level setup (what a
-Lambda cold start pays before the first event). Median of N samples each, run alternately so
-machine noise hits both alike. Target: function <= 0.35 x baseline.
+Every function in template.yaml (so a function added later is measured too): each sample is a
+fresh interpreter with the function's own environment (the local stack's, as the Docker-free
+runner gives it) that times
 
-    python benchmarks/cold_start.py [--samples 5] [--built]   # --built: .aws-sam/build with python3.12
+* **init**: importing the handler module (imports + module-level setup: what a Lambda cold
+  start pays before the first event), and
+* **first request**: init + the first invocation of a real event against the local services
+  (PostgreSQL, DynamoDB on moto, the Buffr simulator), each sample on its own fresh data.
+
+The baseline is a plain Powertools function's init (boto3, httpx, psycopg, pydantic; Logger,
+Metrics, Tracer, the REST resolver, the DynamoDB idempotency layer, an httpx client). Samples
+alternate baseline and functions so machine noise hits all alike; figures are medians.
+Targets are the build's two trees: the source tree (this venv's Python) and the ``sam build``
+output (``make build``: python3.12 with its .pyc), each with its own baseline.
+Target: every function's init <= 0.35 x the baseline. Ends with one JSON line (``worst_ratio``).
+
+    python benchmarks/cold_start.py [--samples 5] [--target source|built|both]
 """
 
 from __future__ import annotations
@@ -12,17 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import _common
+
+ROOT = _common.ROOT
+BUILD = ROOT / ".aws-sam" / "build"
+TARGET_RATIO = 0.35
+MARK = "@@cold-start "
 
 BASELINE = textwrap.dedent("""
     import time
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     import boto3, httpx, psycopg, pydantic
     from aws_lambda_powertools import Logger, Metrics, Tracer
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -37,56 +58,268 @@ BASELINE = textwrap.dedent("""
     client = httpx.Client(timeout=5)
     class Model(pydantic.BaseModel):
         x: int
-    print(time.perf_counter() - t0)
-""")
+    print(%r + repr({"init": time.perf_counter() - t0, "init_cpu": time.process_time() - c0}))
+""") % MARK
 
+# The function's sample: import its handler (init), then invoke it once with the event from argv.
 FUNCTION = textwrap.dedent("""
     import time
-    t0 = time.perf_counter()
-    import beneficiaries.handler
-    print(time.perf_counter() - t0)
-""")
+    t0, c0 = time.perf_counter(), time.process_time()
+    import importlib, sys
+    module, _, name = sys.argv[1].rpartition(".")
+    handler = getattr(importlib.import_module(module), name)
+    init, init_cpu = time.perf_counter() - t0, time.process_time() - c0
+    first, status = None, None
+    if sys.argv[2]:
+        import json
+        class Context:
+            function_name, memory_limit_in_mb, function_version = sys.argv[3], 1024, "$LATEST"
+            invoked_function_arn = "arn:aws:lambda:af-south-1:123456789012:function:" + sys.argv[3]
+            aws_request_id, log_group_name, log_stream_name = "cold-start", "", "local"
+            deadline = time.time() + 30
+            def get_remaining_time_in_millis(self):
+                return int((self.deadline - time.time()) * 1000)
+        reply = handler(json.loads(sys.argv[2]), Context())
+        first = time.perf_counter() - t0
+        status = reply.get("statusCode", "ok") if isinstance(reply, dict) else "ok"
+    print(%r + repr({"init": init, "init_cpu": init_cpu, "first": first, "status": status}))
+""") % MARK
 
 
-def sample(code: str, python: str, pythonpath: list[str]) -> float:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join(pythonpath),
-        "AWS_DEFAULT_REGION": "af-south-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-        "POWERTOOLS_SERVICE_NAME": "beneficiaries", "POWERTOOLS_TRACE_DISABLED": "true",
-        "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    out = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+# --- the first request of each function --------------------------------------------------------
+
+class Events:
+    """A fresh, realistic first event per function and sample (its own voucher, webhook id …)."""
+
+    def __init__(self, stack: Any, owner_url: str) -> None:
+        import psycopg
+
+        self.stack = stack
+        self.conn = psycopg.connect(owner_url, autocommit=True)
+
+    def _beneficiary(self) -> str:
+        return str(self.conn.execute(
+            "INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme) "
+            "VALUES (%s, 'Bench', 'Person', '+264810000000', 'Khomas', 'old_age') RETURNING id",
+            (f"{uuid.uuid4().int % 10**11:011d}",)).fetchone()[0])
+
+    def _voucher(self, status: str) -> str:
+        """A voucher born ``issued`` (the database refuses anything else), then moved to ``status``."""
+        vid = str(uuid.uuid4())
+        self.conn.execute(
+            "INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, expires_at) "
+            "VALUES (%s, %s, 'old_age', '2026-11', 140000, now() + interval '30 days')", (vid, self._beneficiary()))
+        self.conn.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
+                          "VALUES (%s, NULL, 'issued', 'operator', 'bench')", (vid,))
+        if status != "issued":
+            self.conn.execute("UPDATE vouchers SET status = %s, buffr_delivery_id = %s WHERE id = %s",
+                              (status, f"dlv_{vid[:8]}", vid))
+        return vid
+
+    def _api(self, method: str, path: str, resource: str, params: dict[str, str], scopes: str,
+             body: dict[str, Any] | None = None) -> dict[str, Any]:
+        from smartpay_tools.local.events import api_event
+
+        return api_event(method, path, resource=resource, path_parameters=params,
+                         headers={"content-type": "application/json"} if body is not None else None,
+                         body=json.dumps(body) if body is not None else None,
+                         authorizer={"principalId": "operator", "principal": "operator", "scopes": scopes})
+
+    def for_function(self, logical_id: str, name: str) -> dict[str, Any] | None:
+        short = logical_id.removesuffix("Function").lower()
+        make = getattr(self, f"_{short}", None)
+        if make is not None:
+            return make()
+        saved = sorted((ROOT / "events" / short).glob("*.json")) if (ROOT / "events" / short).is_dir() else []
+        return json.loads(saved[0].read_text()) if saved else None  # a function added later: its saved event
+
+    def _authorizer(self) -> dict[str, Any]:
+        from smartpay_tools.local.events import api_event
+
+        event = api_event("GET", "/api/v1/vouchers/x", resource="/api/v1/vouchers/{voucher_id}",
+                          headers={"x-api-key": str(self.stack.local["OperatorApiKey"])})
+        return {"type": "REQUEST", "methodArn": "arn:aws:execute-api:af-south-1:123456789012:local/local/GET/"
+                "api/v1/vouchers/x", **event}
+
+    def _migrate(self) -> dict[str, Any]:
+        return {}
+
+    def _beneficiaries(self) -> dict[str, Any]:
+        bid = self._beneficiary()
+        return self._api("GET", f"/api/v1/beneficiaries/{bid}", "/api/v1/beneficiaries/{beneficiary_id}",
+                         {"beneficiary_id": bid}, "beneficiaries:read")
+
+    def _disburse(self) -> dict[str, Any]:
+        vid = self._voucher("issued")
+        return self._api("POST", f"/api/v1/vouchers/{vid}/disburse", "/api/v1/vouchers/{voucher_id}/disburse",
+                         {"voucher_id": vid}, "vouchers:write vouchers:read")
+
+    def _webhook(self) -> dict[str, Any]:
+        from smartpay_tools.buffr_sim.webhook_sender import signed_headers
+        from smartpay_tools.local.events import api_event
+
+        vid = self._voucher("active")
+        body = json.dumps({"type": "voucher.redeemed", "timestamp": "2026-11-02T09:00:00.000Z",
+                           "data": {"voucher_id": vid, "delivery_id": f"dlv_{vid[:8]}",
+                                    "occurred_at": "2026-11-02T08:59:58.000Z", "amount_cents": 140000,
+                                    "channel": "merchant_pos"}}).encode()
+        headers = signed_headers(self.stack.webhook_secrets, body)
+        return api_event("POST", "/api/v1/webhooks/buffr", headers=headers, body=body)
+
+    def _reconcile(self) -> dict[str, Any]:
+        vid = self._voucher("active")
+        self.stack.buffr.load([{"voucher_id": vid, "status": "active", "amount": 140000}])
+        return {"mode": "vouchers", "voucher_ids": [vid]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+# --- sampling ------------------------------------------------------------------------------------
+
+def run_sample(python: str, code: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([python, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith(MARK)]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"sample failed ({out.returncode}): {out.stderr[-2000:]}")
+    import ast
+
+    return ast.literal_eval(lines[-1][len(MARK):])
+
+
+def target_paths(target: str, spec: Any) -> tuple[str, list[str], list[str]]:
+    """(python, function's path, baseline's path) for a target."""
+    if target == "built":
+        layer = str(BUILD / "CoreLayer" / "python")
+        return python312(), [str(BUILD / spec.logical_id), layer], [layer]
+    return sys.executable, [str(spec.code_uri), str(ROOT / "layers" / "core")], []
+
+
+def python312() -> str:
+    """python3.12 itself, as `make build` finds it (pyenv's shim would refuse outside its version)."""
+    found = os.environ.get("PY312")
+    if found and Path(found).is_dir():
+        found = str(Path(found) / "python3.12")
+    if not found:
+        pyenv = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
+        candidates = sorted(pyenv.glob("3.12*/bin/python3.12"))
+        found = str(candidates[-1]) if candidates else shutil.which("python3.12")
+    if not found:
+        raise SystemExit("the built target needs python3.12 (set PY312)")
+    return found
+
+
+def compile_source_tree() -> None:
+    """Byte-compile the functions and the layer, as the installed packages the baseline imports
+    already are (and as `make build` does for the built target): a sample must not pay for
+    compiling our modules from source (with PYTHONDONTWRITEBYTECODE set, none are cached)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "functions"), str(ROOT / "layers" / "core")],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def measure(target: str, stack: Any, events: Events, samples: int) -> dict[str, Any]:
+    functions = stack.functions
+    if target == "source":
+        compile_source_tree()
+    clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    base_env = {**clean, "AWS_DEFAULT_REGION": stack.region, "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x", "POWERTOOLS_TRACE_DISABLED": "true", "PYTHONDONTWRITEBYTECODE": "1"}
+    any_spec = next(iter(functions.values()))
+    python, _, base_path = target_paths(target, any_spec)
+    baseline: list[float] = []
+    baseline_cpu: list[float] = []
+    found: dict[str, dict[str, list[Any]]] = {lid: {"init": [], "init_cpu": [], "first": [], "status": []}
+                                              for lid in functions}
+    for _ in range(samples):
+        got = run_sample(python, BASELINE, [], {**base_env, "PYTHONPATH": os.pathsep.join(base_path)})
+        baseline.append(got["init"])
+        baseline_cpu.append(got["init_cpu"])
+        for lid, spec in functions.items():
+            _, fn_path, _ = target_paths(target, spec)
+            env = {**stack.env_for(spec), "PYTHONPATH": os.pathsep.join(fn_path), "PYTHONDONTWRITEBYTECODE": "1"}
+            event = events.for_function(lid, spec.name)
+            result = run_sample(python, FUNCTION, [spec.handler, json.dumps(event) if event is not None else "",
+                                                   spec.name], env)
+            for key in ("init", "init_cpu", "first", "status"):
+                found[lid][key].append(result[key])
+    b, b_cpu = statistics.median(baseline), statistics.median(baseline_cpu)
+    report: dict[str, Any] = {"python": python, "baseline_ms": round(b * 1000, 1),
+                              "baseline_cpu_ms": round(b_cpu * 1000, 1),
+                              "baseline_samples_ms": [round(x * 1000) for x in baseline], "functions": {}}
+    for lid, got in found.items():
+        init, init_cpu = statistics.median(got["init"]), statistics.median(got["init_cpu"])
+        firsts = [x for x in got["first"] if x is not None]
+        first = statistics.median(firsts) if firsts else None
+        report["functions"][lid] = {
+            "init_ms": round(init * 1000, 1), "init_ratio": round(init / b, 3),
+            "init_samples_ms": [round(x * 1000) for x in got["init"]],
+            "init_cpu_ms": round(init_cpu * 1000, 1), "init_cpu_ratio": round(init_cpu / b_cpu, 3),
+            "first_ms": round(first * 1000, 1) if first is not None else None,
+            "first_ratio": round(first / b, 3) if first is not None else None,
+            "first_status": sorted({str(s) for s in got["status"]}),
+        }
+    return report
+
+
+def print_report(target: str, report: dict[str, Any], samples: int) -> None:
+    print(f"\n[{target}] {report['python']}   (medians of {samples}, alternated with the baseline)")
+    print(f"  baseline (plain Powertools) init {report['baseline_ms']:7.1f} ms wall, {report['baseline_cpu_ms']:7.1f} "
+          f"ms CPU   wall samples {report['baseline_samples_ms']}")
+    print(f"  {'function':24} {'init ms':>8} {'/ base':>7} {'CPU / base':>10} {'first req ms':>13} {'/ base':>7}  "
+          f"first reply  init samples (wall ms)")
+    for lid, f in report["functions"].items():
+        first = f"{f['first_ms']:13.1f} {f['first_ratio']:7.2f}" if f["first_ms"] is not None else f"{'(no event)':>21}"
+        flag = "" if f["init_ratio"] <= TARGET_RATIO else "  NOT met"
+        print(f"  {lid:24} {f['init_ms']:8.1f} {f['init_ratio']:7.2f} {f['init_cpu_ratio']:10.2f} {first}  "
+              f"{','.join(f['first_status']):11}  {f['init_samples_ms']}{flag}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--built", action="store_true",
-                        help="measure the sam build output (with its .pyc) under python3.12")
+    parser.add_argument("--target", choices=("source", "built", "both"), default="both")
+    parser.add_argument("--built", action="store_true", help="same as --target built")
     args = parser.parse_args()
     if args.built:
-        build = ROOT / ".aws-sam" / "build"
-        python = os.environ.get("PY312", "python3.12")
-        fn_path = [str(build / "BeneficiariesFunction"), str(build / "CoreLayer" / "python")]
-        base_path = [str(build / "CoreLayer" / "python")]
-    else:
-        python = sys.executable
-        fn_path = [str(ROOT / "functions" / "beneficiaries"), str(ROOT / "layers" / "core")]
-        base_path = []
-    base, func = [], []
-    for _ in range(args.samples):
-        base.append(sample(BASELINE, python, base_path))
-        func.append(sample(FUNCTION, python, fn_path))
-    b, f = statistics.median(base), statistics.median(func)
-    print(f"interpreter: {python} ({'sam build output' if args.built else 'source tree'})")
-    print(f"baseline cold init (median of {args.samples}): {b * 1000:7.1f} ms   samples {[round(x * 1000) for x in base]}")
-    print(f"beneficiaries cold init (median of {args.samples}): {f * 1000:7.1f} ms   samples {[round(x * 1000) for x in func]}")
-    print(f"ratio function / baseline: {f / b:.3f}   (target <= 0.35: {'met' if f / b <= 0.35 else 'NOT met'})")
-    print(json.dumps({"baseline_ms": round(b * 1000, 1), "function_ms": round(f * 1000, 1), "ratio": round(f / b, 3)}))
+        args.target = "built"
+    targets = ["source", "built"] if args.target == "both" else [args.target]
+    if "built" in targets and not (BUILD / "CoreLayer").is_dir():
+        if args.target == "built":
+            raise SystemExit("no sam build output: run `make build` first")
+        print("no .aws-sam/build (run `make build`): measuring the source tree only")
+        targets = ["source"]
+
+    from smartpay_tools.local.stack import LocalStack
+
+    load_before = os.getloadavg()
+    db_name = f"smartpay_bench_cold_start_{os.getpid()}"
+    url = _common.fresh_database(db_name)
+    stack = LocalStack(database_url=url, simulator_port=0, webhook_knobs={"enabled": False})
+    stack.start_services()
+    reports: dict[str, Any] = {}
+    try:
+        events = Events(stack, url)
+        started = time.perf_counter()
+        for target in targets:
+            reports[target] = measure(target, stack, events, args.samples)
+            print_report(target, reports[target], args.samples)
+        print(f"\n{len(stack.functions)} functions x {args.samples} samples x {len(targets)} target(s) in "
+              f"{time.perf_counter() - started:.0f} s; load average {load_before[0]:.1f} before, "
+              f"{os.getloadavg()[0]:.1f} after")
+    finally:
+        stack.stop()
+        _common.drop(db_name)
+    worst = max(f["init_ratio"] for r in reports.values() for f in r["functions"].values())
+    worst_cpu = max(f["init_cpu_ratio"] for r in reports.values() for f in r["functions"].values())
+    print(f"worst init ratio {worst:.3f} wall, {worst_cpu:.3f} CPU   (target <= {TARGET_RATIO}: "
+          f"{'met' if worst <= TARGET_RATIO else 'NOT met'})")
+    print(json.dumps({"benchmark": "cold_start", "samples": args.samples, "worst_ratio": worst,
+                      "worst_cpu_ratio": worst_cpu,
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "targets": {t: {"baseline_ms": r["baseline_ms"],
+                                      "functions": {lid: {k: f[k] for k in ("init_ms", "init_ratio", "init_cpu_ratio",
+                                                                            "first_ms", "first_ratio")}
+                                                    for lid, f in r["functions"].items()}}
+                                  for t, r in reports.items()}}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

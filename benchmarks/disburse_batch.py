@@ -1,38 +1,43 @@
-"""Batch disbursement against the Buffr simulator, with the two limits measured in the same run.
+"""Batch disbursement against the Buffr simulator, with its limits measured in the same run.
 
 * latency bound  = N x latency / concurrency (the best any client could do);
-* client ceiling = the same N bare calls through the same client setup (BuffrClient's
-  concurrent API, same concurrency) against the same simulator, no database, no other work;
+* wire ceiling   = N disburse calls through a bare client (``_wire.py``: asyncio streams + a
+  minimal HTTP/1.1 writer/parser, same event loop and concurrency), probed twice before the
+  batch and once after (median);
+* client ceiling = the same N calls through ``BuffrClient`` (no database), probed alike;
 * elapsed        = ``service.disburse_batch`` for N issued vouchers (claims, Buffr calls,
-  bulk status writes, audit rows) — target ≤ 1.3 x the larger limit.
+  bulk status writes, audit rows); ``ratio_to_wire`` = elapsed / max(latency bound, wire
+  ceiling), target ≤ 1.3.
 
-Also prints the alternatives the client setup was chosen against (``--compare``): a naive
-``httpx.AsyncClient`` (100 connections) and one ``httpx.Client`` shared by 100 threads.
-Usage: python benchmarks/disburse_batch.py [--vouchers 10000] [--latency-ms 20] [--compare 2000]
+The client alternatives (httpx, httpx-aiohttp, aiohttp) are compared in ``buffr_clients.py``.
+Ends with one JSON line of its figures.
+Usage: python benchmarks/disburse_batch.py [--vouchers 10000] [--latency-ms 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
+import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import _common
-import httpx
+import _wire
 
-from smartpay_tools.buffr_sim.server import SimulatorProcess
+from smartpay_tools.buffr_sim.process import SimulatorProcess
 
 KEY = "bench-buffr-key"
+DB_NAME = f"smartpay_bench_disburse_{os.getpid()}"  # own name: others may run it on the same server
 
 
-def bare_ceiling(sim_url: str, n: int, concurrency: int) -> float:
+def client_seconds(sim_url: str, n: int, concurrency: int, tag: str) -> float:
     from smartpay import buffr
 
     client = buffr.BuffrClient(buffr.BuffrSettings(url=sim_url, concurrency=concurrency), api_key=KEY)
-    requests = [buffr.DisburseRequest(f"bare-{i}", 100, "NAD", "44050267085") for i in range(n)]
+    requests = [buffr.DisburseRequest(f"client-{tag}-{i}", 100, "NAD", "44050267085") for i in range(n)]
+    client.disburse_many(requests[:concurrency], deadline=time.monotonic() + 60)  # connections up (warm)
     started = time.perf_counter()
     results = client.disburse_many(requests, deadline=time.monotonic() + 600)
     elapsed = time.perf_counter() - started
@@ -41,39 +46,11 @@ def bare_ceiling(sim_url: str, n: int, concurrency: int) -> float:
     return elapsed
 
 
-def naive_async(sim_url: str, n: int, concurrency: int) -> float:
-    async def run() -> float:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=sim_url, limits=limits) as client:
-            gate = asyncio.Semaphore(concurrency)
-
-            async def one(i: int) -> None:
-                async with gate:
-                    r = await client.post("/api/utilities/vouchers/disburse", headers={
-                        "authorization": f"Bearer {KEY}", "idempotency-key": f"naive-{i}"},
-                        json={"voucher_id": f"naive-{i}", "amount": 100, "beneficiary_id_number": "44050267085"})
-                    r.raise_for_status()
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(n)))
-            return time.perf_counter() - started
-
-    return asyncio.run(run())
-
-
-def threads_sync(sim_url: str, n: int, concurrency: int) -> float:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(base_url=sim_url, limits=limits) as client:
-        def one(i: int) -> None:
-            client.post("/api/utilities/vouchers/disburse", headers={
-                "authorization": f"Bearer {KEY}", "idempotency-key": f"thread-{i}"},
-                json={"voucher_id": f"thread-{i}", "amount": 100,
-                      "beneficiary_id_number": "44050267085"}).raise_for_status()
-
-        with ThreadPoolExecutor(concurrency) as pool:
-            started = time.perf_counter()
-            list(pool.map(one, range(n)))
-            return time.perf_counter() - started
+def wire_seconds(sim: SimulatorProcess, n: int, concurrency: int, tag: str) -> float:
+    payload = lambda v: {"voucher_id": v, "amount": 100, "currency": "NAD",  # noqa: E731
+                         "beneficiary_id_number": "44050267085"}
+    requests = _wire.disburse_requests(sim.host, sim.port, KEY, [f"wire-{tag}-{i}" for i in range(n)], payload)
+    return _wire.wire(sim.host, sim.port, requests, concurrency)
 
 
 def main() -> int:
@@ -81,10 +58,12 @@ def main() -> int:
     parser.add_argument("--vouchers", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--compare", type=int, default=2000, help="calls per alternative client (0: skip)")
-    parser.add_argument("--database-name", default="smartpay_bench_disburse",
+    parser.add_argument("--compare", type=int, default=0, help="moved: benchmarks/buffr_clients.py compares clients")
+    parser.add_argument("--database-name", default=DB_NAME,
                         help="the throwaway database (dropped before and after; one per concurrent run)")
     args = parser.parse_args()
+    if args.compare:
+        print("client setups are compared by benchmarks/buffr_clients.py (beside the wire ceiling)")
     n, conc = args.vouchers, args.concurrency
     # Before anything imports smartpay.observability (the Buffr client does): its logger reads them once.
     # INFO, as deployed (template.yaml LogLevel): the batch pays for its log lines here as it would
@@ -113,18 +92,11 @@ def main() -> int:
               "(300,000 rows: benchmarks/payroll_import.py)")
         sim.configure(latency_ms=args.latency_ms)
 
-        if args.compare:
-            print(f"client setups, {args.compare} calls at concurrency {conc}, {args.latency_ms:g} ms latency:")
-            for name, fn in (("httpx.AsyncClient (naive pool)", naive_async),
-                             ("httpx.Client shared by threads", threads_sync),
-                             ("BuffrClient (httpx + StreamTransport)", bare_ceiling)):
-                elapsed = fn(sim.url, args.compare, conc)
-                print(f"  {name:40} {args.compare / elapsed:8,.0f} req/s")
-            sim.reset()
-            sim.configure(latency_ms=args.latency_ms)
-
         latency_bound = n * args.latency_ms / 1000 / conc
-        ceiling = bare_ceiling(sim.url, n, conc)
+        wires, clients = [], []
+        for r in range(2):
+            wires.append(wire_seconds(sim, n, conc, f"a{r}"))
+            clients.append(client_seconds(sim.url, n, conc, f"a{r}"))
         sim.reset()
         sim.configure(latency_ms=args.latency_ms)
 
@@ -146,17 +118,32 @@ def main() -> int:
         print(f"  elapsed                      {elapsed:6.2f} s  ({reply.requested / elapsed:,.0f} vouchers/s)")
         print(f"  batch thread CPU             {cpu:6.2f} s  ({cpu / reply.requested * 1e6:,.0f} us per voucher: "
               "claims, answers, audit, logs; the Buffr calls run on the client's thread)")
+        wires.append(wire_seconds(sim, n, conc, "after"))
+        clients.append(client_seconds(sim.url, n, conc, "after"))
+        wire, ceiling = statistics.median(wires), statistics.median(clients)
+        limit = max(latency_bound, wire)
+        ratio = elapsed / limit
         print(f"  latency bound (N*lat/conc)   {latency_bound:6.2f} s")
-        print(f"  client ceiling (bare calls)  {ceiling:6.2f} s  ({n / ceiling:,.0f} req/s)")
-        limit = max(latency_bound, ceiling)
-        print(f"  elapsed / larger limit       {elapsed / limit:6.2f}  (target <= 1.30: "
-              f"{'met' if elapsed <= 1.3 * limit else 'NOT met'})")
+        print(f"  wire ceiling (bare client)   {wire:6.2f} s  ({n / wire:,.0f} req/s; probes "
+              f"{[round(w, 2) for w in wires]}, event loop {_wire.loop_name()})")
+        print(f"  Buffr client (no database)   {ceiling:6.2f} s  ({n / ceiling:,.0f} req/s; probes "
+              f"{[round(c, 2) for c in clients]})")
+        print(f"  ratio_to_wire = elapsed / max(bound, wire) {ratio:5.2f}  (target <= 1.30: "
+              f"{'met' if ratio <= 1.3 else 'NOT met'})")
+        print(f"  elapsed / Buffr client       {elapsed / ceiling:6.2f}")
+        figures = {"benchmark": "disburse_batch", "n": n, "latency_ms": args.latency_ms, "concurrency": conc,
+                   "elapsed_s": round(elapsed, 2), "latency_bound_s": round(latency_bound, 2),
+                   "wire_s": round(wire, 2), "client_s": round(ceiling, 2), "ratio_to_wire": round(ratio, 3),
+                   "ratio_to_client": round(elapsed / ceiling, 3), "succeeded": reply.succeeded,
+                   "double_credits": len(stats["double_credited"]),
+                   "load_average": [round(x, 2) for x in os.getloadavg()]}
     finally:
         sim.stop()
         from smartpay import buffr, db
         buffr.reset_client()
         db.close_pool()
         _common.drop(args.database_name)
+    print(json.dumps(figures))
     return 0
 
 

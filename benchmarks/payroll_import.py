@@ -6,6 +6,7 @@ Usage: python benchmarks/payroll_import.py [ROWS] [--database-name NAME]
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("rows", nargs="?", type=int, default=300_000)
-    parser.add_argument("--database-name", default="smartpay_bench_payroll",
+    parser.add_argument("--database-name", default=f"smartpay_bench_payroll_{os.getpid()}",
                         help="the throwaway database (dropped before and after; one per concurrent run)")
     args = parser.parse_args()
     count, name = args.rows, args.database_name

@@ -2,29 +2,31 @@
 
 From one run it prints:
 
-* the simulator's own capacity (a bare asyncio HTTP/1.1 client, no httpx) — to show it is not
-  the bottleneck;
-* the HTTP client's ceiling: N bare status calls through the shared Buffr client, same setup
-  (StreamTransport, concurrency 100), no database work;
+* the wire ceiling: status calls through a bare client (``_wire.py``: asyncio streams + a
+  minimal HTTP/1.1 writer/parser, same event loop and concurrency) against the same simulator,
+  probed before and after the reconciliation (median), and the Buffr client's own ceiling
+  (the same calls through ``BuffrClient``, no database work) probed alike;
 * a full reconciliation of N open vouchers (separate process, like a Lambda): elapsed, the
-  latency bound N x latency / concurrency, and elapsed / max(latency bound, client ceiling)
-  (target ≤ 1.3: reconciliation adds at most 30 % to the pure HTTP cost);
+  latency bound N x latency / concurrency, and ``ratio_to_wire`` = elapsed / max(latency
+  bound, wire ceiling) (target ≤ 1.3);
 * the integration guide's loop (one status call at a time, compare, insert) on a sample, and the
-  per-voucher speed-up over it (target >= 50x);
+  per-voucher speed-up over it (target >= 50x whenever the wire ceiling is >= 4,000/s);
 * peak memory (max RSS of the reconciling process) at two sizes (target ≤ 256 MB, flat in N);
 * a 300,000-voucher cycle split in shards run side by side as separate processes (invocations),
   against the 15-minute Lambda window.
 
     .venv/bin/python benchmarks/reconcile.py [--n 100000] [--latency-ms 20] [--concurrency 100]
-        [--sample 300] [--small 20000] [--cycle 300000] [--shards 4]
+        [--sample 300] [--small 20000] [--cycle 300000] [--shards 4] [--probe 20000]
+
+Ends with one JSON line of its figures (``ratio_to_wire``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,9 +40,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 for sub in ("layers/core", "tools", "functions/reconcile"):
     if str(ROOT / sub) not in sys.path:
         sys.path.insert(0, str(ROOT / sub))
+sys.path.append(str(Path(__file__).resolve().parent))  # _wire, after the function's own package
+
+import _wire  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "smartpay_bench_reconcile"
+DB_NAME = f"smartpay_bench_reconcile_{os.getpid()}"  # own name: others may run it on the same server
 AMOUNT = 140000
 
 
@@ -138,33 +143,14 @@ def child_main(raw: str) -> int:
 
 # --- HTTP measurements ----------------------------------------------------------------------------
 
-async def _bare(host: str, port: int, ids: list[str], concurrency: int, key: str) -> float:
-    """Status calls with nothing but asyncio streams and a hand-written HTTP/1.1 exchange."""
-    queue = iter(ids)
-    auth = f"Bearer {key}"
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        for vid in queue:
-            writer.write(f"GET /api/v1/vouchers/{vid} HTTP/1.1\r\nhost: {host}\r\nauthorization: {auth}\r\n\r\n"
-                         .encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length"))
-            await reader.readexactly(length)
-        writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started
+def wire_rate(sim: Any, ids: list[str], concurrency: int) -> float:
+    """Status calls per second through the bare wire client."""
+    return len(ids) / _wire.wire(sim.host, sim.port, _wire.status_requests(sim.host, sim.port, sim.api_key, ids),
+                                 concurrency)
 
 
-def bare_client(sim: Any, ids: list[str], concurrency: int) -> float:
-    return asyncio.run(_bare(sim.host, sim.port, ids, concurrency, sim.api_key))
-
-
-def client_ceiling(sim: Any, ids: list[str], concurrency: int) -> float:
-    """The same calls through the shared Buffr client (same setup as reconciliation), no database."""
+def client_rate(sim: Any, ids: list[str], concurrency: int) -> float:
+    """Status calls per second through the Buffr client (same setup as reconciliation), no database."""
     from smartpay import buffr
 
     client = buffr.BuffrClient(buffr.BuffrSettings(url=sim.url, concurrency=concurrency), api_key=sim.api_key)
@@ -176,7 +162,7 @@ def client_ceiling(sim: Any, ids: list[str], concurrency: int) -> float:
     finally:
         client.close()
     assert all(r.outcome == "found" for r in results), "client ceiling: not every call succeeded"
-    return elapsed
+    return len(ids) / elapsed
 
 
 def guide_loop(url: str, sim: Any, ids: list[str]) -> float:
@@ -208,15 +194,17 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=20_000)
     parser.add_argument("--cycle", type=int, default=300_000)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--probe", type=int, default=20_000, help="calls per wire / client probe")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child_main(args.child)
 
-    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
     from smartpay_tools.local.services import drop_database, free_port
 
     n, lat, conc = args.n, args.latency_ms / 1000, args.concurrency
+    figures: dict[str, Any] = {}
     print(f"reconciliation benchmark: {n:,} open vouchers, simulator latency {args.latency_ms:g} ms, "
           f"concurrency {conc}, {os.cpu_count()} CPUs", flush=True)
     url = fresh_database()
@@ -228,33 +216,33 @@ def main() -> int:
         sim.configure(latency_ms=args.latency_ms)
         env = child_env(url, sim, conc)
 
-        # 1. The simulator's capacity, with a client that costs next to nothing.
-        probe = ids[:20_000]
-        bare_100 = bare_client(sim, probe, conc)
-        bare_200 = bare_client(sim, probe, 2 * conc)
-        sim_rate = max(len(probe) / bare_100, len(probe) / bare_200)
-        print(f"\n[simulator] bare asyncio client, {len(probe):,} calls: {len(probe) / bare_100:,.0f}/s at "
-              f"concurrency {conc} (bound {conc / lat:,.0f}/s), {len(probe) / bare_200:,.0f}/s at {2 * conc}")
-
-        # 2. The client's ceiling: the same N calls through the shared client, no database.
-        ceiling = client_ceiling(sim, ids, conc)
+        # 1. The limits, probed before the reconciliation (and once more after it, below).
+        probe = ids[: args.probe]
+        wires, clients = [wire_rate(sim, probe, conc)], [client_rate(sim, probe, conc)]
+        wires.append(wire_rate(sim, probe, conc))
         bound = n * lat / conc
-        print(f"[client]    {n:,} bare status calls through the shared Buffr client: {ceiling:.1f} s "
-              f"({n / ceiling:,.0f}/s)")
 
-        # 3. The reconciliation itself (a fresh process: its peak memory is the run's).
+        # 2. The reconciliation itself (a fresh process: its peak memory is the run's).
         full = child_result(run_child(env, mode="full"))
         assert full["checked"] == n and full["status"] == "completed", full
-        limit = max(bound, ceiling)
-        print(f"\n[reconcile] {n:,} vouchers checked in {full['elapsed']:.1f} s ({n / full['elapsed']:,.0f}/s), "
+        clients.append(client_rate(sim, probe, conc))
+        wires.append(wire_rate(sim, probe, conc))
+        wire = statistics.median(wires)
+        client = statistics.median(clients)
+        wire_s, client_s = n / wire, n / client
+        limit = max(bound, wire_s)
+        ratio = full["elapsed"] / limit
+        print(f"\n[limits]    {len(probe):,}-call probes, concurrency {conc}, event loop {_wire.loop_name()}: "
+              f"wire {wire:,.0f}/s (probes {[round(w) for w in wires]}), Buffr client {client:,.0f}/s "
+              f"(probes {[round(c) for c in clients]}), latency bound {conc / lat:,.0f}/s")
+        print(f"[reconcile] {n:,} vouchers checked in {full['elapsed']:.1f} s ({n / full['elapsed']:,.0f}/s), "
               f"all matched: {full['matched'] == n}")
         print(f"  latency bound N x latency / concurrency = {bound:.1f} s")
-        print(f"  client ceiling                          = {ceiling:.1f} s")
-        print(f"  elapsed / max(bound, ceiling)           = {full['elapsed'] / limit:.2f}   (target <= 1.3)")
-        print(f"  elapsed / client ceiling                = {full['elapsed'] / ceiling:.2f}")
-        simulator_share = (n / full["elapsed"]) / sim_rate
-        print(f"  simulator headroom: reconciliation used {simulator_share:.0%} of the rate the simulator "
-              f"sustains ({sim_rate:,.0f}/s)")
+        print(f"  wire ceiling (bare client)              = {wire_s:.1f} s")
+        print(f"  Buffr client ceiling (no database)      = {client_s:.1f} s")
+        print(f"  ratio_to_wire = elapsed / max(bound, wire) = {ratio:.2f}   (target <= 1.3: "
+              f"{'met' if ratio <= 1.3 else 'NOT met'})")
+        print(f"  elapsed / Buffr client ceiling          = {full['elapsed'] / client_s:.2f}")
 
         # 4. The guide's loop on a sample.
         sample = ids[: args.sample]
@@ -263,14 +251,26 @@ def main() -> int:
         print(f"\n[guide loop] {len(sample)} vouchers one at a time: {seq:.1f} s = {per_seq * 1000:.1f} ms/voucher "
               f"(projected {per_seq * n / 60:.0f} min for {n:,}, {per_seq * args.cycle / 60:.0f} min for "
               f"{args.cycle:,})")
-        print(f"  reconcile: {per_rec * 1000:.3f} ms/voucher -> speed-up {per_seq / per_rec:.0f}x   (target >= 50x)")
+        speedup = per_seq / per_rec
+        applies = wire >= 4000
+        print(f"  reconcile: {per_rec * 1000:.3f} ms/voucher -> speed-up {speedup:.0f}x   (target >= 50x when the "
+              f"wire ceiling is >= 4,000/s: {'applies' if applies else f'does not apply, wire {wire:,.0f}/s'}"
+              f"{(': met' if speedup >= 50 else ': NOT met') if applies else ''})")
 
-        # 5. Memory at two sizes (a new run each: the full one above is completed).
+        # 4. Memory at two sizes (a new run each: the full one above is completed).
         small = child_result(run_child(env, mode="full", max_vouchers=args.small))
         print(f"\n[memory] peak RSS of the reconciling process: {small['maxrss_mb']:.0f} MB at "
               f"{small['checked']:,} vouchers, {full['maxrss_mb']:.0f} MB at {n:,}   (target <= 256 MB, flat)")
 
-        # 6. A whole cycle in shards, side by side.
+        # 5. A whole cycle in shards, side by side.
+        figures.update({"benchmark": "reconcile", "n": n, "latency_ms": args.latency_ms, "concurrency": conc,
+                   "elapsed_s": round(full["elapsed"], 2), "latency_bound_s": round(bound, 2),
+                   "wire_per_s": round(wire), "wire_s": round(wire_s, 2), "client_per_s": round(client),
+                   "ratio_to_wire": round(ratio, 3), "ratio_to_client": round(full["elapsed"] / client_s, 3),
+                   "guide_ms_per_voucher": round(per_seq * 1000, 2), "speedup_over_guide": round(speedup, 1),
+                   "peak_rss_mb": [round(small["maxrss_mb"]), round(full["maxrss_mb"])]})
+        if args.cycle <= 0:
+            return 0
         extra = args.cycle - n
         if extra > 0:
             t = time.perf_counter()
@@ -289,9 +289,13 @@ def main() -> int:
         print(f"  15-minute window: {wall / 900:.1%} used; the guide's loop would need "
               f"{per_seq * args.cycle / 60:.0f} min")
         assert checked == args.cycle, f"shards checked {checked}, expected {args.cycle}"
+        figures["cycle_wall_s"] = round(wall, 1)
     finally:
         sim.stop()
         drop_database(ADMIN_URL, DB_NAME)
+        if figures:
+            figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            print(json.dumps(figures))
     return 0
 
 

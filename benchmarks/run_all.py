@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "cold_start": ([], ["--samples", "3"]),
     "webhook_receipt": ([], ["--count", "1000"]),
-    "disburse_batch": ([], ["--vouchers", "2000", "--compare", "500"]),
+    "buffr_clients": ([], ["--n", "5000", "--rounds", "1"]),
+    "disburse_batch": ([], ["--vouchers", "2000"]),
     "payroll_import": ([], ["30000"]),
     "reconcile": ([], ["--n", "20000", "--small", "5000", "--cycle", "0"]),
 }

@@ -201,7 +201,8 @@ def test_sender_hook_sees_dropped_events_and_skips_superseded(webhook_secrets) -
 
 
 def test_simulator_process_stops_cleanly_with_webhooks_queued(webhook_secrets) -> None:
-    from smartpay_tools.buffr_sim.server import DEFAULT_API_KEY, SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
+    from smartpay_tools.buffr_sim.state import DEFAULT_API_KEY
     from smartpay_tools.local.services import free_port
 
     process = SimulatorProcess(port=free_port(), webhook_url=f"http://127.0.0.1:{free_port()}",
@@ -220,7 +221,7 @@ def test_simulator_process_stops_cleanly_with_webhooks_queued(webhook_secrets) -
 
 
 def test_failed_start_leaves_no_simulator_behind(sim) -> None:
-    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
     from smartpay_tools.local.services import free_port, port_open
     from smartpay_tools.local.stack import LocalStack
 

@@ -245,7 +245,7 @@ def test_batch_disburse_under_a_database_outage(gateway_url, api_keys, pg, pg_ur
     def done(reply: httpx.Response) -> bool:
         return reply.json()["remaining"] == 0
 
-    sim.configure(latency_ms=20)  # each batch spends a while between claim and settle
+    sim.configure(latency_ms=100)  # each batch spends a while between claim and settle (outlasting the killer's rounds)
     with workers_not_restarted(local_stack, "DisburseFunction", _reader(gateway_url, api_keys)):
         retry_until_done([0, 1], send, done, outcomes, pg_url, spare)  # two callers resuming one cycle
     assert_audit_complete(pg)

@@ -119,7 +119,9 @@ def test_unreachable_store_is_503(aws_env, monkeypatch) -> None:
     ({"idempotency-key": "  "}, None), ({}, None),
 ])
 def test_header_lookup_ignores_case(headers, expected) -> None:
-    assert idempotency.header(headers, "idempotency-key", "x-idempotency-key") == expected
+    from smartpay.api import header
+
+    assert header(headers, "idempotency-key", "x-idempotency-key") == expected
 
 
 def test_completed_record_is_one_whole_item_put(store) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from reconcile.classify import classify
 from reconcile.handler import InvalidEvent, _request
+from reconcile.report import money
 from smartpay.buffr import _Pacer
 from smartpay.lifecycle import VoucherStatus
-from smartpay.recon_report import money
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=15)

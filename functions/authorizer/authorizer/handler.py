@@ -31,8 +31,7 @@ def _resource_arn(method_arn: str, method: str, path: str) -> str:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
-    header = os.environ.get("API_KEY_HEADER", "x-api-key").lower()
-    presented = next((v for k, v in (request.headers or {}).items() if k.lower() == header), None)
+    presented = request.headers.get(os.environ.get("API_KEY_HEADER", "x-api-key"))  # any casing
     principal = auth.authenticate(presented, _key_store())
     if principal is None:
         logger.warning("api key rejected", extra={"path": request.path, "key_present": bool(presented)})

@@ -2,16 +2,14 @@
 
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from beneficiaries import service
 from beneficiaries.models import BeneficiaryView, VerifyReply, VerifyRequest
-from smartpay.api import make_resolver, require_scope, resolve
-from smartpay.observability import logger, metrics, tracer
+from smartpay.api import api_handler, make_resolver, require_scope
+from smartpay.observability import metrics, tracer
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -38,8 +36,4 @@ def verify(request: VerifyRequest) -> VerifyReply:
     return result
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return resolve(app, event, context, max_body_bytes=MAX_BODY_BYTES)
+lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)

@@ -1,4 +1,9 @@
-"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read)."""
+"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read).
+
+One direct invocation is accepted too: reconciliation's :class:`smartpay.internal.Redisburse`
+(docs/reconciliation.md#re-sending-through-disburse), the same batch step as
+``POST /api/v1/disbursements`` for the voucher ids it names.
+"""
 
 
 import uuid
@@ -6,14 +11,14 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from disburse import service
 from disburse.models import BatchReply, BatchRequest, IssueRequest, VoucherView
-from smartpay.api import make_resolver, require_scope, resolve
-from smartpay.idempotency import header
-from smartpay.observability import logger, metrics, tracer
+from smartpay.api import api_handler, header, json_reply, make_resolver, require_scope
+from smartpay.internal import Redisburse, RedisburseReply
+from smartpay.observability import logger, tracer
+from smartpay.validation import event_model
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -24,18 +29,13 @@ def _request_id() -> str:
     return app.current_event.request_context.request_id
 
 
-def _reply(status: int, body: dict[str, Any], replayed: bool) -> Response[dict[str, Any]]:
-    headers = {"Idempotent-Replayed": "true"} if replayed else {}
-    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
-
-
 @app.post("/api/v1/vouchers", summary="Issue one voucher (Idempotency-Key header required)")
 @tracer.capture_method
 def issue_voucher(request: IssueRequest) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
     key = header(app.current_event.headers, "Idempotency-Key", "X-Idempotency-Key")
     voucher, replayed = service.issue(request, key, reference=_request_id(), context=app.lambda_context)
-    return _reply(201, voucher, replayed)
+    return json_reply(201, voucher, replayed=replayed)
 
 
 @app.post("/api/v1/vouchers/<voucher_id>/disburse", summary="Send one voucher to Buffr (once per voucher id)")
@@ -44,7 +44,7 @@ def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[
     require_scope(app, "vouchers:write")
     logger.append_keys(voucher_id=str(voucher_id))
     result, replayed = service.disburse(str(voucher_id), reference=_request_id(), context=app.lambda_context)
-    return _reply(200, result, replayed)
+    return json_reply(200, result, replayed=replayed)
 
 
 @app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable")
@@ -61,8 +61,14 @@ def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> VoucherView:
     return service.get(str(voucher_id))
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return resolve(app, event, context, max_body_bytes=MAX_BODY_BYTES)
+def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Reconciliation's re-send: only the typed event (anything else fails the invocation, naming
+    each bad field, and sends nothing). Who may invoke this function directly is IAM's decision."""
+    request = event_model(Redisburse, event, what="direct invocation (disburse accepts only reconcile's redisburse)")
+    logger.append_keys(run_id=str(request.run_id))
+    reply = service.disburse_batch(BatchRequest(voucher_ids=request.voucher_ids),
+                                   reference=f"reconcile-{request.run_id}", context=context)
+    return RedisburseReply.model_validate({"results": [r.model_dump() for r in reply.results]}).model_dump(mode="json")
+
+
+lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=redisburse)

@@ -11,24 +11,22 @@ A malformed event fails the invocation with a message naming each bad field.
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
 
+from reconcile import report as recon_report
 from reconcile import service
 from reconcile.models import ReconcileRequest, ReportRequest
-from smartpay import db, recon_report
+from smartpay import db
 from smartpay.observability import logger, metrics, tracer
+from smartpay.validation import InvalidEvent, event_model
 
+__all__ = ["InvalidEvent", "lambda_handler"]
 
-class InvalidEvent(ValueError):
-    """The event does not describe a reconciliation; the message says which field and why."""
+WHAT = "reconciliation event"
 
 
 def _parse(model: Any, data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors())
-        raise InvalidEvent(f"invalid reconciliation event: {problems}") from None
+    """The event as ``model``, or :class:`InvalidEvent` naming each bad field (the layer's one format)."""
+    return event_model(model, data, what=WHAT)
 
 
 def _request(event: dict[str, Any]) -> ReconcileRequest:
@@ -42,7 +40,7 @@ def _request(event: dict[str, Any]) -> ReconcileRequest:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):
-        raise InvalidEvent("invalid reconciliation event: expected a JSON object")
+        raise InvalidEvent(WHAT, [{"location": "event", "message": "expected a JSON object", "type": "dict_type"}])
     if "report" in event:
         request = _parse(ReportRequest, event["report"])
         with db.connection() as conn:

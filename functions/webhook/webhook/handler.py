@@ -6,15 +6,12 @@ here before the body is even parsed.
 
 
 import base64
-from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from smartpay.api import make_resolver, resolve
-from smartpay.observability import logger, metrics, tracer
+from smartpay.api import api_handler, json_reply, make_resolver
+from smartpay.observability import metrics
 from webhook import service
 from webhook.models import WebhookReply, parse_body
 
@@ -47,7 +44,7 @@ SIGNATURE_REFUSED = {
           responses={401: SIGNATURE_REFUSED})
 def receive() -> Response[WebhookReply]:
     raw = _raw_body()
-    headers = dict(app.current_event.headers or {})
+    headers = app.current_event.headers  # Powertools' case-insensitive dict
     webhook_id = service.authenticate(raw, headers)
     try:
         payload, envelope = parse_body(raw)
@@ -55,12 +52,7 @@ def receive() -> Response[WebhookReply]:
         metrics.add_metric(name="WebhookMalformed", unit="Count", value=1)
         raise
     reply, replayed = service.receive(webhook_id, payload, envelope, headers, app.lambda_context)
-    return Response(status_code=200, content_type="application/json", body=reply,
-                    headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return json_reply(200, reply, replayed=replayed)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return resolve(app, event, context, max_body_bytes=MAX_BODY_BYTES)
+lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)

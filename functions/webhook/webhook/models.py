@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import (
     AliasChoices,
     AwareDatetime,
@@ -19,11 +20,11 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
-    ValidationError,
     model_validator,
 )
 
 from smartpay.lifecycle import VoucherStatus
+from smartpay.validation import request_model
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 
@@ -111,12 +112,6 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def _invalid(errors: list[dict[str, Any]]) -> Exception:
-    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-
-    return RequestValidationError(errors)
-
-
 def _storable(value: Any, where: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """The location of the first value PostgreSQL's jsonb cannot hold (NUL, lone surrogate, ±inf)."""
     if isinstance(value, str):
@@ -152,21 +147,15 @@ def parse_body(raw: bytes) -> tuple[dict[str, Any], Envelope]:
     try:
         payload = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError):
-        raise _invalid([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
     if not isinstance(payload, dict):
-        raise _invalid([{"type": "dict_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
+        raise RequestValidationError([{"type": "dict_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
     bad = _storable(payload, ("body",))
     if bad:
-        raise _invalid([{"type": "string_unicode", "loc": bad, "msg": "unsupported character or number"}])
-    envelope = _validated(Envelope, payload, ("body",))
+        raise RequestValidationError([{"type": "string_unicode", "loc": bad, "msg": "unsupported character or number"}])
+    envelope = request_model(Envelope, payload, prefix=("body",))
     kind = KINDS.get(envelope.type)
     if kind is not None:
-        _validated(kind.model, envelope.data, ("body", "data"))
+        request_model(kind.model, envelope.data, prefix=("body", "data"))
     return payload, envelope
 
-
-def _validated(model: type[BaseModel], value: Any, prefix: tuple[Any, ...]) -> Any:
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise _invalid([{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_url=False)]) from None

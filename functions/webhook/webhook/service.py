@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from smartpay import db, idempotency, signing
+from smartpay.api import header
 from smartpay.errors import NotFound, Unauthenticated
 from smartpay.observability import logger, metrics
 from smartpay.settings import secret
@@ -36,7 +37,7 @@ def authenticate(raw: bytes, headers: Mapping[str, str]) -> str:
     try:
         return signing.verify(secret("WEBHOOK_SECRET"), raw, headers)
     except signing.SignatureError as exc:
-        claimed = (idempotency.header(headers, "webhook-id") or "")[:200]
+        claimed = (header(headers, "webhook-id") or "")[:200]
         logger.warning("webhook signature rejected", extra={"reason": str(exc), "webhook_id": claimed})
         metrics.add_metric(name="WebhookSignatureRejected", unit="Count", value=1)
         raise Unauthenticated("The webhook signature is missing, invalid or outside the allowed time window.",
@@ -49,7 +50,7 @@ def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, header
     metrics.add_metric(name="WebhookReceived", unit="Count", value=1)
     occurred = envelope.data.get("occurred_at") if isinstance(envelope.data, dict) else None
     _latency(occurred, envelope.timestamp or _signed_at(headers))
-    key = idempotency.header(headers, *KEY_HEADERS) or webhook_id
+    key = header(headers, *KEY_HEADERS) or webhook_id
     logger.append_keys(webhook_id=webhook_id, voucher_id=_uuid_or_none(envelope.data.get("voucher_id")))
     try:
         reply, replayed = idempotency.run(
@@ -145,7 +146,7 @@ def _uuid_or_none(value: Any) -> str | None:
 def _signed_at(headers: Mapping[str, str]) -> datetime | None:
     """The signed ``webhook-timestamp`` (already checked by :func:`authenticate`)."""
     try:
-        return datetime.fromtimestamp(int(idempotency.header(headers, "webhook-timestamp") or ""), UTC)
+        return datetime.fromtimestamp(int(header(headers, "webhook-timestamp") or ""), UTC)
     except (ValueError, OverflowError, OSError):
         return None
 

@@ -1,23 +1,36 @@
-"""The REST resolver every API function uses, with one mapping of errors to problem replies.
+"""The edges every API function shares: its resolver, its Lambda entry, its replies.
+
+* :func:`make_resolver` — Powertools' REST resolver with one mapping of errors to problem replies.
+* :func:`api_handler` — the one Lambda entry: logger (correlation id = API Gateway request id),
+  metrics, tracer, the body limit, then the resolver (and, for a function that takes them, direct
+  invocations that did not come through API Gateway).
+* :func:`json_reply` — a JSON reply that says when it is an idempotent replay.
+* :func:`header` — a header by any of its names, case-insensitively (Powertools' event headers).
 
 Replies to errors are RFC 9457 problem documents (``application/problem+json``) that say what
-was wrong and where. Validation errors from Powertools' Event Handler (pydantic) become 422,
-except a body that is not JSON at all, which is 400. Unexpected exceptions become a 500 that
-carries the request id and nothing else; the traceback goes to the (masked) log only.
+was wrong and where. Validation errors (pydantic) become 422 in the one format of
+:mod:`smartpay.validation`, except a body that is not JSON at all, which is 400. Unexpected
+exceptions become a 500 that carries the request id and nothing else; the traceback goes to the
+(masked) log only.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.data_classes.common import CaseInsensitiveDict
 
+from smartpay import validation
 from smartpay.errors import ProblemError
-from smartpay.observability import logger
+from smartpay.observability import logger, metrics, tracer
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -49,9 +62,21 @@ def problem(
     )
 
 
-def _loc(error: dict[str, Any]) -> str:
-    parts = [str(p) for p in error.get("loc", ())]
-    return ".".join(parts) if parts else "body"
+def json_reply(status: int, body: Any, *, replayed: bool = False) -> Response[Any]:
+    """A JSON reply; an idempotent replay of an earlier one says so (``Idempotent-Replayed: true``)."""
+    return Response(status_code=status, content_type="application/json", body=body,
+                    headers={"Idempotent-Replayed": "true"} if replayed else {})
+
+
+def header(headers: Mapping[str, str] | None, *names: str) -> str | None:
+    """The first of ``names`` present and not blank, whatever its casing (Powertools' event headers
+    are a case-insensitive dict already; any other mapping is wrapped in one)."""
+    found = headers if isinstance(headers, CaseInsensitiveDict) else CaseInsensitiveDict(headers or {})
+    for name in names:
+        value = found.get(name)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
 
 
 def validation_problem(exc: RequestValidationError) -> Response:
@@ -59,10 +84,7 @@ def validation_problem(exc: RequestValidationError) -> Response:
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem(400, "Malformed request", "The request body is not valid JSON.",
                        errors=[{"location": "body", "message": "invalid JSON"}])
-    details = [
-        {"location": _loc(e), "message": e.get("msg", "invalid"), "type": e.get("type", "invalid")}
-        for e in errors
-    ]
+    details = validation.details(errors)
     where = ", ".join(d["location"] for d in details)
     return problem(422, "Validation failed", f"The request is invalid at: {where}.", errors=details)
 
@@ -98,20 +120,20 @@ def make_resolver() -> APIGatewayRestResolver:
 
 def precheck(event: dict[str, Any], max_body_bytes: int) -> Response | None:
     """Refuse, before any parsing, a body over the limit (413) or one that is not JSON (415)."""
-    body = event.get("body") or ""
+    request = APIGatewayProxyEvent(event)
+    body = request.body or ""
     size = len(body.encode() if isinstance(body, str) else body)
-    if event.get("isBase64Encoded"):
+    if request.is_base64_encoded:
         size = size * 3 // 4
     if size > max_body_bytes:
         return problem(413, "Payload too large", f"The body is {size} bytes; the limit is {max_body_bytes}.")
     if size:
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        content_type = (headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+        content_type = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
             return problem(415, "Unsupported media type",
                            f"Send the body as application/json, not {content_type}.",
                            errors=[{"location": "header.content-type", "message": "must be application/json"}])
-        if event.get("isBase64Encoded"):
+        if request.is_base64_encoded:
             try:
                 base64.b64decode(body, validate=True).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
@@ -132,6 +154,34 @@ def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any, *,
             "isBase64Encoded": False,
         }
     return app.resolve(event, context)
+
+
+DirectHandler = Callable[[dict[str, Any], Any], Any]
+
+
+def is_api_event(event: Any) -> bool:
+    """An API Gateway proxy event (every one carries ``requestContext``); anything else was invoked directly."""
+    return isinstance(event, dict) and "requestContext" in event
+
+
+def api_handler(app: APIGatewayRestResolver, *, max_body_bytes: int,
+                direct: DirectHandler | None = None) -> Callable[[dict[str, Any], Any], Any]:
+    """The Lambda entry of an API function: the one decorator stack (logger with the API Gateway
+    request id as correlation id, metrics, tracer), then :func:`resolve` with the body limit.
+
+    ``direct`` takes the events that did not come through API Gateway (a typed internal event,
+    see :mod:`smartpay.internal`); without it such an event goes to the resolver like any other.
+    """
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler
+    def lambda_handler(event: dict[str, Any], context: Any) -> Any:
+        if direct is not None and not is_api_event(event):
+            return direct(event, context)
+        return resolve(app, event, context, max_body_bytes=max_body_bytes)
+
+    return lambda_handler
 
 
 def require_scope(app: APIGatewayRestResolver, scope: str) -> str:

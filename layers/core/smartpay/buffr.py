@@ -4,55 +4,59 @@ API
 ---
 * :func:`client` — the container's one :class:`BuffrClient` (created on first use).
 * ``client().disburse(request, deadline=…)`` → :class:`BuffrResult` — one voucher, blocking.
-* ``client().status(voucher_id, deadline=…)`` → :class:`BuffrResult` — Buffr's view of a voucher
-  (``outcome`` ``found`` with ``body`` = ``{"status", "amount", "deliveryId", …}`` or ``not_found``).
 * ``client().disburse_many(requests, deadline=…, concurrency=…)`` and
   ``client().status_many(voucher_ids, deadline=…, concurrency=…)`` → results in input order, at
   most ``concurrency`` calls in flight (default ``BUFFR_CONCURRENCY``, 100). ``on_result`` is
   called (from the client's I/O thread) as each finishes, so a caller can persist as it goes.
-* ``client().submit_disburse(request, deadline=…)`` → a ``concurrent.futures.Future``;
-  ``client().submit_disburse_many(requests, deadline=…, on_result=…)`` starts many with a single
+  A status result is ``found`` with ``body`` = ``{"status", "amount", "deliveryId", …}`` or
+  ``not_found``.
+* ``client().submit_disburse_many(requests, deadline=…, on_result=…)`` starts many with a single
   wake-up of the client's loop (not one per request) and hands each answer to ``on_result``: the
-  building blocks the batch pipeline uses to keep N calls in flight.
+  building block the batch pipeline uses to keep N calls in flight.
 * :func:`deadline_from` turns a Lambda context into the monotonic deadline every call takes.
 
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``), at least ``Retry-After`` when Buffr
 sends one, at most ``BUFFR_MAX_ATTEMPTS`` attempts and never past the deadline (each attempt's
-read timeout is also cut to the time left). Other 4xx are never retried: 400/410/422 are
-Buffr *rejecting the voucher* (``rejected``); anything else (401/403 — our key, 404 — our URL,
-409 …) says nothing about the voucher, so the outcome is ``unavailable`` and the voucher stays
-``pending`` rather than being failed by a configuration mistake.
+connect and read timeouts are also cut to the time left). Other 4xx are never retried:
+400/410/422 are Buffr *rejecting the voucher* (``rejected``); anything else (401/403 — our key,
+404 — our URL, 409 …) says nothing about the voucher, so the outcome is ``unavailable`` and the
+voucher stays ``pending`` rather than being failed by a configuration mistake. A reply over
+1 MB is refused unread (``bad_reply``), never retried.
 
 The ``Idempotency-Key`` is ``disburse-<voucher_id>`` and nothing else (the integration guide
 hashes a fresh timestamp into its key, so its retries are *not* deduplicated; ours always are).
 
-Why this client setup (measured figures: docs/performance.md#buffr-client-setups): httpcore's
-async pool re-scans every connection and waiter on each request and runs through anyio
-(encode/httpx#3215), which made the naive client several times slower at 100 concurrent calls;
-threads pay the GIL and a thread switch per request. So we keep httpx's API, timeouts and
-MockTransport (tests), and give the ``AsyncClient`` a small transport of our own: HTTP/1.1 keep-alive connections
-over asyncio streams, parsed by h11 (the parser httpcore itself uses), in a LIFO idle list
-bounded by a semaphore. It lives on one background event loop per container, so warm
-invocations reuse the connections and synchronous handlers can call it directly.
+Why it is built this way: the client is CPU-bound at reconciliation's concurrency, so each
+call is prebuilt request bytes sent over :mod:`smartpay.buffr_transport` (HTTP/1.1 keep-alive
+over asyncio streams) on one background uvloop per container; warm invocations reuse the
+connections and synchronous handlers call it directly. httpx's request/response objects and
+h11, aiohttp and httpx-aiohttp were measured against the same simulator and a bare client in
+the same runs (docs/performance.md#buffr-client-setups).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import email.utils
+import json
 import random
-import ssl
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-import h11
-import httpx
-
+from smartpay.buffr_transport import (
+    HttpxTransport,
+    Origin,
+    Reply,
+    ReplyTooLarge,
+    StreamTransport,
+    TransportError,
+    TransportTimeout,
+)
 from smartpay.observability import logger
 from smartpay.settings import env_float, env_int, https_url, secret
 
@@ -140,136 +144,46 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0)
     except ValueError:
+        import email.utils  # an HTTP date instead of seconds: rare, so not imported at cold start
+
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Reply) -> str:
     try:
         data = response.json()
         if isinstance(data, dict):
             return str(data.get("error") or data.get("detail") or data.get("message") or data)[:500]
     except ValueError:
         pass
-    return (response.text or f"HTTP {response.status_code}")[:500]
+    return (response.text or f"HTTP {response.status}")[:500]
 
 
-# --- transport -----------------------------------------------------------------------------------
+# --- request bytes ---------------------------------------------------------------------------------
 
-class _Connection:
-    __slots__ = ("h11", "reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.h11 = h11.Connection(h11.CLIENT)
-
-    def close(self) -> None:
-        self.writer.close()
+_SAFE = re.compile(r"[A-Za-z0-9._~-]+").fullmatch
+_STATUS_SUFFIX = b" HTTP/1.1\r\n"
+_FIXED_HEADERS = b"user-agent: ketchup-smartpay/1\r\naccept: application/json\r\n"
 
 
-class StreamTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 keep-alive over asyncio streams (h11), at most ``max_connections`` in use.
+def _header_value(value: str) -> bytes:
+    """A header value as bytes; one that could split the header block is refused."""
+    if _SAFE(value) is None and any(c in value for c in "\r\n\0"):
+        raise ValueError(f"unsafe header value {value!r}")
+    return value.encode("ascii")
 
-    Small JSON request/reply bodies only (Buffr's API); responses are read in full.
-    """
 
-    def __init__(self, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.max_connections = max_connections
-        self._ssl = ssl_context
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._slots: asyncio.Semaphore | None = None
-
-    async def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Connection:
-        idle = self._idle.get(origin)
-        while idle:
-            conn = idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
-                return conn
-            conn.close()
-        scheme, host, port = origin
-        tls = (self._ssl or ssl.create_default_context()) if scheme == "https" else None
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, ssl=tls,
-                                                           server_hostname=host if tls else None)
-        return _Connection(reader, writer)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
-        timeouts = request.extensions.get("timeout", {})
-        url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        async with self._slots:
-            try:
-                conn = await self._connect(origin, timeouts.get("connect"))
-            except TimeoutError as exc:
-                raise httpx.ConnectTimeout("connect timed out", request=request) from exc
-            except OSError as exc:
-                raise httpx.ConnectError(str(exc), request=request) from exc
-            try:
-                response = await self._exchange(conn, request, timeouts.get("read"))
-            except TimeoutError as exc:
-                conn.close()
-                raise httpx.ReadTimeout("read timed out", request=request) from exc
-            except (OSError, h11.ProtocolError, EOFError) as exc:
-                conn.close()
-                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-            except BaseException:
-                conn.close()
-                raise
-        return response
-
-    async def _exchange(self, conn: _Connection, request: httpx.Request, read_timeout: float | None) -> httpx.Response:
-        body = await request.aread()
-        headers = [(k, v) for k, v in request.headers.raw]
-        target = request.url.raw_path
-        data = conn.h11.send(h11.Request(method=request.method, target=target, headers=headers))
-        data += conn.h11.send(h11.Data(data=body)) if body else b""
-        data += conn.h11.send(h11.EndOfMessage())
-        conn.writer.write(data)
-        head: h11.Response | None = None
-        chunks: list[bytes] = []
-        async with asyncio.timeout(read_timeout):
-            await conn.writer.drain()
-            while True:
-                event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
-                    received = await conn.reader.read(65536)
-                    if not received and conn.h11.their_state is not h11.DONE:
-                        raise EOFError("server closed the connection")
-                    conn.h11.receive_data(received)
-                elif isinstance(event, h11.Response):
-                    head = event
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise EOFError("server closed the connection")
-        assert head is not None
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
-            origin = (request.url.scheme, request.url.host,
-                      request.url.port or (443 if request.url.scheme == "https" else 80))
-            self._idle.setdefault(origin, []).append(conn)
-        else:
-            conn.close()
-        return httpx.Response(head.status_code, headers=[(bytes(k), bytes(v)) for k, v in head.headers],
-                              content=b"".join(chunks), request=request)
-
-    async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
-        self._idle.clear()
+def _path_segment(value: str) -> bytes:
+    return (value if _SAFE(value) else quote(value, safe="")).encode("ascii")
 
 
 # --- the client ----------------------------------------------------------------------------------
 
 def _event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (the layer ships it): the client is CPU-bound at high concurrency and
-    uvloop's libuv loop carries ~1.5x the requests/s of asyncio's on the same core
-    (benchmarks/reconcile.py); plain asyncio otherwise."""
+    uvloop's loop carries more requests per second on the same core (docs/performance.md);
+    plain asyncio otherwise."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - the layer and the dev venv both have it
@@ -294,57 +208,73 @@ class _Pacer:
 
 
 class BuffrClient:
-    """Buffr's API with the retry policy above; synchronous methods over one background loop."""
+    """Buffr's API with the retry policy above; synchronous methods over one background loop.
 
-    def __init__(self, settings: BuffrSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
+    ``transport``: a :class:`~smartpay.buffr_transport.StreamTransport` by default; an httpx
+    transport (e.g. ``httpx.MockTransport`` in tests) is run through
+    :class:`~smartpay.buffr_transport.HttpxTransport`.
+    """
+
+    def __init__(self, settings: BuffrSettings | None = None, *, transport: Any = None,
                  api_key: str | None = None, sleep: Callable[[float], Any] | None = None) -> None:
         self.settings = settings or BuffrSettings.from_env()
         self._api_key = api_key
-        self._transport = transport or StreamTransport(max_connections=self.settings.concurrency)
+        if transport is None:
+            transport = StreamTransport(self.settings.url, max_connections=self.settings.concurrency)
+        elif hasattr(transport, "handle_async_request"):
+            transport = HttpxTransport(self.settings.url, transport)
+        self._transport = transport
         self._sleep = sleep or asyncio.sleep
+        origin = Origin(self.settings.url)
+        self._host_line = origin.host_line
+        self._disburse_line = b"POST " + origin.path + DISBURSE_PATH.encode() + b" HTTP/1.1\r\n"
+        self._status_prefix = b"GET " + origin.path + STATUS_PATH.split("{", 1)[0].encode()
+        self._headers_for: tuple[str, bytes] = ("", b"")  # (api key, the headers every request carries)
         self._loop = _event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="buffr-client", daemon=True)
         self._thread.start()
-        self._http: httpx.AsyncClient = self._run(self._make_client())
         self.retries = 0  # attempts beyond the first, for metrics
         self._gate: asyncio.Semaphore | None = None  # submit_disburse_many's bound, on the loop
-
-    async def _make_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.settings.url, transport=self._transport,
-                                 headers={"user-agent": "ketchup-smartpay/1"})
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def _key(self) -> str:
-        # Resolved per call through Powertools' cache, so a rotated key is picked up.
-        return self._api_key or secret("BUFFR_API_KEY")
+    def _common_headers(self) -> bytes:
+        # The key is resolved per call through Powertools' cache, so a rotated key is picked up;
+        # the header bytes are rebuilt only when it changes.
+        key = self._api_key or secret("BUFFR_API_KEY")
+        if key != self._headers_for[0]:
+            self._headers_for = (key, self._host_line + _FIXED_HEADERS + b"authorization: Bearer "
+                                 + _header_value(key) + b"\r\n")
+        return self._headers_for[1]
 
     # --- one logical call, all attempts ---
-    async def _call(self, method: str, path: str, voucher_id: str, deadline: float, *,
-                    json: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> tuple[
-                        BuffrResult, httpx.Response | None]:
+    async def _call(self, voucher_id: str, deadline: float, line: bytes, tail: bytes) -> tuple[
+            BuffrResult, Reply | None]:
+        """Send ``line`` + the common headers + ``tail`` (further headers, blank line, body)."""
         s = self.settings
         attempt = 0
         error, retry_after, last = "deadline", None, None
-        all_headers = {"authorization": f"Bearer {self._key()}", **(headers or {})}
+        data = line + self._common_headers() + tail
         while attempt < s.max_attempts:
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 break
             attempt += 1
-            timeout = httpx.Timeout(connect=min(s.connect_timeout, remaining), read=min(s.read_timeout, remaining),
-                                    write=min(s.read_timeout, remaining), pool=min(s.connect_timeout, remaining))
             try:
-                last = await self._http.request(method, path, json=json, headers=all_headers, timeout=timeout)
-            except httpx.TimeoutException:
+                last = await self._transport.request(data, connect_timeout=min(s.connect_timeout, remaining),
+                                                     read_timeout=min(s.read_timeout, remaining))
+            except TransportTimeout:
                 error, retry_after, last = "timeout", None, None
-            except httpx.TransportError:
+            except ReplyTooLarge as exc:
+                return BuffrResult("unavailable", voucher_id, exc.status, attempts=attempt, error="bad_reply",
+                                   reason=str(exc)), None
+            except TransportError:
                 error, retry_after, last = "connect", None, None
             else:
-                if last.status_code not in RETRYABLE_STATUSES:
-                    return BuffrResult("", voucher_id, last.status_code, attempts=attempt), last
-                error = "rate_limited" if last.status_code == 429 else "server_error"
+                if last.status not in RETRYABLE_STATUSES:
+                    return BuffrResult("", voucher_id, last.status, attempts=attempt), last
+                error = "rate_limited" if last.status == 429 else "server_error"
                 retry_after = _retry_after(last.headers.get("retry-after"))
             if attempt >= s.max_attempts:
                 break
@@ -354,16 +284,18 @@ class BuffrClient:
                 break
             self.retries += 1
             await self._sleep(wait)
-        result = BuffrResult("unavailable", voucher_id, last.status_code if last is not None else None,
+        result = BuffrResult("unavailable", voucher_id, last.status if last is not None else None,
                              attempts=attempt, error=error, retry_after=retry_after)
         if last is not None:
             result.reason = _reason(last)
         return result, None
 
     async def disburse_async(self, request: DisburseRequest, deadline: float) -> BuffrResult:
-        result, response = await self._call(
-            "POST", DISBURSE_PATH, request.voucher_id, deadline, json=request.payload(),
-            headers={"idempotency-key": idempotency_key(request.voucher_id)})
+        body = json.dumps(request.payload(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        tail = (b"content-type: application/json\r\nidempotency-key: "
+                + _header_value(idempotency_key(request.voucher_id))
+                + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        result, response = await self._call(request.voucher_id, deadline, self._disburse_line, tail)
         if response is None:
             return result
         if response.is_success:
@@ -375,15 +307,16 @@ class BuffrClient:
                 result.outcome = "accepted"
             else:
                 result.outcome, result.error, result.reason = "unavailable", "bad_reply", "no deliveryId in reply"
-        elif response.status_code in REJECTION_STATUSES:
+        elif response.status in REJECTION_STATUSES:
             result.outcome, result.reason = "rejected", _reason(response)
         else:
             result.outcome, result.error, result.reason = "unavailable", "refused", (
-                f"HTTP {response.status_code}: {_reason(response)}")
+                f"HTTP {response.status}: {_reason(response)}")
         return result
 
     async def status_async(self, voucher_id: str, deadline: float) -> BuffrResult:
-        result, response = await self._call("GET", STATUS_PATH.format(voucher_id=voucher_id), voucher_id, deadline)
+        line = self._status_prefix + _path_segment(voucher_id) + _STATUS_SUFFIX
+        result, response = await self._call(voucher_id, deadline, line, b"\r\n")
         if response is None:
             return result
         if response.is_success:
@@ -392,22 +325,16 @@ class BuffrClient:
                 result.body = dict(response.json())
             except (ValueError, TypeError):
                 result.outcome, result.error = "unavailable", "bad_reply"
-        elif response.status_code == 404:
+        elif response.status == 404:
             result.outcome = "not_found"
         else:
             result.outcome, result.error, result.reason = "unavailable", "refused", (
-                f"HTTP {response.status_code}: {_reason(response)}")
+                f"HTTP {response.status}: {_reason(response)}")
         return result
 
     # --- synchronous API ---
     def disburse(self, request: DisburseRequest, *, deadline: float) -> BuffrResult:
         return self._run(self.disburse_async(request, deadline))
-
-    def status(self, voucher_id: str, *, deadline: float) -> BuffrResult:
-        return self._run(self.status_async(str(voucher_id), deadline))
-
-    def submit_disburse(self, request: DisburseRequest, *, deadline: float) -> concurrent.futures.Future[BuffrResult]:
-        return asyncio.run_coroutine_threadsafe(self.disburse_async(request, deadline), self._loop)
 
     def submit_disburse_many(self, requests: Sequence[DisburseRequest], *, deadline: float,
                              on_result: Callable[[BuffrResult], Any]) -> None:
@@ -472,7 +399,7 @@ class BuffrClient:
 
     def close(self) -> None:
         if self._loop.is_running():
-            self._run(self._http.aclose(), timeout=5)
+            self._run(self._transport.aclose(), timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
 

@@ -1,13 +1,16 @@
 """Powertools idempotency on DynamoDB, set up once for every function (docs/architecture.md#idempotency).
 
 * One persistence layer per distinct config (Powertools configures the layer per call, so two
-  configs must never share one), created lazily: boto3's client is made on first use, after
+  configs must never share one), created lazily: the DynamoDB client is made on first use, after
   moto (tests) or the real endpoint is in place.
+* Powertools' idempotency and botocore are imported on the first idempotent call, not at
+  import: they are most of a cold start, and not every request of a function needs them
+  (a forged webhook, a voucher lookup). The persistence layer is :mod:`smartpay.idempotency_store`.
 * ``raise_on_no_idempotency_key=True`` everywhere; records live ``IDEMPOTENCY_TTL_SECONDS``
   (default 4 days, beyond Buffr's 3-day retry horizon), not Powertools' 1-hour default.
 * Replays are marked by a response hook so handlers can add ``Idempotent-Replayed: true``.
 * A completed record is written with one ``PutItem`` of the whole record instead of Powertools'
-  ``UpdateItem`` (see :class:`PersistenceLayer`).
+  ``UpdateItem`` (:class:`smartpay.idempotency_store.PersistenceLayer`).
 * Powertools' errors map to problem replies: in progress → 409 + Retry-After, same key with
   another payload → 422, no key → 400, DynamoDB unreachable → 503.
 """
@@ -18,31 +21,21 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyInconsistentStateError,
-    IdempotencyKeyError,
-    IdempotencyPersistenceConnectionError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from typing import TYPE_CHECKING, Any
 
 from smartpay.errors import Conflict, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.settings import env_int, env_str
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from smartpay.idempotency_store import PersistenceLayer
 
 REPLAYED = "__idempotent_replayed__"
 DEFAULT_TTL = 4 * 24 * 3600
 
 _lock = threading.Lock()
-_layers: dict[str, DynamoDBPersistenceLayer] = {}
+_layers: dict[str, PersistenceLayer] = {}
 _configs: dict[str, IdempotencyConfig] = {}
 
 
@@ -52,41 +45,13 @@ def _mark_replayed(response: Any, record: Any) -> Any:
     return response
 
 
-class PersistenceLayer(DynamoDBPersistenceLayer):
-    """Powertools' DynamoDB layer, saving a completed record as one whole-item ``PutItem``.
-
-    Same record, same single unconditional write per success as Powertools' ``UpdateItem`` (the
-    key's ``INPROGRESS`` lock is ours until then; Powertools' update has no condition either), so
-    on DynamoDB the two cost the same one write. The local stack and tests run on moto, whose
-    UpdateExpression parser made the update several times slower than the put
-    (``benchmarks/webhook_receipt.py``; figures in docs/performance.md); the put also drops the
-    spent in-progress expiry.
-    """
-
-    def _update_record(self, data_record: DataRecord) -> None:
-        item = {
-            **self._get_key(data_record.idempotency_key),
-            self.expiry_attr: {"N": str(data_record.expiry_timestamp)},
-            self.status_attr: {"S": data_record.status},
-            self.data_attr: {"S": data_record.response_data},
-        }
-        if self.payload_validation_enabled and data_record.payload_hash:
-            item[self.validation_key_attr] = {"S": data_record.payload_hash}
-        self.client.put_item(TableName=self.table_name, Item=item)
-
-
-def persistence_layer(name: str) -> DynamoDBPersistenceLayer:
+def persistence_layer(name: str) -> PersistenceLayer:
     """The persistence layer for config ``name`` (one per config, per container)."""
     with _lock:
         if name not in _layers:
-            import boto3
-            from botocore.config import Config
+            from smartpay.idempotency_store import PersistenceLayer, dynamodb_client
 
-            client = boto3.client(
-                "dynamodb",
-                config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}),
-            )
-            _layers[name] = PersistenceLayer(table_name=env_str("IDEMPOTENCY_TABLE"), boto3_client=client)
+            _layers[name] = PersistenceLayer(table_name=env_str("IDEMPOTENCY_TABLE"), boto3_client=dynamodb_client())
         return _layers[name]
 
 
@@ -94,6 +59,8 @@ def config(name: str, *, event_key_jmespath: str = "", payload_validation_jmespa
     """The (cached) config ``name``; the first call fixes its key and validation expressions."""
     with _lock:
         if name not in _configs:
+            from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
             _configs[name] = IdempotencyConfig(
                 event_key_jmespath=event_key_jmespath,
                 payload_validation_jmespath=payload_validation_jmespath,
@@ -118,6 +85,8 @@ def run(
 
     ``func`` must return a JSON-safe dict (it is stored in DynamoDB and replayed as is).
     """
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
     cfg = config(name, event_key_jmespath=event_key_jmespath,
                  payload_validation_jmespath=payload_validation_jmespath)
     if context is not None:
@@ -134,19 +103,19 @@ def run(
     return result, replayed
 
 
-def header(headers: Mapping[str, str] | None, *names: str) -> str | None:
-    """The first of ``names`` present in ``headers``, whatever its casing; blank counts as absent."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    for name in names:
-        value = lowered.get(name.lower())
-        if value is not None and value.strip():
-            return value.strip()
-    return None
-
 
 @contextmanager
 def problems() -> Iterator[None]:
     """Translate Powertools' idempotency errors into problem replies."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyInconsistentStateError,
+        IdempotencyKeyError,
+        IdempotencyPersistenceConnectionError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
     try:
         yield
     except IdempotencyAlreadyInProgressError:

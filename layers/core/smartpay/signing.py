@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from aws_lambda_powertools.utilities.data_classes.common import CaseInsensitiveDict
 from standardwebhooks import Webhook
 
 from smartpay.errors import ConfigError
@@ -103,10 +104,10 @@ def verify(secrets_value: str, body: bytes | str, headers: Mapping[str, str], *,
 
     Raises :class:`SignatureError` saying why (for the log line only, never for the caller).
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    webhook_id = (lowered.get("webhook-id") or "").strip()
-    stamp = (lowered.get("webhook-timestamp") or "").strip()
-    presented = (lowered.get("webhook-signature") or "").split()
+    found = CaseInsensitiveDict(headers)  # Powertools' header lookup: any casing
+    webhook_id = (found.get("webhook-id") or "").strip()
+    stamp = (found.get("webhook-timestamp") or "").strip()
+    presented = (found.get("webhook-signature") or "").split()
     if not (webhook_id and stamp and presented):
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
     if not _WEBHOOK_ID.match(webhook_id):

@@ -45,119 +45,40 @@ the simulator is never the bottleneck of a benchmark (see benchmarks/disburse_ba
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import inspect
 import json
-import os
 import random
-import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from typing import Any
 
+from smartpay_tools.buffr_sim.state import (
+    DEFAULT_API_KEY,
+    DEFAULT_PORT,
+    DISBURSE_PATH,
+    ID_NUMBER,
+    SETTLED,
+    STATUS_PREFIX,
+    STATUSES,
+    Reply,
+    SimConfig,
+    Stats,
+    Voucher,
+)
 from smartpay_tools.buffr_sim.webhook_sender import (
     Knobs,
     WebhookSender,
-    add_knob_arguments,
-    knobs_from_args,
     require_loopback,
 )
 
-DEFAULT_PORT = 4010
-SECRET_ENV = "SMARTPAY_WEBHOOK_SECRET"
-DEFAULT_API_KEY = "local-buffr-outbound-key-3e8a1f"
-DISBURSE_PATH = "/api/utilities/vouchers/disburse"
-STATUS_PREFIX = "/api/v1/vouchers/"
-STATUSES = {"active", "redeemed", "expired", "cancelled"}
-SETTLED = {"voucher.redeemed": "redeemed", "voucher.expired": "expired"}
-_ID_NUMBER = re.compile(r"^[0-9]{11}$")
-
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-
-@dataclass
-class SimConfig:
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    error_rate: float = 0.0
-    timeout_rate: float = 0.0
-    rate_429: float = 0.0
-    hang_ms: float = 10_000.0
-    retry_after_s: int = 1
-    timeout_after_credit: bool = True
-    seed: int | None = None
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Apply validated changes (callers validate on a copy to change all or nothing)."""
-        known = {f.name: f for f in fields(self)}
-        for key, value in changes.items():
-            if key not in known:
-                raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
-            current = getattr(self, key)
-            if isinstance(current, bool) or key == "timeout_after_credit":
-                value = bool(value)
-            elif key == "seed":
-                value = None if value is None else int(value)
-            elif isinstance(current, int):
-                value = int(value)
-            else:
-                value = float(value)
-            if (key.endswith("rate") or key == "rate_429") and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{key} must be between 0 and 1")
-            setattr(self, key, value)
-
-
-@dataclass
-class Voucher:
-    voucher_id: str
-    amount: int
-    currency: str
-    status: str
-    delivery_id: str
-    credited_at: float
-
-
-@dataclass
-class Stats:
-    calls: Counter[str] = field(default_factory=Counter)
-    credits: Counter[str] = field(default_factory=Counter)
-    duplicates_refused: int = 0
-    errors_injected: Counter[str] = field(default_factory=Counter)
-    rejected: int = 0
-    unauthorized: int = 0
-
-    def summary(self, detail: bool) -> dict[str, Any]:
-        doubled = {v: n for v, n in self.credits.items() if n > 1}
-        out: dict[str, Any] = {
-            "calls": dict(self.calls),
-            "credits": sum(self.credits.values()),
-            "vouchers_credited": len(self.credits),
-            "double_credited": doubled,
-            "duplicates_refused": self.duplicates_refused,
-            "errors_injected": dict(self.errors_injected),
-            "rejected": self.rejected,
-            "unauthorized": self.unauthorized,
-        }
-        if detail:
-            out["credits_per_voucher"] = dict(self.credits)
-        return out
-
-
-class Reply(Exception):
-    """Raised by a route to answer immediately with a status and a JSON body."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
 
 
 class BuffrSimulator:
@@ -255,7 +176,7 @@ class BuffrSimulator:
             raise Reply(400, {"error": "voucher_id, amount and beneficiary_id_number are required"}) from None
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise Reply(422, {"error": "amount must be a positive integer (cents)"})
-        if not _ID_NUMBER.match(id_number):
+        if not ID_NUMBER.match(id_number):
             raise Reply(422, {"error": "beneficiary_id_number is not a valid ID number"})
         await self._faults()
         timeout = self.rng.random() < self.config.timeout_rate
@@ -508,153 +429,3 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, api_key: str = DEFA
 
 def _exit_on_sigterm(*_: object) -> None:
     raise SystemExit(0)
-
-
-class SimulatorProcess:
-    """The simulator in its own process (its own GIL), plus a small admin client for it."""
-
-    def __init__(self, port: int = DEFAULT_PORT, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", *,
-                 webhook_url: str | None = None, webhook_secrets: str | None = None,
-                 knobs: dict[str, Any] | None = None) -> None:
-        self.host, self.port, self.api_key = host, port, api_key
-        self.webhook_url, self.webhook_secrets = webhook_url, webhook_secrets
-        self.knobs = Knobs().update(knobs or {})  # validated here, before a process starts
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> SimulatorProcess:
-        from smartpay_tools.local.services import free_port, port_open, wait_port
-
-        self.port = self.port or free_port()
-        if port_open(self.host, self.port):  # else wait_port would mistake another process for ours
-            raise RuntimeError(f"{self.host}:{self.port} is already in use (another simulator or `smartpay serve`?)")
-        cmd = [sys.executable, "-m", "smartpay_tools.buffr_sim.server", "--host", self.host, "--port", str(self.port),
-               "--api-key", self.api_key, "--webhooks", json.dumps(self.knobs.as_dict())]
-        env = dict(os.environ)
-        env.pop(SECRET_ENV, None)
-        if self.webhook_secrets:  # in the environment, not on a command line anyone can read
-            env[SECRET_ENV] = self.webhook_secrets
-            if self.webhook_url:
-                cmd += ["--webhook-url", self.webhook_url]
-        from smartpay_tools.local.services import die_with_parent
-
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent)
-        try:
-            wait_port(self.host, self.port, timeout, "Buffr simulator")
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        from smartpay_tools.local.services import stop_process
-
-        stop_process(self.process)
-
-    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        import httpx
-
-        reply = httpx.request(method, f"{self.url}/_sim/{path}", json=body, timeout=10)
-        reply.raise_for_status()
-        return dict(reply.json())
-
-    def configure(self, **settings: Any) -> dict[str, Any]:
-        return self._admin("PUT", "config", settings)
-
-    def stats(self, detail: bool = False) -> dict[str, Any]:
-        return self._admin("GET", "stats?detail=1" if detail else "stats")
-
-    def reset(self, **settings: Any) -> None:
-        """Forget vouchers and stats; settings back to how the process started, then ``settings``."""
-        self._admin("POST", "reset")
-        if settings:
-            self.configure(**settings)
-
-    def configure_webhooks(self, **knobs: Any) -> dict[str, Any]:
-        """Change webhook knobs or ``url`` at run time (validated by the simulator)."""
-        return dict(self.configure(webhooks=knobs)["webhooks"])
-
-    def flush_webhooks(self, timeout_s: float = 60.0) -> bool:
-        """Wait until the simulator's webhook queue is empty (every delivery answered or given up)."""
-        import httpx
-
-        reply = httpx.post(f"{self.url}/_sim/webhooks/flush", json={"timeout_s": timeout_s},
-                           timeout=timeout_s + 10)
-        return bool(reply.json().get("flushed"))
-
-    def settle(self, voucher_id: str, status: str = "redeemed", *, webhook: bool = True) -> dict[str, Any]:
-        """Redeem or expire one voucher at Buffr now, with or without its webhook."""
-        return self._admin("POST", f"vouchers/{voucher_id}/{'redeem' if status == 'redeemed' else 'expire'}",
-                           {"webhook": webhook})
-
-    def settle_many(self, voucher_ids: list[str], status: str = "redeemed", *,
-                    webhook: bool = False) -> dict[str, Any]:
-        """Settle many at Buffr now (default: Buffr-only, no webhook — drift for reconciliation)."""
-        return self._admin("POST", "settle", {"voucher_ids": voucher_ids, "status": status, "webhook": webhook})
-
-    def set_voucher(self, voucher_id: str, **changes: Any) -> dict[str, Any]:
-        return self._admin("PUT", f"vouchers/{voucher_id}", changes)
-
-    def load(self, vouchers: list[dict[str, Any]]) -> int:
-        """Make Buffr hold these vouchers (``voucher_id``, ``amount``, ``status``) in one call."""
-        return int(self._admin("POST", "vouchers", {"vouchers": vouchers})["loaded"])
-
-    def voucher(self, voucher_id: str) -> dict[str, Any] | None:
-        import httpx
-
-        reply = httpx.get(f"{self.url}/_sim/vouchers/{voucher_id}", timeout=10)
-        return None if reply.status_code == 404 else dict(reply.json())
-
-    def forget(self, voucher_id: str) -> None:
-        self._admin("DELETE", f"vouchers/{voucher_id}")
-
-    def __enter__(self) -> SimulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
-    """Buffr API faults and webhook knobs as flags (shared with ``smartpay simulator``)."""
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every Buffr API call")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503")
-    parser.add_argument("--timeout-rate", type=float, default=0.0, help="share of calls that hang (hang_ms)")
-    parser.add_argument("--rate-429", type=float, default=0.0, help="share of calls answered 429")
-    parser.add_argument("--webhook-url", default=None,
-                        help="Ketchup base URL for webhooks (loopback only), e.g. http://127.0.0.1:3000")
-    add_knob_arguments(parser)
-
-
-def config_from_args(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate,
-                     rate_429=args.rate_429)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="buffr-sim", description=f"Buffr simulator (loopback only). Webhooks are signed with the "
-        f"secrets in ${SECRET_ENV} (none: no webhooks).")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
-    parser.add_argument("--webhooks", type=json.loads, default=None,
-                        help="webhook knobs as a JSON object (flags override it)")
-    add_fault_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        knobs = knobs_from_args(args, args.webhooks)
-        if args.webhook_url:
-            require_loopback(args.webhook_url)
-    except ValueError as exc:
-        parser.error(str(exc))
-    serve(args.host, args.port, args.api_key, config_from_args(args), webhook_url=args.webhook_url,
-          webhook_secrets=os.environ.get(SECRET_ENV) or None, knobs=knobs)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

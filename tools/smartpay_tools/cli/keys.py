@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from smartpay import auth
+from smartpay_tools.cli.common import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
 #: Scopes a new key gets unless ``--scopes`` says otherwise.
 DEFAULT_SCOPES = {
@@ -113,7 +114,6 @@ def usage_key_value(apigateway: Any, usage_key_id: str) -> str:
 
 
 # --- the ``smartpay keys`` command -------------------------------------------------------------
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def add_commands(command: Any) -> None:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from smartpay_tools.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def add_commands(command: Any, stack_factory: Any) -> None:
@@ -143,9 +143,10 @@ def cmd_report(args: argparse.Namespace, stack: Any) -> int:
     import psycopg
     from psycopg.rows import dict_row
 
-    from smartpay import recon_report
+    from smartpay_tools.local.function_code import import_module
     from smartpay_tools.local.services import resolve_postgres
 
+    recon_report = import_module("reconcile", "reconcile.report")
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
     postgres = resolve_postgres(stack.database_url or file_url)
     try:

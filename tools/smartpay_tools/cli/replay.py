@@ -16,8 +16,11 @@ Saved file format::
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +31,14 @@ from typing import Any
 import httpx
 
 from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, signed_headers
+from smartpay_tools.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    stack_from_args,
+    webhook_secrets,
+)
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -197,3 +208,85 @@ def summary(results: list[Result]) -> tuple[Counter[str], Counter[str]]:
     """(by outcome, by HTTP status) counts."""
     return (Counter(r.outcome for r in results),
             Counter("error" if r.status is None else str(r.status) for r in results))
+
+
+def add_commands(command: Any) -> None:
+    """Register the command; ``command(name, help, description)`` makes a subcommand parser."""
+    p = command("replay", "re-send saved or stored Buffr webhooks, re-signed with the current secret",
+                "Each keeps its webhook id, so replaying what was already applied changes nothing. Exit 1 if "
+                "any got a 5xx or no answer, 3 if nothing answered.")
+    p.add_argument("files", nargs="*", help="saved webhook files or directories (e.g. events/webhooks)")
+    p.add_argument("--from-db", action="store_true", help="replay stored webhook_events rows instead")
+    p.add_argument("--since", help="with --from-db: received at or after (ISO-8601, or 90m / 6h / 3d)")
+    p.add_argument("--voucher", help="with --from-db: only this voucher id")
+    p.add_argument("--outcome", choices=["applied", "duplicate", "stale", "ignored", "rejected"],
+                   help="with --from-db: only rows with this outcome")
+    p.add_argument("--limit", type=int, default=None, help="with --from-db: at most this many rows")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--url", help="gateway or deployed stage base URL (default: the local gateway)")
+    target.add_argument("--invoke", action="store_true",
+                        help="invoke the webhook function directly through the local stack")
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-send saved (events/webhooks) or stored (webhook_events) Buffr webhooks, re-signed."""
+    from tqdm import tqdm
+
+    from smartpay import signing
+    from smartpay.errors import ConfigError
+    from smartpay_tools.local.services import resolve_postgres
+
+    if bool(args.files) == bool(args.from_db):
+        print("error: give saved webhook files/directories, or --from-db (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    stack = stack_from_args(args)
+    try:
+        secrets = webhook_secrets(stack)
+        signing.parse_secrets(secrets)
+        if args.files:
+            items = from_files(Path(f) for f in args.files)
+        else:
+            file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
+            postgres = resolve_postgres(args.database_url or os.environ.get("DATABASE_URL") or file_url)
+            try:
+                items = from_rows(postgres.url, since=parse_since(args.since),
+                                         voucher=args.voucher, outcome=args.outcome, limit=args.limit)
+            finally:
+                postgres.stop()
+    except (ValueError, OSError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        for item in items:
+            body = json.loads(item.body) if item.body.lstrip().startswith(b"{") else {}
+            data = body.get("data") if isinstance(body.get("data"), dict) else {}
+            print(f"{item.source:40} {item.webhook_id:36} {body.get('type')!s:22} "
+                  f"{data.get('voucher_id')!s:36} {'re-signed' if item.resign else 'as captured'}")
+        print(f"dry run: {len(items)} deliveries, nothing sent")
+        return EXIT_OK
+    if args.invoke:
+        stack.simulator_port = 0
+        stack.start_services(migrate=False)
+        send = invoke_sender(stack)
+    else:
+        send = http_sender(args.url or f"http://127.0.0.1:{stack.local.get('GatewayPort', 3000)}")
+    try:
+        with tqdm(total=len(items), unit="webhook", desc="replay", disable=args.quiet) as bar:
+            results = run(items, send, secrets, progress=bar.update)
+    finally:
+        if args.invoke:
+            stack.stop()
+    by_outcome, by_status = summary(results)
+    print("outcomes: " + (", ".join(f"{k} {v}" for k, v in sorted(by_outcome.items())) or "none"))
+    print("HTTP status: " + (", ".join(f"{k} x{v}" for k, v in sorted(by_status.items())) or "none"))
+    for result in results:
+        if result.outcome in {"error", "unauthorized", "invalid"}:
+            print(f"  {result.item.source}: {result.status or 'no answer'} ({result.outcome})")
+    if results and all(r.status is None for r in results):
+        print("unavailable: nothing answered (is `smartpay serve` running, or the URL right?)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    failed = any(r.status is None or r.status >= 500 for r in results)
+    return EXIT_FAILED if failed else EXIT_OK

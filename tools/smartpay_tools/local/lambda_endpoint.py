@@ -5,6 +5,12 @@ The reconcile function re-sends vouchers through the disburse function with
 stack points each function's boto3 at this endpoint (``AWS_ENDPOINT_URL_LAMBDA``) and it runs the
 named function in the stack's own worker pool, exactly as ``stack.invoke`` does. Only
 ``POST /2015-03-31/functions/{name}/invocations`` (RequestResponse or Event) is served.
+
+Like IAM, it lets a caller invoke only what the template's policies allow. Each local function is
+given its own endpoint URL, ``…/caller/<LogicalId>`` (:meth:`LambdaEndpoint.url_for`; the local
+runner sets it as ``AWS_ENDPOINT_URL_LAMBDA``, the SAM env-vars file as ``LOCAL_LAMBDA_ENDPOINT_URL``),
+as each deployed function has its own role; an invoke from a caller whose ``LambdaInvokePolicy``
+does not name the target, or from no function at all, is refused (403 AccessDeniedException).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from smartpay_tools.local.lambda_runtime import InvocationError
 
-_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+_PATH = re.compile(r"^(?:/caller/(?P<caller>[A-Za-z0-9]+))?/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
 
 class LambdaEndpoint(ThreadingHTTPServer):
@@ -32,6 +38,10 @@ class LambdaEndpoint(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def url_for(self, logical_id: str) -> str:
+        """The endpoint URL one function's boto3 uses: the caller is part of the path."""
+        return f"{self.url}/caller/{logical_id}"
 
     def start(self) -> LambdaEndpoint:
         self._thread.start()
@@ -70,6 +80,12 @@ class _Handler(BaseHTTPRequestHandler):
         except KeyError:
             self._reply(404, {"Type": "User", "message": f"Function not found: {name}"},
                         {"x-amzn-errortype": "ResourceNotFoundException"})
+            return
+        caller = match.group("caller")
+        if not self.server.stack.may_invoke(caller, logical_id):
+            self._reply(403, {"Type": "User", "Message": f"{caller or 'an unknown caller'} is not authorized to "
+                                                          f"perform lambda:InvokeFunction on {logical_id} (template.yaml)"},
+                        {"x-amzn-errortype": "AccessDeniedException"})
             return
         length = int(self.headers.get("content-length") or 0)
         try:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.local.function_code import on_path
 from smartpay_tools.local.template import Template
 
 DOCUMENT = PROJECT_ROOT / "openapi.json"
@@ -60,9 +60,7 @@ def _gateway(description: str) -> dict[str, Any]:
 
 
 def _load_app(code_uri: Path, handler: str) -> Any:
-    for path in (str(code_uri), *(str(p) for p in Template().layer_dirs())):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    on_path(code_uri, *Template().layer_dirs())
     module = importlib.import_module(handler.rsplit(".", 1)[0])
     return module.app
 

@@ -47,7 +47,7 @@ def sam_env_vars(stack: Any, host: str = DOCKER_HOST) -> dict[str, dict[str, str
         if "LOCAL_AWS_ENDPOINT_URL" in block and stack.moto is not None:
             block["LOCAL_AWS_ENDPOINT_URL"] = stack.moto.endpoint
         if "LOCAL_LAMBDA_ENDPOINT_URL" in block and stack.lambda_endpoint is not None:
-            block["LOCAL_LAMBDA_ENDPOINT_URL"] = stack.lambda_endpoint.url
+            block["LOCAL_LAMBDA_ENDPOINT_URL"] = stack.lambda_endpoint.url_for(logical_id)
         out[logical_id] = {name: for_docker(name, str(value), host) for name, value in block.items()}
     return out
 

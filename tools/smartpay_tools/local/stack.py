@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartpay_tools.buffr_sim.server import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV, SimulatorProcess
+from smartpay_tools.buffr_sim.process import SimulatorProcess
+from smartpay_tools.buffr_sim.state import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV
 from smartpay_tools.local import envfile
 from smartpay_tools.local.lambda_runtime import FunctionPool
 from smartpay_tools.local.services import (
@@ -131,7 +132,9 @@ class LocalStack:
         }
         aws = client_env(self.moto.endpoint, self.region) if self.moto else {}
         if self.lambda_endpoint is not None:  # Lambda-to-Lambda invokes stay inside the stack
-            aws["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_endpoint.url
+            # Each function gets its own endpoint URL: the local Lambda endpoint tells callers apart
+            # by it, as IAM tells the deployed functions' roles apart.
+            aws["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_endpoint.url_for(spec.logical_id)
         return {**base, **runtime, **aws, **env, **self.extra_env}
 
     def database_url_for(self, spec: FunctionSpec) -> str:
@@ -151,6 +154,10 @@ class LocalStack:
 
     def invoke(self, logical_id: str, event: dict[str, Any], request_id: str | None = None) -> Any:
         return self.pool(logical_id).invoke(event, request_id)
+
+    def may_invoke(self, caller: str | None, target: str) -> bool:
+        """What the template's policies allow: ``caller``'s ``LambdaInvokePolicy`` names ``target``."""
+        return caller in self.functions and target in self.functions[caller].invokes
 
     def find_function(self, name: str) -> str:
         """Accept a logical id (BeneficiariesFunction), a short name (beneficiaries) or a function name."""

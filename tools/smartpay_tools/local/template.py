@@ -76,6 +76,8 @@ class FunctionSpec:
     environment: dict[str, str]
     routes: list[ApiRoute] = field(default_factory=list)
     schedules: list[ScheduleEvent] = field(default_factory=list)
+    #: Logical ids of the functions this one may invoke directly (its ``LambdaInvokePolicy`` entries).
+    invokes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class Template:
                 timeout=int(props.get("Timeout", 3)),
                 memory=int(props.get("MemorySize", 128)),
                 environment={k: "" if v is None else str(v) for k, v in self.resolve(env).items()},
+                invokes=invoke_targets(props.get("Policies")),
             )
             for event_name, event in (props.get("Events") or {}).items():
                 ep = event.get("Properties", {})
@@ -243,3 +246,15 @@ class Template:
                       self.resolve(r["Properties"]))
             for logical, r in self._of_type("AWS::DynamoDB::Table").items()
         ]
+
+
+def invoke_targets(policies: Any) -> frozenset[str]:
+    """The functions a function's ``Policies`` let it invoke: each ``LambdaInvokePolicy`` naming
+    ``!Ref <Function>``. (A test checks the template grants ``lambda:InvokeFunction`` no other way.)"""
+    found = set()
+    for policy in policies if isinstance(policies, list) else []:
+        if isinstance(policy, dict) and isinstance(policy.get("LambdaInvokePolicy"), dict):
+            target = policy["LambdaInvokePolicy"].get("FunctionName")
+            if isinstance(target, dict) and "Ref" in target:
+                found.add(str(target["Ref"]))
+    return frozenset(found)

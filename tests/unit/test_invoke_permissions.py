@@ -1,0 +1,36 @@
+"""Who may invoke the disburse function directly is decided by template.yaml, and the local runner reads
+the same template: reconcile's LambdaInvokePolicy is the only direct way in, deployed and locally."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from smartpay_tools.local.template import Template, invoke_targets
+
+T = Template()
+RES: dict[str, Any] = T.resources
+
+
+def test_only_reconcile_may_invoke_disburse_directly() -> None:
+    specs = T.functions()
+    assert {k: set(s.invokes) for k, s in specs.items() if s.invokes} == {"ReconcileFunction": {"DisburseFunction"}}
+    assert RES["ReconcileFunction"]["Properties"]["Environment"]["Variables"]["DISBURSE_FUNCTION_NAME"] == {
+        "Ref": "DisburseFunction"}
+
+
+def test_the_template_grants_lambda_invoke_no_other_way() -> None:
+    """The local runner understands LambdaInvokePolicy entries only; nothing else in the template may grant an
+    invoke (a raw lambda:InvokeFunction statement, a Lambda permission, a managed invoke role), or the local
+    runner and AWS would disagree about who may call disburse."""
+    assert not [k for k, v in RES.items() if v["Type"] == "AWS::Lambda::Permission"]
+    for logical_id, resource in RES.items():
+        text = json.dumps(resource.get("Properties", {}).get("Policies", []))
+        assert "lambda:InvokeFunction" not in text and "AWSLambdaRole" not in text, logical_id
+        assert "lambda:*" not in text, logical_id
+
+
+def test_invoke_targets_reads_only_lambda_invoke_policies() -> None:
+    assert invoke_targets([{"LambdaInvokePolicy": {"FunctionName": {"Ref": "A"}}},
+                           {"DynamoDBCrudPolicy": {"TableName": {"Ref": "T"}}}, "AWSXrayWriteOnlyAccess"]) == {"A"}
+    assert invoke_targets(None) == frozenset()

@@ -1,0 +1,5 @@
+import sys
+
+from smartpay_tools.buffr_sim.options import main
+
+sys.exit(main())
