@@ -53,6 +53,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "reconciliation_runs": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL},
         "reconciliation_records": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL},
         "reconciliation_report": {"SELECT": ALL},
+        "beneficiary_eligibility": {"SELECT": ALL},
+        "webhook_receipts": {"SELECT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
         "reconciliation_records_id_seq": {"USAGE": ALL},
     },
@@ -63,7 +65,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
     "auditor": {
         name: {"SELECT": ALL}
         for name in ("programmes", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
-                     "reconciliation_records", "reconciliation_report", "beneficiaries_masked", "voucher_lifecycle")
+                     "reconciliation_records", "reconciliation_report", "beneficiaries_masked", "voucher_lifecycle",
+                     "beneficiary_eligibility", "webhook_receipts")
     },
 }
 #: Every relation in the schema must be listed here: a new table is a decision about who sees it.
@@ -71,6 +74,7 @@ RELATIONS = frozenset({
     "programmes", "beneficiaries", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
     "reconciliation_records", "beneficiaries_masked", "reconciliation_report", "schema_migrations",
     "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq", "reconciliation_records_id_seq",
+    "beneficiary_eligibility", "webhook_receipts",
 })
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")

@@ -30,7 +30,7 @@ def _env(logical_id: str) -> dict[str, Any]:
 
 def _alarm_for(metric: str, namespace: str, dimensions: dict[str, Any]) -> list[str]:
     return [name for name, a in ALARMS.items()
-            if a["MetricName"] == metric and a["Namespace"] == namespace
+            if a.get("MetricName") == metric and a.get("Namespace") == namespace
             and {d["Name"]: d["Value"] for d in a.get("Dimensions", [])} == dimensions]
 
 

@@ -25,7 +25,7 @@ from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, V
 from smartpay import buffr, db, idempotency, issuance
 from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.lifecycle import VoucherStatus
-from smartpay.observability import logger, metrics
+from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import env_float
 from smartpay.transitions import Change, transition, transition_many
 
@@ -45,10 +45,12 @@ def issue(request: IssueRequest, idempotency_key: str | None, *, reference: str,
     def _issue(data: dict[str, Any]) -> dict[str, Any]:
         return _issue_voucher(IssueRequest.model_validate(data["request"]), reference)
 
-    return idempotency.run("issue", _issue, data={"idempotency_key": idempotency_key,
-                                                  "request": request.model_dump(mode="json")},
-                           context=context, event_key_jmespath="idempotency_key",
-                           payload_validation_jmespath="request")
+    result, replayed = idempotency.run("issue", _issue, data={"idempotency_key": idempotency_key,
+                                                              "request": request.model_dump(mode="json")},
+                                       context=context, event_key_jmespath="idempotency_key",
+                                       payload_validation_jmespath="request")
+    count_idempotent_request("issue", replayed=replayed)
+    return result, replayed
 
 
 _REJECTION_TITLES = {"beneficiary_id": "Beneficiary not eligible", "programme": "Not enrolled in programme",
@@ -108,8 +110,7 @@ def disburse(voucher_id: str, *, reference: str, context: Any) -> tuple[dict[str
 
     result, replayed = idempotency.run("disburse", _disburse, data={"voucher_id": voucher_id}, context=context,
                                        event_key_jmespath="voucher_id")
-    if replayed:
-        metrics.add_metric(name="IdempotentReplays", unit="Count", value=1)
+    count_idempotent_request("disburse", replayed=replayed)
     return result, replayed
 
 

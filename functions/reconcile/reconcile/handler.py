@@ -3,11 +3,13 @@
 Events: the scheduled event (``detail-type: Scheduled Event``; its ``detail`` may carry the same
 fields as a manual event), a manual event (:class:`reconcile.models.ReconcileRequest`: ``mode``,
 ``since``, ``voucher_ids``, ``shard``/``shards``, ``dry_run``, ``redisburse_pending`` …), or
-``{"report": {"run_id": …}}`` / ``{"report": {"programme": …, "cycle": …}}``.
+``{"report": {"run_id": …}}`` / ``{"report": {"programme": …, "cycle": …}}`` /
+``{"report": {"compliance": true, "programme": …, "cycle": …}}`` (docs/operations.md).
 A malformed event fails the invocation with a message naming each bad field.
 """
 
 
+import os
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -15,8 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from reconcile import report as recon_report
 from reconcile import service
 from reconcile.models import ReconcileRequest, ReportRequest
-from smartpay import db
-from smartpay.observability import logger, metrics, tracer
+from smartpay import compliance, compliance_render, db
+from smartpay.observability import NAMESPACE, logger, metrics, tracer
 from smartpay.validation import InvalidEvent, event_model
 
 __all__ = ["InvalidEvent", "lambda_handler"]
@@ -43,6 +45,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         raise InvalidEvent(WHAT, [{"location": "event", "message": "expected a JSON object", "type": "dict_type"}])
     if "report" in event:
         request = _parse(ReportRequest, event["report"])
+        if request.compliance:
+            return _compliance(request.programme, request.cycle)
         with db.connection() as conn:
             if request.run_id is not None:
                 report = recon_report.run_report(conn, str(request.run_id))
@@ -50,3 +54,22 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 report = recon_report.cycle_report(conn, request.programme, request.cycle)
         return {**report, "text": recon_report.to_text(report)}
     return service.reconcile(_request(event), context).model_dump(mode="json")
+
+
+def _metric_totals() -> compliance.MetricTotals | None:
+    """Where the idempotency hit rates come from: CloudWatch (``COMPLIANCE_METRICS=cloudwatch``,
+    the deployed stack) or nowhere (reported as unavailable)."""
+    if os.environ.get("COMPLIANCE_METRICS", "none") != "cloudwatch":
+        return None
+    import boto3
+
+    return compliance.cloudwatch_totals(boto3.client("cloudwatch"), NAMESPACE, compliance.ROUTE_SERVICES)
+
+
+def _compliance(programme: str, cycle: str) -> dict[str, Any]:
+    with db.connection() as conn:
+        report = compliance.report(conn, programme, cycle, metrics=_metric_totals())
+    logger.info("compliance report", extra={"programme": programme, "cycle": cycle,
+                                            "checks": compliance.checks(report),
+                                            "audit_chain_head": report["audit_chain"]["head"]})
+    return {**report, "text": compliance_render.to_text(report)}

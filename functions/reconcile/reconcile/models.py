@@ -57,18 +57,22 @@ class ReconcileRequest(BaseModel):
 
 
 class ReportRequest(BaseModel):
-    """``{"report": {...}}``: a run's report (``run_id``) or a programme cycle's."""
+    """``{"report": {...}}``: a run's report (``run_id``) or a programme cycle's (``compliance``:
+    the auditor's compliance report of that cycle, docs/operations.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
     run_id: uuid.UUID | None = None
     programme: str | None = Field(default=None, pattern=r"^[a-z_]{2,32}$")
     cycle: str | None = Field(default=None, pattern=CYCLE_PATTERN)
+    compliance: bool = False
 
     @model_validator(mode="after")
     def _one(self) -> ReportRequest:
         if (self.run_id is None) == (self.programme is None or self.cycle is None):
             raise ValueError("give run_id, or programme and cycle")
+        if self.compliance and self.run_id is not None:
+            raise ValueError("compliance reports are per programme cycle: give programme and cycle, not run_id")
         return self
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from smartpay import db, idempotency, signing
 from smartpay.api import header
 from smartpay.errors import NotFound, Unauthenticated
-from smartpay.observability import logger, metrics
+from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import secret
 from smartpay.transitions import transition
 from webhook import repository
@@ -60,10 +60,8 @@ def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, header
     except NotFound:
         metrics.add_metric(name=OUTCOME_METRICS["rejected"], unit="Count", value=1)
         raise
-    if replayed:
-        metrics.add_metric(name="WebhookDuplicate", unit="Count", value=1)
-        metrics.add_metric(name="IdempotencyReplays", unit="Count", value=1)
-    else:
+    count_idempotent_request(IDEMPOTENCY_NAME, replayed=replayed)
+    if not replayed:
         metrics.add_metric(name=OUTCOME_METRICS[reply["outcome"]], unit="Count", value=1)
         if reply.get("review_reason"):
             metrics.add_metric(name="WebhookFlaggedForReview", unit="Count", value=1)

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_commands(command)
     disburse.add_commands(command)
     demo.add_commands(command)
+
+    from smartpay_tools.cli import compliance as compliance_cli
+
+    compliance_cli.add_audit_command(command, compliance_cli.database_from_args)
     return parser
 
 

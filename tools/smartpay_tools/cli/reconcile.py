@@ -53,7 +53,11 @@ def add_commands(command: Any, stack_factory: Any) -> None:
     p.add_argument("--programme", default="old_age", help="the programme of --cycle (default old_age)")
     p.add_argument("--csv", help="write the report's figures as CSV to this file ('-' for stdout)")
     p.add_argument("--records", help="write the run's per-voucher discrepancies as CSV to this file")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    p.add_argument("--json", nargs="?", const=True, default=False, metavar="FILE",
+                   help="print the report as JSON instead of text (or write it to FILE)")
+    from smartpay_tools.cli import compliance as compliance_cli
+
+    compliance_cli.add_report_arguments(p)
     p.set_defaults(func=lambda args: cmd_report(args, stack_factory(args)))
 
 
@@ -149,6 +153,10 @@ def cmd_report(args: argparse.Namespace, stack: Any) -> int:
     recon_report = import_module("reconcile", "reconcile.report")
     file_url = stack.env_file.get("Parameters", {}).get("DATABASE_URL") or None
     postgres = resolve_postgres(stack.database_url or file_url)
+    if args.compliance:
+        from smartpay_tools.cli import compliance as compliance_cli
+
+        return compliance_cli.cmd_report(args, postgres.url, postgres.stop)
     try:
         with psycopg.connect(postgres.url, row_factory=dict_row) as conn:
             if args.cycle:
@@ -174,7 +182,10 @@ def cmd_report(args: argparse.Namespace, stack: Any) -> int:
                 with _open(args.records) as out:
                     n = recon_report.write_records_csv(recon_report.records(conn, report["run"]["id"]), out)
                 print(f"wrote {n} discrepancy records to {args.records}", file=sys.stderr)
-        print(json.dumps(report, indent=2, default=str) if args.json else recon_report.to_text(report))
+        if isinstance(args.json, str):
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+            print(f"wrote {args.json}", file=sys.stderr)
+        print(json.dumps(report, indent=2, default=str) if args.json is True else recon_report.to_text(report))
         if args.csv:
             with _open(args.csv) as out:
                 out.write(recon_report.to_csv(report))

@@ -58,6 +58,8 @@ GRANT USAGE ON SEQUENCE voucher_events_id_seq, webhook_events_id_seq TO smartpay
 --    reports, and the registry's non-PII columns for reports. Re-disbursing a voucher that
 --    Buffr does not know goes through the disburse function (its role holds the ID number).
 GRANT SELECT ON programmes, vouchers, voucher_events, reconciliation_report TO smartpay_reconcile;
+-- The compliance report as a reconcile event: the PII-free eligibility and webhook receipt views.
+GRANT SELECT ON beneficiary_eligibility, webhook_receipts TO smartpay_reconcile;
 GRANT SELECT (id, region, programme, status, created_at, updated_at) ON beneficiaries TO smartpay_reconcile;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_reconcile;
@@ -71,7 +73,8 @@ GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
 -- 7. Auditors (read-only): the audit trail, the webhook log, reconciliation tables and
 --    reports, and the vouchers and masked registry they refer to.
 GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconciliation_runs,
-    reconciliation_records, reconciliation_report, beneficiaries_masked, voucher_lifecycle TO auditor;
+    reconciliation_records, reconciliation_report, beneficiaries_masked, voucher_lifecycle,
+    beneficiary_eligibility, webhook_receipts TO auditor;
 
 -- 8. Status columns: whichever role may UPDATE them, the vouchers trigger (migration 0011) lets
 --    a status change only along the lifecycle (voucher_lifecycle, generated from lifecycle.py)

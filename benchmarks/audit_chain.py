@@ -1,0 +1,128 @@
+"""What the audit hash chain costs the writers, A/B in one run (issue 16: at most 5 %).
+
+Two throwaway databases on the same server: ``plain`` (the chain's trigger dropped: no chain)
+and ``chained`` (all migrations: the BEFORE INSERT trigger hashes each audit row). Rounds
+alternate between them (ABAB…, the order flipped every round), so load from other work on the
+machine falls on both alike. Each round, on fresh vouchers of each database:
+
+* batch turns — :func:`transition_many` issued → pending, then pending → active, ``--turn``
+  vouchers per statement (what the batch disburse does per turn);
+* single transitions — one transaction per voucher, active → redeemed (what a webhook does).
+
+Prints the median per voucher of each kind, for both databases, and chained / plain (limit 1.05).
+Then ``smartpay audit verify``'s own speed (Python recomputation) over the chained database.
+
+    python benchmarks/audit_chain.py [--rounds 6] [--turn 500] [--singles 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import _common
+import psycopg
+
+from smartpay import audit_chain, migrate
+from smartpay.transitions import Change, record_issues, transition, transition_many
+
+
+def _database(name: str, chained: bool) -> str:
+    """A migrated database; ``plain`` has the chain's trigger dropped (and ``hash`` left empty):
+    exactly the writers' work before migration 0012."""
+    import psycopg
+
+    from smartpay_tools.local.services import drop_database, ensure_database
+
+    drop_database(_common.ADMIN_URL, name)
+    url = ensure_database(_common.ADMIN_URL, name)
+    migrate.apply(url)
+    if not chained:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER voucher_events_chain ON voucher_events")
+            conn.execute("ALTER TABLE voucher_events ALTER COLUMN hash DROP NOT NULL")
+    return url
+
+
+def _seed(conn: psycopg.Connection, count: int) -> list[str]:
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
+               SELECT lpad(i::text, 11, '0'), 'Bench', 'Mark', '+26481' || lpad(i::text, 7, '0'), 'Khomas',
+                      'old_age' FROM generate_series(1, %s) AS i""", (count,))
+        ids = [str(r[0]) for r in conn.execute(
+            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
+               SELECT id, 'old_age', '2026-11', 140000, now() + interval '30 days' FROM beneficiaries
+               RETURNING id""").fetchall()]
+        record_issues(conn, ids, source="operator", reference="bench")
+    conn.execute("VACUUM ANALYZE")
+    return ids
+
+
+def _round(conn: psycopg.Connection, ids: list[str], turn: int, singles: int) -> tuple[float, float]:
+    """Microseconds per voucher: batch turns (two per voucher), single transitions."""
+    batch_s = 0.0
+    for target in ("pending", "active"):
+        for start in range(0, len(ids), turn):
+            chunk = [Change(v, target) for v in ids[start:start + turn]]
+            t0 = time.perf_counter()
+            with conn.transaction():
+                results = transition_many(conn, chunk, source="disburse", reference="bench")
+            batch_s += time.perf_counter() - t0
+            assert all(r.applied for r in results)
+    single_s = 0.0
+    for v in ids[:singles]:
+        t0 = time.perf_counter()
+        with conn.transaction():
+            assert transition(conn, v, "redeemed", source="webhook", reference="bench").applied
+        single_s += time.perf_counter() - t0
+    return batch_s / (2 * len(ids)) * 1e6, single_s / singles * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--turn", type=int, default=500)
+    parser.add_argument("--per-round", type=int, default=2000, help="vouchers per round and database")
+    parser.add_argument("--singles", type=int, default=200)
+    args = parser.parse_args()
+    names = {"plain": "smartpay_bench_chain_plain", "chained": "smartpay_bench_chain_on"}
+    urls = {kind: _database(name, kind == "chained") for kind, name in names.items()}
+    times: dict[str, dict[str, list[float]]] = {k: {"batch": [], "single": []} for k in names}
+    try:
+        conns = {k: psycopg.connect(u, autocommit=True) for k, u in urls.items()}
+        ids = {k: _seed(c, args.rounds * args.per_round) for k, c in conns.items()}
+        for r in range(args.rounds):
+            order = ("plain", "chained") if r % 2 == 0 else ("chained", "plain")
+            for kind in order:
+                chunk = ids[kind][r * args.per_round:(r + 1) * args.per_round]
+                batch, single = _round(conns[kind], chunk, args.turn, args.singles)
+                times[kind]["batch"].append(batch)
+                times[kind]["single"].append(single)
+        print(f"audit hash chain, A/B over {args.rounds} alternating rounds, {args.per_round} vouchers per round, "
+              f"{args.turn} per batch statement:")
+        ok = True
+        for what, label in (("batch", "batch turn, per voucher"), ("single", "single transition")):
+            plain = statistics.median(times["plain"][what])
+            chained = statistics.median(times["chained"][what])
+            ratio = chained / plain
+            ok &= ratio <= 1.05
+            print(f"  {label:26} plain {plain:8.1f} us   chained {chained:8.1f} us   chained / plain {ratio:5.3f}  "
+                  f"(limit 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+        started = time.perf_counter()
+        result = audit_chain.verify(conns["chained"])
+        elapsed = time.perf_counter() - started
+        print(f"  audit verify (Python): {result.events:,} rows of {result.vouchers:,} vouchers in {elapsed:.2f} s "
+              f"= {result.events / elapsed:,.0f} rows/s; {'ok' if result.ok else result.broken}")
+        for c in conns.values():
+            c.close()
+    finally:
+        for name in names.values():
+            _common.drop(name)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
