@@ -77,7 +77,8 @@ def wait_port(host: str, port: int, timeout: float, what: str) -> None:
 
 @dataclass
 class MotoServer:
-    """moto's AWS emulator as a separate process on loopback (its own GIL, like a real service)."""
+    """moto's AWS emulator as a separate process on loopback (its own GIL, like a real service), with
+    DynamoDB's atomic conditional writes (:mod:`smartpay_tools.local.moto_process`)."""
 
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -89,7 +90,7 @@ class MotoServer:
     def start(self) -> MotoServer:
         self.port = self.port or free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "smartpay_tools.local.moto_process", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         wait_port("127.0.0.1", self.port, 30, "moto server")
