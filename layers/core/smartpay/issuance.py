@@ -29,29 +29,42 @@ from smartpay.transitions import record_issues
 #: The columns a request relation has (``line``: the caller's number for it, e.g. a CSV line).
 REQUEST = ("line", "beneficiary_id", "programme", "cycle", "amount_cents", "currency", "expires_at")
 
-# The first rule a request breaks, as (field, reason); none when it may be issued. ``r`` is the
-# request, ``b`` its beneficiary (NULL if unknown), ``p`` its programme (NULL if unknown).
-# (``%%``: the statements also take ``%(name)s`` parameters.)
-_PROBLEM = """LEFT JOIN LATERAL (
-        SELECT c.field, c.reason FROM (VALUES
-            (1, 'beneficiary_id', 'unknown beneficiary', b.id IS NULL),
-            (2, 'programme', 'unknown programme ' || r.programme, p.code IS NULL),
-            (3, CASE WHEN b.status <> 'active' THEN 'beneficiary_id' ELSE 'programme' END,
-                smartpay_ineligibility(b.status, b.programme, r.programme),
-                b.id IS NOT NULL AND smartpay_ineligibility(b.status, b.programme, r.programme) IS NOT NULL),
-            (4, 'amount_cents', format('amount_cents %%s is above the %%s maximum of %%s',
-                                       r.amount_cents, r.programme, p.max_amount_cents),
-                r.amount_cents > p.max_amount_cents)
-        ) AS c(rank, field, reason, fails) WHERE c.fails ORDER BY c.rank LIMIT 1) AS problem ON true"""
+# The first rule a request breaks, as ``field`` and ``reason`` expressions (both NULL when it may be
+# issued), in rank order: unknown beneficiary, unknown programme, not eligible, above the maximum.
+# ``r`` is the request, ``b`` its beneficiary (NULL if unknown), ``p`` its programme (NULL if
+# unknown). Plain CASE expressions: evaluated inline for each row, no per-row subquery or sort
+# (docs/performance.md). (``%%``: the statements also take ``%(name)s`` parameters.)
+_INELIGIBLE = "smartpay_ineligibility(b.status, b.programme, r.programme)"
 
+
+def _problem(unknown_beneficiary: str = "b.id IS NULL") -> tuple[str, str]:
+    """(field, reason) SQL expressions of the first rule broken; ``unknown_beneficiary`` is the
+    first rule's condition (``false`` before the registry merge, where a new person is fine)."""
+    rules = (
+        (unknown_beneficiary, "'beneficiary_id'", "'unknown beneficiary'"),
+        ("p.code IS NULL", "'programme'", "'unknown programme ' || r.programme"),
+        (f"b.id IS NOT NULL AND {_INELIGIBLE} IS NOT NULL",
+         "CASE WHEN b.status <> 'active' THEN 'beneficiary_id' ELSE 'programme' END", _INELIGIBLE),
+        ("r.amount_cents > p.max_amount_cents", "'amount_cents'",
+         "format('amount_cents %%s is above the %%s maximum of %%s', r.amount_cents, r.programme, p.max_amount_cents)"),
+    )
+    field = "CASE " + " ".join(f"WHEN {when} THEN {f}" for when, f, _ in rules) + " END"
+    reason = "CASE " + " ".join(f"WHEN {when} THEN {why}" for when, _, why in rules) + " END"
+    return field, reason
+
+
+_FIELD, _REASON = _problem()
+
+# The rule checks are joins and CASE expressions over the requests, one pass; the insert skips
+# a repeat through the unique constraint; the voucher that already exists is looked up (by the
+# constraint's index) only for a request that passed the checks and was not inserted.
 _ISSUE = f"""
 WITH checked AS MATERIALIZED (
     SELECT r.line, r.beneficiary_id, r.programme, r.cycle, r.amount_cents, r.currency, r.expires_at,
-           problem.field, problem.reason
+           {_FIELD} AS field, {_REASON} AS reason
       FROM {{requests}} r
       LEFT JOIN beneficiaries b ON b.id = r.beneficiary_id
       LEFT JOIN programmes p ON p.code = r.programme
-      {_PROBLEM}
 ), inserted AS (
     INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, currency, expires_at)
     SELECT beneficiary_id, programme, cycle, amount_cents, currency, expires_at
@@ -63,9 +76,11 @@ SELECT c.line, c.field, c.reason, i.id::text, e.id::text, e.status, e.amount_cen
   FROM checked c
   LEFT JOIN inserted i
          ON i.beneficiary_id = c.beneficiary_id AND i.programme = c.programme AND i.cycle = c.cycle
-  LEFT JOIN vouchers e
-         ON c.field IS NULL AND i.id IS NULL
-        AND e.beneficiary_id = c.beneficiary_id AND e.programme = c.programme AND e.cycle = c.cycle
+  LEFT JOIN LATERAL (
+        SELECT e.id, e.status, e.amount_cents FROM vouchers e
+         WHERE c.field IS NULL AND i.id IS NULL
+           AND e.beneficiary_id = c.beneficiary_id AND e.programme = c.programme AND e.cycle = c.cycle
+  ) e ON true
  ORDER BY c.line
 """
 
@@ -122,23 +137,20 @@ def refuse_before_merge(conn: psycopg.Connection[Any], staging: str) -> list[tup
     rejected row writes nothing: an existing beneficiary who is not eligible (the same rule as
     :func:`issue`), an amount above the programme's maximum, or a voucher already issued for that
     cycle with another amount. Returns ``(line, reason)`` for each."""
+    _, reason = _problem(unknown_beneficiary="false")
     rejected = conn.execute(f"""
         DELETE FROM {staging} s USING (
-            SELECT r.line, problem.reason
+            SELECT r.line,
+                   coalesce({reason},
+                            CASE WHEN v.amount_cents <> r.amount_cents THEN
+                                 format('voucher %%s was already issued for %%s %%s with amount_cents %%s',
+                                        v.id, v.programme, v.cycle, v.amount_cents) END) AS reason
               FROM {staging} r
               LEFT JOIN beneficiaries b ON b.id_number = r.id_number
               LEFT JOIN programmes p ON p.code = r.programme
-              {_PROBLEM.replace("b.id IS NULL", "false")}
-             WHERE problem.reason IS NOT NULL
-             UNION ALL
-            SELECT r.line, format('voucher %%s was already issued for %%s %%s with amount_cents %%s',
-                                  v.id, v.programme, v.cycle, v.amount_cents)
-              FROM {staging} r
-              JOIN beneficiaries b ON b.id_number = r.id_number
-              JOIN vouchers v ON v.beneficiary_id = b.id AND v.programme = r.programme AND v.cycle = r.cycle
-             WHERE v.amount_cents <> r.amount_cents
+              LEFT JOIN vouchers v ON v.beneficiary_id = b.id AND v.programme = r.programme AND v.cycle = r.cycle
         ) AS bad
-        WHERE s.line = bad.line
+        WHERE s.line = bad.line AND bad.reason IS NOT NULL
         RETURNING s.line, bad.reason""", {}).fetchall()
     first: dict[int, str] = {}
     for line, reason in rejected:
