@@ -80,6 +80,7 @@ SELECT c.line, c.field, c.reason, i.id::text, e.id::text, e.status, e.amount_cen
         SELECT e.id, e.status, e.amount_cents FROM vouchers e
          WHERE c.field IS NULL AND i.id IS NULL
            AND e.beneficiary_id = c.beneficiary_id AND e.programme = c.programme AND e.cycle = c.cycle
+         LIMIT 1  -- (unique) keeps it a per-request index probe, not a hash of every voucher
   ) e ON true
  ORDER BY c.line
 """
