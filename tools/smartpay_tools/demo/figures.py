@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from smartpay import compliance
+from smartpay_tools.cli.compliance import auditor_url
 from smartpay_tools.local.function_code import import_module
 
 recon_report = import_module("reconcile", "reconcile.report")  # the reconcile function's own module
@@ -84,6 +86,29 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
     }
 
 
+def simulator_metrics(buffr: dict[str, Any]) -> compliance.MetricTotals:
+    """The idempotency figures as Buffr's simulator saw them, for the compliance report: webhook
+    requests answered 200 and, of those, answers marked ``Idempotent-Replayed``. The demo
+    disburses through the batch route only (no per-request idempotency), so issue and disburse
+    have no requests. Route figures cover the demo's whole run (all programmes), as CloudWatch's do."""
+    webhooks = buffr["webhooks"]
+    return compliance.totals_from({("IdempotentRequests", "webhook"): webhooks["statuses"].get("200", 0),
+                                   ("IdempotencyReplays", "webhook"): webhooks["replayed"],
+                                   ("IdempotentRequests", "issue"): 0, ("IdempotencyReplays", "issue"): 0,
+                                   ("IdempotentRequests", "disburse"): 0, ("IdempotencyReplays", "disburse"): 0})
+
+
+def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each programme's compliance report (smartpay.compliance), read as the read-only ``auditor``
+    role, with Buffr's duplicate count taken from the simulator's own counter."""
+    with psycopg.connect(auditor_url(database_url), autocommit=True) as conn:
+        programmes = [r[0] for r in conn.execute(
+            "SELECT DISTINCT programme FROM vouchers WHERE cycle = %s ORDER BY 1", (cycle,))]
+        return {p: compliance.report(conn, p, cycle, metrics=simulator_metrics(buffr),
+                                     buffr_duplicates_refused=buffr.get("duplicates_refused"))
+                for p in programmes}
+
+
 def status_totals(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = {}
     for row in report["statuses"]:
@@ -125,4 +150,10 @@ def check(report: dict[str, Any], flushed: bool) -> list[str]:
         problems.append(f"{paid_ineligible} held or cancelled vouchers of ineligible beneficiaries were paid at Buffr")
     if totals.get("pending", {}).get("count") or totals.get("failed", {}).get("count"):
         problems.append("vouchers were left pending or failed although Buffr had no faults on disbursement")
+    if not report.get("compliance"):
+        problems.append("no compliance report was produced")
+    for programme, c in report.get("compliance", {}).items():
+        failed = [name for name, ok in compliance.checks(c).items() if not ok]
+        if failed:
+            problems.append(f"compliance {programme} {c['cycle']}: " + ", ".join(failed) + " FAILED")
     return problems

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from smartpay import compliance_render
 from smartpay_tools.demo.figures import status_totals as _totals
 from smartpay_tools.local.function_code import import_module
 
@@ -55,6 +56,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", f"Buffr: {b['credits']} credits to {b['vouchers_credited']} vouchers, "
                   f"{b['double_credited']} double-credited; Buffr's statuses: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(b["statuses"].items()))]
+    for c in report.get("compliance", {}).values():
+        lines += ["", compliance_render.to_text(c).rstrip()]
     return "\n".join(lines)
 
 
@@ -81,6 +84,11 @@ def write_csv(report: dict[str, Any], path: Path) -> None:
         for row in report["ineligible"]:
             out.writerow(["ineligible", row["beneficiary"], row["voucher"], row["vouchers"], ""])
             out.writerow(["ineligible_paid", row["beneficiary"], row["voucher"], row["paid"], ""])
+        for programme, c in report.get("compliance", {}).items():
+            for row in compliance_render.csv_rows(c):
+                count = row.get("count", row.get("value"))
+                out.writerow([f"compliance.{row['section']}", programme, row["key"], count,
+                              row.get("amount_cents", "")])
 
 
 def _bars(items: list[tuple[str, float]], *, unit: str = "", width: int = 520, colour: str = "#c0392b") -> str:
@@ -115,6 +123,7 @@ def render_html(report: dict[str, Any], steps: Iterable[Any]) -> str:
     steps_html = "".join(f"<tr><td>{html.escape(s.name)}</td><td>{s.seconds:.1f} s</td>"
                          f"<td>{html.escape(s.note)}</td></tr>" for s in steps)
     text = html.escape(render_text(report))
+    compliance_html = "".join(compliance_render.section_html(c) for c in report.get("compliance", {}).values())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SmartPay cycle {report['cycle']}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}
@@ -129,6 +138,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}pre{{background:#
 <h2>Reconciliation discrepancies</h2>
 <table><tr><th>class</th><th>action</th><th>vouchers</th></tr>{disc}</table>
 <h2>Webhook delivery latency (event time → receipt)</h2>{latency_chart}
+{compliance_html}
 <h2>Full summary</h2><pre>{text}</pre>
 <h2>Steps</h2><table><tr><th>step</th><th>time</th><th>what</th></tr>{steps_html}</table>
 </body></html>

@@ -11,7 +11,9 @@
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
-6. Prints the end-of-cycle report and writes it as CSV and as one self-contained HTML page.
+6. Prints the end-of-cycle report with each programme's compliance section (as the read-only
+   auditor role) and writes it as CSV and as one self-contained HTML page; then runs
+   ``smartpay audit verify`` over the whole audit trail, which must pass (else the demo fails).
 
 Every figure in the report is read back from PostgreSQL or from the simulator's own counters;
 nothing is computed on the side.
@@ -19,6 +21,7 @@ nothing is computed on the side.
 
 from __future__ import annotations
 
+import argparse
 import random
 import tempfile
 import time
@@ -33,8 +36,9 @@ from psycopg.rows import dict_row
 
 from smartpay_tools import PROJECT_ROOT
 from smartpay_tools.cli import disburse_cycle
+from smartpay_tools.cli.compliance import cmd_audit_verify
 from smartpay_tools.data import datagen, payroll_import, registry_import
-from smartpay_tools.demo.figures import check, collect
+from smartpay_tools.demo.figures import check, collect, compliance_reports
 from smartpay_tools.demo.report import render_html, render_text, write_csv
 from smartpay_tools.local.gateway import Gateway, docs_routes, serve
 from smartpay_tools.local.services import drop_database, ensure_database, resolve_postgres
@@ -143,8 +147,9 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say(f"[5/6] reconciled: {result.steps[-1].note}")
 
         t = time.monotonic()
-        result.report = {**collect(stack.postgres.url, cycle, run_ids, stack.buffr.stats(detail=True)),
-                         "buffr_only": buffr_only}
+        buffr_stats = stack.buffr.stats(detail=True)
+        result.report = {**collect(stack.postgres.url, cycle, run_ids, buffr_stats), "buffr_only": buffr_only,
+                         "compliance": compliance_reports(stack.postgres.url, cycle, buffr_stats)}
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         csv_path, html_path = out_dir / f"demo-{stamp}.csv", out_dir / f"demo-{stamp}.html"
@@ -155,6 +160,9 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say("[6/6] report\n")
         _say(render_text(result.report))
         problems = check(result.report, flushed)
+        _say("\n$ smartpay audit verify")
+        if not verify_audit_trail(stack.postgres.url):
+            problems.append("smartpay audit verify failed: the audit trail's hash chains do not verify")
         result.ok = not problems
         for problem in problems:
             _say(f"PROBLEM: {problem}")
@@ -168,6 +176,12 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         if server is not None:
             server.shutdown()
         stack.stop()
+
+
+def verify_audit_trail(database_url: str) -> bool:
+    """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor); prints its lines."""
+    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
+    return cmd_audit_verify(args, database_url) == 0
 
 
 def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:

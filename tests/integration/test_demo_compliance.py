@@ -1,0 +1,60 @@
+"""A small demo cycle (300 beneficiaries): its report carries each programme's compliance section
+(text, CSV and HTML, read as the auditor role) and ``smartpay audit verify`` runs at its end and passes."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.data import datagen
+from smartpay_tools.local.services import drop_database, free_port
+from tests.conftest import ADMIN_URL
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_report_has_compliance_sections_and_audit_verify_passes(pg_url, tmp_path) -> None:
+    out = tmp_path / "reports"
+    database = f"smartpay_demo_compliance_{os.getpid()}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DATABASE_URL", None)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out", str(out),
+             "--beneficiaries", "300", "--database-name", database],
+            capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=env,
+        )
+    finally:
+        drop_database(ADMIN_URL, database)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "demo passed" in proc.stdout
+    programmes = sorted(datagen.PROGRAMMES)
+
+    # Text: one compliance section per programme cycle, every check passing.
+    report_text = proc.stdout.split("[6/6] report", 1)[1]
+    assert sorted(re.findall(r"^Compliance report: (\S+) \d{4}-\d{2}$", report_text, re.M)) == programmes
+    assert report_text.count("Checks: arithmetic PASS, no payment to an ineligible beneficiary PASS, "
+                             "audit chain verifies PASS") == len(programmes)
+
+    # audit verify ran after the report, over the whole trail, and passed.
+    verify = report_text.split("$ smartpay audit verify\n", 1)[1]
+    assert re.match(r"audit chain OK: ([\d,]+) of \1 rows recomputed over [\d,]+ vouchers \(all vouchers\)", verify)
+    assert "BROKEN" not in proc.stderr
+
+    # CSV: the compliance rows of each programme, checks included.
+    [csv_file] = out.glob("demo-*.csv")
+    rows = list(csv.reader(csv_file.open()))
+    checks = {(r[1], r[2]): r[3] for r in rows if r[0] == "compliance.check"}
+    assert checks == {(p, name): "PASS" for p in programmes
+                      for name in ("arithmetic", "no payment to an ineligible beneficiary", "audit chain verifies")}
+    assert {r[1] for r in rows if r[0] == "compliance.duplicates_prevented" and r[2] == "buffr_duplicates_refused"
+            and r[3] != ""} == set(programmes)
+
+    # HTML: one compliance section per programme.
+    [html_file] = out.glob("demo-*.html")
+    page = html_file.read_text()
+    assert sorted(re.findall(r"<h2>Compliance: (\S+) \d{4}-\d{2}</h2>", page)) == programmes
