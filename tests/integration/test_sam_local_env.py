@@ -52,6 +52,7 @@ EXPECTED = {
     "reconcile/redisburse.json": "completed",
     "reconcile/shard.json": "completed",
     "reconcile/scheduled.json": "completed",
+    "reconcile/report_compliance.json": "report",
     "reconcile/report_cycle.json": "report",
     "reconcile/report_run.json": "report",
 }
