@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerRequestEvent,
 )
 
-from smartpay import auth
+from smartpay import auth, coldstart
 from smartpay.observability import logger
 from smartpay.settings import secret
 
@@ -56,3 +56,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # The API's key source is AUTHORIZER: this names the principal's usage plan (throttle, quota).
         result["usageIdentifierKey"] = principal.usage_key
     return result
+
+
+coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

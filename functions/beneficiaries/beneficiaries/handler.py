@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from beneficiaries import service
 from beneficiaries.models import BeneficiaryView, VerifyReply, VerifyRequest
+from smartpay import coldstart
 from smartpay.api import api_handler, make_resolver, require_scope
 from smartpay.observability import metrics, tracer
 
@@ -37,3 +38,6 @@ def verify(request: VerifyRequest) -> VerifyReply:
 
 
 lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)
+
+
+coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

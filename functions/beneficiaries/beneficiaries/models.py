@@ -14,7 +14,7 @@ Msisdn = Annotated[str, StringConstraints(pattern=r"^\+?264[0-9]{8,9}$")]
 class VerifyRequest(BaseModel):
     """What Buffr knows about the person in front of it. The ID number travels in the body only."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     id_number: IdNumber = Field(description="National ID number, 11 digits")
     full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -23,6 +23,8 @@ class VerifyRequest(BaseModel):
 
 
 class VoucherSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     voucher_id: uuid.UUID
     programme: str
     cycle: str
@@ -33,6 +35,8 @@ class VoucherSummary(BaseModel):
 
 
 class MaskedBeneficiary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     beneficiary_id: uuid.UUID
     id_number: str = Field(description="Masked: last 4 digits only")
     name: str = Field(description="Masked: initials only")
@@ -50,6 +54,8 @@ class BeneficiaryView(MaskedBeneficiary):
 class Verification(BaseModel):
     """Every supplied field matched: the masked profile."""
 
+    model_config = ConfigDict(defer_build=True)
+
     match: Literal[True] = True
     checks: dict[str, bool] = Field(description="The supplied fields (all matched)")
     beneficiary: BeneficiaryView
@@ -58,6 +64,8 @@ class Verification(BaseModel):
 class NoMatch(BaseModel):
     """Some supplied field did not match (or no such ID number): nothing else, so the endpoint
     cannot be used to walk ID numbers and learn who holds them or which field was wrong."""
+
+    model_config = ConfigDict(defer_build=True)
 
     match: Literal[False] = False
 

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from disburse import service
 from disburse.models import BatchReply, BatchRequest, BatchSelector, Disbursed, IssueRequest, VoucherView
+from smartpay import coldstart
 from smartpay.api import api_handler, json_reply, make_resolver, problem_response, require_scope
 from smartpay.internal import Redisburse, RedisburseReply
 from smartpay.observability import logger, tracer
@@ -92,3 +93,6 @@ def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=redisburse)
+
+
+coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

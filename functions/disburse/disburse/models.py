@@ -28,7 +28,7 @@ MAX_BATCH_LIMIT = 10_000
 class IssueRequest(BaseModel):
     """One voucher for one beneficiary's programme cycle. Money is integer cents, never a float."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
     amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
@@ -50,7 +50,7 @@ class IssueRequest(BaseModel):
 class BatchRequest(BaseModel):
     """Either explicit voucher ids (≤ 1,000) or a programme cycle with a limit (≤ 10,000)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     voucher_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_IDS)
     programme: Programme | None = None
@@ -70,7 +70,7 @@ class BatchRequest(BaseModel):
 class BatchByIds(BaseModel):
     """Explicit voucher ids, sent in the order given (repeats count once)."""
 
-    model_config = ConfigDict(extra="forbid", title="BatchByVoucherIds")
+    model_config = ConfigDict(defer_build=True, extra="forbid", title="BatchByVoucherIds")
 
     voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH_IDS)
     limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT, description="Not used with voucher_ids")
@@ -82,7 +82,7 @@ class BatchByIds(BaseModel):
 class BatchByCycle(BaseModel):
     """A programme cycle: its issued and pending vouchers, at most ``limit`` per call (resumable)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, title="BatchByProgrammeCycle")
+    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True, title="BatchByProgrammeCycle")
 
     programme: Programme
     cycle: Cycle = Field(description="YYYY-MM")
@@ -106,6 +106,8 @@ BatchSelector = Annotated[Annotated[BatchByIds, Tag("ids")] | Annotated[BatchByC
 class Disbursed(BaseModel):
     """A voucher Buffr accepted (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     voucher_id: uuid.UUID
     status: Literal["active"]
     delivery_id: str
@@ -113,6 +115,8 @@ class Disbursed(BaseModel):
 
 
 class AuditEntry(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     from_status: str | None
     to_status: str
     source: str
@@ -122,6 +126,8 @@ class AuditEntry(BaseModel):
 
 
 class VoucherView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     voucher_id: uuid.UUID
     beneficiary_id: uuid.UUID
     programme: str
@@ -140,6 +146,8 @@ class VoucherView(BaseModel):
 
 
 class BatchItem(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     voucher_id: str
     outcome: Literal["active", "failed", "pending", "skipped", "not_found", "ineligible"] = Field(
         description="ineligible: not sent, the beneficiary may not be paid (reason); the voucher is held "
@@ -151,6 +159,8 @@ class BatchItem(BaseModel):
 
 
 class BatchReply(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     requested: int
     attempted: int
     succeeded: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smartpay import access, migrate
+from smartpay import access, coldstart, migrate
 from smartpay.observability import logger
 from smartpay.settings import database_url, env_str
 
@@ -23,3 +23,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.warning("database roles missing; an administrator must run admin_sql, then migrate again",
                        extra={"roles_missing": result["roles_missing"]})
     return result
+
+
+coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

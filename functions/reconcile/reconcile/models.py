@@ -22,7 +22,7 @@ class ReconcileRequest(BaseModel):
     first, whatever the mode asked for.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     mode: Literal["incremental", "full", "vouchers"] = "incremental"
     since: datetime | None = Field(default=None, description="window start (ISO-8601 with a zone)")
@@ -60,7 +60,7 @@ class ReportRequest(BaseModel):
     """``{"report": {...}}``: a run's report (``run_id``) or a programme cycle's (``compliance``:
     the auditor's compliance report of that cycle, docs/operations.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     run_id: uuid.UUID | None = None
     programme: str | None = Field(default=None, pattern=r"^[a-z_]{2,32}$")
@@ -77,6 +77,8 @@ class ReportRequest(BaseModel):
 
 
 class ReconcileReply(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     run_id: uuid.UUID
     status: str
     mode: str

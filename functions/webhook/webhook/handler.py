@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from smartpay import signing
+from smartpay import coldstart, signing
 from smartpay.api import api_handler, json_reply, make_resolver
 from smartpay.observability import metrics
 from webhook import service
@@ -41,22 +41,24 @@ def _header(name: str, description: str, schema: dict[str, Any], required: bool 
     return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
 
 
-#: What the resolver cannot show, because this handler reads it by hand, signature first (so an
-#: unsigned request is a 401 before anything is parsed): the signature headers and the body.
-#: tools' OpenAPI builder adds these to the operation.
-OPENAPI_OPERATIONS = {("post", PATH): {
-    "parameters": [
-        _header("webhook-id", "Unique per event; the idempotency key unless Idempotency-Key is sent",
-                {"type": "string", "pattern": signing._WEBHOOK_ID.pattern}),
-        _header("webhook-timestamp", f"Unix seconds; within {signing.TOLERANCE_SECONDS} s of Ketchup's clock",
-                {"type": "string", "pattern": signing._TIMESTAMP.pattern}),
-        _header("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256> of id.timestamp.body",
-                {"type": "string", "minLength": 1}),
-        _header("Idempotency-Key", "Optional, used instead of webhook-id (blank: ignored); the same key "
-                "with another body is a 422", {"type": "string"}, required=False),
-    ],
-    "requestBody": documented_body(),
-}}
+def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """What the resolver cannot show, because this handler reads it by hand, signature first (so an
+    unsigned request is a 401 before anything is parsed): the signature headers and the body.
+    tools' OpenAPI builder adds these to the operation. A function, not a module constant: the
+    JSON Schemas of the body's models are built for the API document, never at a cold start."""
+    return {("post", PATH): {
+        "parameters": [
+            _header("webhook-id", "Unique per event; the idempotency key unless Idempotency-Key is sent",
+                    {"type": "string", "pattern": signing._WEBHOOK_ID.pattern}),
+            _header("webhook-timestamp", f"Unix seconds; within {signing.TOLERANCE_SECONDS} s of Ketchup's clock",
+                    {"type": "string", "pattern": signing._TIMESTAMP.pattern}),
+            _header("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256> of id.timestamp.body",
+                    {"type": "string", "minLength": 1}),
+            _header("Idempotency-Key", "Optional, used instead of webhook-id (blank: ignored); the same key "
+                    "with another body is a 422", {"type": "string"}, required=False),
+        ],
+        "requestBody": documented_body(),
+    }}
 
 
 @app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)",
@@ -83,3 +85,6 @@ def receive() -> Response[WebhookReply]:
 
 
 lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)
+
+
+coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

@@ -38,7 +38,7 @@ class Envelope(BaseModel):
     the event may hold U+0000 or an unpaired surrogate (it is stored as PostgreSQL jsonb): 422.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     type: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
         validation_alias=AliasChoices("type", "event"))
@@ -61,7 +61,7 @@ def event_type(payload: dict[str, Any]) -> str:
 class EventData(BaseModel):
     """What every voucher event carries: which voucher, Buffr's delivery id, when it happened."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     voucher_id: uuid.UUID
     delivery_id: Text
@@ -87,6 +87,8 @@ class FailedData(ClosedData):
 
 class WebhookReply(BaseModel):
     """What Ketchup answers Buffr (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     webhook_id: str
     type: str

@@ -27,7 +27,7 @@ MAX_VOUCHERS = 1000
 class Redisburse(BaseModel):
     """Reconcile → disburse: send these vouchers (pending and unknown at Buffr) again, same key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     kind: Literal["redisburse"] = "redisburse"
     source: Literal["reconcile"] = "reconcile"
@@ -36,7 +36,7 @@ class Redisburse(BaseModel):
 
 
 class RedisburseResult(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     voucher_id: uuid.UUID
     outcome: str
@@ -47,7 +47,7 @@ class RedisburseResult(BaseModel):
 class RedisburseReply(BaseModel):
     """Disburse → reconcile: one result per voucher it was asked to send."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     kind: Literal["redisburse"] = "redisburse"
     results: list[RedisburseResult]

@@ -19,6 +19,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -160,10 +161,13 @@ def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibi
                             eligibility=_ELIGIBILITY if eligibility else _NO_ELIGIBILITY)
 
 
-# Two statements: one that checks eligibility (any move to pending) and one that does not, so
-# a role that may not read the registry (webhook) never plans a join on it.
-_TRANSITION_MANY = _statement(decision_table(), eligibility=False)
-_TRANSITION_MANY_PAYING = _statement(decision_table(), eligibility=True)
+@cache
+def _transition_many_statement(paying: bool) -> str:
+    """Two statements: one that checks eligibility (any move to pending) and one that does not, so
+    a role that may not read the registry (webhook) never plans a join on it. Each is built on its
+    first use (quoting the lifecycle table takes ~2-3 ms), once per container."""
+    return _statement(decision_table(), eligibility=paying)
+
 
 _TARGETS = {s.value: s.value for s in VoucherStatus}  # StrEnum members hash and compare as their value
 
@@ -209,7 +213,7 @@ def transition_many(
         if change.detail:
             request["detail"] = change.detail
         requests.append(request)
-    statement = _TRANSITION_MANY_PAYING if paying else _TRANSITION_MANY
+    statement = _transition_many_statement(paying)
     rows = conn.cursor(row_factory=tuple_row).execute(statement, {
         "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
         "reference": reference,

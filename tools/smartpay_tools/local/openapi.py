@@ -74,8 +74,9 @@ def build(template: Template | None = None) -> dict[str, Any]:
         open_routes |= {(r.method.lower(), r.path) for r in spec.routes if r.authorizer is None}
         module = _load_handler(spec.code_uri, spec.handler)
         part = json.loads(module.app.get_openapi_json_schema(title=TITLE, version=VERSION))
-        # What a handler reads by hand (the webhook's signed body) it describes in OPENAPI_OPERATIONS.
-        for (method, path), extra in getattr(module, "OPENAPI_OPERATIONS", {}).items():
+        # What a handler reads by hand (the webhook's signed body) it describes in openapi_operations().
+        extras = getattr(module, "openapi_operations", dict)()
+        for (method, path), extra in extras.items():
             operation = part["paths"][path][method]
             operation["parameters"] = [*operation.get("parameters", []), *extra.get("parameters", [])]
             operation.update({k: v for k, v in extra.items() if k != "parameters"})
