@@ -44,7 +44,7 @@ print(json.dumps({"gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
 def _cold_start(logical_id: str) -> dict:
     spec = FUNCTIONS[logical_id]
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "af-south-1", "STAGE": "local",
-           "POWERTOOLS_TRACE_DISABLED": "true", "PYDANTIC_DISABLE_PLUGINS": "__all__",
+           "POWERTOOLS_TRACE_DISABLED": "true",
            "_HANDLER": spec.handler, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONPATH": os.pathsep.join([str(spec.code_uri), *map(str, TEMPLATE.layer_dirs())])}
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=ROOT,
