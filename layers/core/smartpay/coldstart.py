@@ -6,7 +6,7 @@ unreachable objects after a whole init). :func:`begin` turns the collector off f
 :func:`end` moves everything loaded into the permanent generation (:func:`gc.freeze`, CPython's
 own recipe for long-lived startup state) and turns it on again, so later collections never walk
 those objects either. Measured with python3.12 on the ``sam build`` output, same code with and
-without it: 13-16 ms of the API functions' ~230 ms init CPU (6 %), 6 ms of migrate's, 3 ms of
+without it: 13-16 ms of the API functions' ~230 ms init CPU (6 %), 6-8 ms of migrate's, 3 ms of
 the authorizer's (docs/performance.md#cold-start-of-every-function).
 
 Only the process that the runtime started for this handler (``_HANDLER``, set by Lambda and by
