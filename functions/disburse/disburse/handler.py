@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from disburse import service
-from disburse.models import BatchReply, BatchRequest, BatchSelector, Disbursed, IssueRequest, VoucherView
+from disburse.models import BatchReply, BatchRequest, BatchSelector, Disbursed, IssueRequest, Voucher
 from smartpay.api import api_handler, json_reply, make_resolver, problem_response, require_scope
 from smartpay.internal import Redisburse, RedisburseReply
 from smartpay.observability import logger, tracer
@@ -27,13 +27,16 @@ app = make_resolver()
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"\S",
                                        description="The caller's key for this voucher: the same key again "
                                                    "replays the first answer; with another body it is a 422")]
+GET_VOUCHER = "get_voucher_api_v1_vouchers__voucher_id__get"
 #: Where the stateful fuzzer (and a client) goes next: the voucher's view, and sending it.
 VOUCHER_LINKS = {
-    "GetVoucher": {"operationId": "get_voucher_api_v1_vouchers__voucher_id__get",
-                   "parameters": {"voucher_id": "$response.body#/voucher_id"}},
+    "GetVoucher": {"operationId": GET_VOUCHER, "parameters": {"voucher_id": "$response.body#/voucher_id"}},
     "DisburseVoucher": {"operationId": "disburse_voucher_api_v1_vouchers__voucher_id__disburse_post",
                         "parameters": {"voucher_id": "$response.body#/voucher_id"}},
 }
+#: From a batch to the first voucher it reports on.
+BATCH_LINKS = {"GetVoucher": {"operationId": GET_VOUCHER,
+                              "parameters": {"voucher_id": "$response.body#/results/0/voucher_id"}}}
 BUFFR_FAILED = {502: problem_response("Buffr failed or rejected the call; the voucher stays pending"),
                 504: problem_response("Buffr did not answer in time; the voucher stays pending")}
 
@@ -45,7 +48,7 @@ def _request_id() -> str:
 @app.post("/api/v1/vouchers", summary="Issue one voucher (Idempotency-Key header required)", status_code=201,
           responses={201: {"description": "The voucher, issued (the same again, with Idempotent-Replayed: true, "
                                            "for a repeated key)",
-                           "content": {"application/json": {"model": VoucherView}}, "links": VOUCHER_LINKS}})
+                           "content": {"application/json": {"model": Voucher}}, "links": VOUCHER_LINKS}})
 @tracer.capture_method
 def issue_voucher(request: IssueRequest, idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
@@ -67,7 +70,8 @@ def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[
     return json_reply(200, result, replayed=replayed)
 
 
-@app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable")
+@app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable",
+          responses={200: {"description": "Each voucher's outcome, in the order sent", "links": BATCH_LINKS}})
 @tracer.capture_method
 def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
     require_scope(app, "vouchers:write")
@@ -76,7 +80,7 @@ def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
 
 @app.get("/api/v1/vouchers/<voucher_id>", summary="A voucher: status, amounts, delivery id, audit history")
 @tracer.capture_method
-def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> VoucherView:
+def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Voucher:
     require_scope(app, "vouchers:read")
     return service.get(str(voucher_id))
 

@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from disburse import repository
-from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, VoucherView
+from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, Voucher
 from smartpay import buffr, db, idempotency, issuance
 from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.lifecycle import VoucherStatus
@@ -83,8 +83,8 @@ def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
 
 # --- read ------------------------------------------------------------------------------------------
 
-def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> VoucherView:
-    return VoucherView(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
+def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> Voucher:
+    return Voucher(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
                        cycle=row["cycle"], amount_cents=row["amount_cents"], currency=row["currency"],
                        status=row["status"], delivery_id=row["buffr_delivery_id"],
                        failure_reason=row["failure_reason"], review_reason=row["review_reason"],
@@ -92,7 +92,7 @@ def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> V
                        status_changed_at=row["status_changed_at"], version=row["version"], history=history)
 
 
-def get(voucher_id: str) -> VoucherView:
+def get(voucher_id: str) -> Voucher:
     with db.connection() as conn:
         row = repository.get(conn, voucher_id)
         if row is None:
