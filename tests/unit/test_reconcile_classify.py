@@ -11,7 +11,7 @@ import pytest
 from reconcile.classify import classify
 from reconcile.handler import InvalidEvent, _request
 from reconcile.report import money
-from smartpay.buffr import _Pacer
+from smartpay.buffr import Pacer
 from smartpay.lifecycle import VoucherStatus
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -101,7 +101,7 @@ def test_saved_events_parse() -> None:
 
 def test_pacer_spaces_call_starts() -> None:
     async def run() -> list[float]:
-        pacer = _Pacer(50.0)
+        pacer = Pacer(50.0)
         starts = []
         for _ in range(11):
             await pacer.wait()
