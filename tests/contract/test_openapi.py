@@ -48,10 +48,13 @@ def _seed(pg, tmp_path: Path) -> Path:
     beneficiaries = [factories.beneficiary(pg)["id"] for _ in range(20)]
     vouchers = [factories.voucher(pg, b, cycle="2026-09", status=status)["id"]
                 for b, status in zip(beneficiaries, ["issued", "pending", "active"] * 6, strict=False)]
+    for b in beneficiaries[:5]:  # a cycle to prepare, approve, pause and resume
+        factories.voucher(pg, b, cycle="2026-08")
     row = pg.execute("SELECT max_amount_cents FROM programmes WHERE code = 'old_age'").fetchone()
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps({"beneficiaries": beneficiaries, "vouchers": vouchers, "programme": "old_age",
-                                "programme_max": int(row["max_amount_cents"])}))
+                                "programme_max": int(row["max_amount_cents"]),
+                                "cycle_run": {"programme": "old_age", "cycle": "2026-08"}}))
     return path
 
 
@@ -78,7 +81,7 @@ def test_fuzzing_every_operation_with_every_check_finds_nothing(gateway_url, api
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract.schemathesis_hooks",
            "SMARTPAY_FUZZ_SEEDS": str(seeds), "SMARTPAY_FUZZ_SECRET": webhook_secrets,
-           "SMARTPAY_FUZZ_KEY": api_keys["operator"],
+           "SMARTPAY_FUZZ_KEY": api_keys["operator"], "SMARTPAY_FUZZ_APPROVER_KEY": api_keys["supervisor"],
            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "layers/core")])}
     # cwd: Schemathesis keeps a cache (.schemathesis/) in its working directory, never in the project
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=tmp_path, env=env)

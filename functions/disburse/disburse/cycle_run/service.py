@@ -123,8 +123,9 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
                              reference=caller.reference)
         snap = repository.snapshot(conn, programme, cycle)
         if snap["voucher_count"] == 0:
-            raise Unprocessable(f"{programme} {cycle} has no issued vouchers to disburse.",
-                                title="Nothing to disburse",
+            # The request is well formed; the cycle's state refuses it (as for a run already open).
+            raise Conflict(f"{programme} {cycle} has no issued vouchers to disburse.",
+                           title="Nothing to disburse",
                                 extra={"exceptions": int(sum((snap["by_reason"] or {}).values()))})
         exceptions = {"total": int(sum(snap["by_reason"].values())), "by_reason": snap["by_reason"],
                       "voucher_ids": snap["exception_ids"]}
