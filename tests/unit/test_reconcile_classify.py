@@ -112,6 +112,31 @@ def test_pacer_spaces_call_starts() -> None:
     assert starts[-1] - starts[0] >= 10 / 50 - 0.005
 
 
+def test_pacer_does_not_burst_after_the_loop_stalls() -> None:
+    """Concurrent waiters and a loop that stalls (a busy core): the waiters that were due do not
+    all start at once when it resumes; any two starts apart are at least one interval apart."""
+    interval = 1 / 50
+
+    async def run() -> list[float]:
+        pacer = Pacer(50.0)
+        starts: list[float] = []
+
+        async def one() -> None:
+            await pacer.wait()
+            starts.append(time.monotonic())
+
+        tasks = [asyncio.create_task(one()) for _ in range(30)]
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # the loop is held: ten slots pass without anyone running
+        await asyncio.gather(*tasks)
+        return starts
+
+    starts = asyncio.run(run())
+    assert len(starts) == 30
+    closest = min(later - earlier for earlier, later in zip(starts, starts[2:], strict=False))
+    assert closest >= interval - 0.002, closest
+
+
 def test_money_is_formatted_from_integer_cents() -> None:
     assert money(0) == "N$ 0.00"
     assert money(140000) == "N$ 1,400.00"

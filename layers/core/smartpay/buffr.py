@@ -194,22 +194,35 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 class Pacer:
     """Start calls no faster than ``rate`` per second, evenly spaced (a configurable rate limit).
 
-    Used on the client's loop only (not thread-safe): ``status_many`` paces logical calls, a
-    cycle run's consumer passes one to ``submit_disburse_many`` to pace every attempt, retries
+    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls, a cycle
+    run's consumer passes one to ``submit_disburse_many`` to pace every attempt, retries
     included, so its share of Buffr's agreed rate holds whatever Buffr answers.
+
+    Waiters take their turn one at a time (a lock, FIFO) and the next slot is set when a call
+    starts, not reserved in advance: when the loop stalls (a busy core, the GIL), the waiters
+    that were due do not all start together when it resumes: the next slot is one interval after
+    a start that came more than an interval late. A start a little late (timer overshoot) keeps
+    the schedule, so the rate does not drift down; any window of T seconds holds at most
+    T × rate + 2 starts.
     """
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
         self.next_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: asyncio.Lock | None = None
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        start = max(now, self.next_at)
-        self.next_at = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
-
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._loop is not loop:
+            self._loop, self._turn = loop, asyncio.Lock()
+        async with self._turn:
+            delay = self.next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            late = now - self.next_at
+            self.next_at = (self.next_at if late < self.interval else now) + self.interval
 
 
 class BuffrClient:
