@@ -203,7 +203,7 @@ class Pacer:
     that were due do not all start together when it resumes: the next slot is one interval after
     a start that came more than an interval late. A start a little late (timer overshoot) keeps
     the schedule, so the rate does not drift down; any window of T seconds holds at most
-    T × rate + 2 starts.
+    T * rate + 2 starts.
     """
 
     def __init__(self, rate: float) -> None:
