@@ -75,25 +75,10 @@ def cycle_report(conn: psycopg.Connection[Any], programme: str, cycle: str) -> d
                   (count(*) FILTER (WHERE review_reason IS NOT NULL))::int AS under_review
              FROM vouchers WHERE programme = %s AND cycle = %s GROUP BY 1 ORDER BY 1""",
         (programme, cycle)).fetchall()
-    latest = conn.execute(
-        """WITH latest AS (
-               SELECT DISTINCT ON (r.voucher_id) r.voucher_id, r.discrepancy, r.action, r.ketchup_amount_cents,
-                      r.buffr_amount_cents, r.run_id
-                 FROM reconciliation_records r
-                 JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
-                 JOIN vouchers v ON v.id = r.voucher_id
-                WHERE v.programme = %s AND v.cycle = %s
-                ORDER BY r.voucher_id, r.checked_at DESC, r.id DESC)
-           SELECT coalesce(discrepancy, 'match') AS class, action, count(*)::int AS count,
-                  coalesce(sum(ketchup_amount_cents), 0)::bigint AS amount_cents,
-                  coalesce(sum(buffr_amount_cents), 0)::bigint AS buffr_amount_cents
-             FROM latest GROUP BY 1, 2 ORDER BY 1, 2""", (programme, cycle)).fetchall()
-    runs = conn.execute(
-        """SELECT count(DISTINCT r.run_id)::int AS runs, max(r.checked_at) AS last_checked_at,
-                  count(DISTINCT r.voucher_id)::int AS vouchers_checked
-             FROM reconciliation_records r JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
-             JOIN vouchers v ON v.id = r.voucher_id WHERE v.programme = %s AND v.cycle = %s""",
-        (programme, cycle)).fetchone()
+    from smartpay import compliance  # only reports need it (keeps the scheduled run's cold start lean)
+
+    latest = compliance.latest_reconciliation(conn, programme, cycle)
+    runs = compliance.reconciliation_coverage(conn, programme, cycle)
     return {"report": "cycle", "programme": programme, "cycle": cycle,
             "vouchers": sum(s["count"] for s in statuses), "cycle_runs": cycle_runs(conn, programme, cycle),
             "statuses": {s["status"]: {"count": s["count"], "amount_cents": int(s["amount_cents"]),
