@@ -24,8 +24,15 @@ hook changed, so a negative case stays negative and is judged as one):
   there and well-formed, so a case that leaves one out or breaks one still tests the 401; its
   optional Idempotency-Key is derived from the body, as for issuing.
 
+* the cycle-run routes (``/api/v1/cycles/{programme}/{cycle}/disbursement…``): a schema-valid
+  programme and cycle become the seeded cycle (issued vouchers of a seeded programme), so
+  preparing, approving, pausing and resuming reach their state machine instead of a 404; approval
+  is sent with the supervisor's key (four eyes: the operator key that prepared may not approve),
+  unless the case left the key out or changed it.
+
 ``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
-``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets.
+``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets; ``SMARTPAY_FUZZ_KEY`` and
+``SMARTPAY_FUZZ_APPROVER_KEY`` are the operator's and the supervisor's API keys.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from schemathesis.core.parameters import ParameterLocation
 from smartpay import signing
 
 WEBHOOK_PATH = "/api/v1/webhooks/buffr"
+CYCLE_RUN_PATH = "/api/v1/cycles/{programme}/{cycle}/disbursement"
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 #: What a generated signature header must look like (the document's schemas) to be replaced by a real one.
 SIGNATURE_SHAPES = {"webhook-id": signing._WEBHOOK_ID, "webhook-timestamp": signing._TIMESTAMP,
@@ -225,6 +233,17 @@ def _webhook(case: Any) -> None:
         headers[present[name]] = value
 
 
+def _cycle_run(case: Any, path: str) -> None:
+    meta = case.meta
+    if meta is not None and meta.is_negative_at(ParameterLocation.PATH):
+        return  # an invalid programme or cycle tests the 422: leave it as generated
+    case.path_parameters.update(seeds()["cycle_run"])
+    if path.endswith("/approve"):
+        for name, value in list(_headers(case).items()):
+            if name.lower() == "x-api-key" and value == os.environ["SMARTPAY_FUZZ_KEY"]:
+                case.headers[name] = os.environ["SMARTPAY_FUZZ_APPROVER_KEY"]
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     # Headers are an open set in HTTP: no API refuses a request for a header it does not know, so
@@ -247,3 +266,5 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         _verify(case)
     elif (method, path) == ("POST", WEBHOOK_PATH):
         _webhook(case)
+    elif path.startswith(CYCLE_RUN_PATH) and case.path_parameters:
+        _cycle_run(case, path)

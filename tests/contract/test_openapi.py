@@ -51,6 +51,8 @@ def _seed(pg, tmp_path: Path) -> Path:
     people = [factories.beneficiary(pg) for _ in range(20)]
     vouchers = [factories.voucher(pg, p["id"], cycle="2026-09", status=status)["id"]
                 for p, status in zip(people, ["issued", "pending", "active"] * 6, strict=False)]
+    for p in people[:5]:  # a cycle to prepare, approve, pause and resume
+        factories.voucher(pg, p["id"], cycle="2026-08")
     row = pg.execute("SELECT max_amount_cents FROM programmes WHERE code = 'old_age'").fetchone()
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps({
@@ -58,7 +60,8 @@ def _seed(pg, tmp_path: Path) -> Path:
         "programme_max": int(row["max_amount_cents"]),
         "people": [{"beneficiary_id": p["id"], "id_number": p["id_number"], "msisdn": p["msisdn"],
                     "full_name": f"{p['first_name']} {p['last_name']}", "voucher_id": v}
-                   for p, v in zip(people, vouchers, strict=False)]}))
+                   for p, v in zip(people, vouchers, strict=False)],
+        "cycle_run": {"programme": "old_age", "cycle": "2026-08"}}))
     return path
 
 
@@ -118,7 +121,7 @@ def test_fuzzing_every_operation_with_every_check_finds_nothing(gateway_url, api
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract.schemathesis_hooks",
            "SMARTPAY_FUZZ_SEEDS": str(seeds), "SMARTPAY_FUZZ_SECRET": webhook_secrets,
-           "SMARTPAY_FUZZ_KEY": api_keys["operator"],
+           "SMARTPAY_FUZZ_KEY": api_keys["operator"], "SMARTPAY_FUZZ_APPROVER_KEY": api_keys["supervisor"],
            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "layers/core")])}
     # cwd: Schemathesis keeps a cache (.schemathesis/) in its working directory, never in the project
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=tmp_path, env=env)

@@ -1,4 +1,5 @@
-"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read).
+"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read;
+approving a cycle run: cycles:approve). The same function consumes the cycle queue (SQS).
 
 One direct invocation is accepted too: reconciliation's :class:`smartpay.internal.Redisburse`
 (docs/reconciliation.md#re-sending-through-disburse), the same batch step as
@@ -14,8 +15,27 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from disburse import service
-from disburse.models import BatchReply, BatchRequest, BatchSelector, Disbursed, IssueRequest, Voucher
-from smartpay.api import api_handler, json_reply, make_resolver, problem_response, require_scope
+from disburse.cycle_run import consumer
+from disburse.cycle_run import service as cycle_runs
+from disburse.cycle_run.models import CycleRun
+from disburse.models import (
+    BatchReply,
+    BatchRequest,
+    BatchSelector,
+    Cycle,
+    Disbursed,
+    IssueRequest,
+    Programme,
+    Voucher,
+)
+from smartpay.api import (
+    api_handler,
+    caller,
+    json_reply,
+    make_resolver,
+    problem_response,
+    require_scope,
+)
 from smartpay.internal import Redisburse, RedisburseReply
 from smartpay.observability import logger, tracer
 from smartpay.validation import event_model
@@ -95,4 +115,62 @@ def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return RedisburseReply.model_validate({"results": [r.model_dump() for r in reply.results]}).model_dump(mode="json")
 
 
-lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=redisburse)
+# --- cycle runs ------------------------------------------------------------------------------------
+
+CYCLE_RUN = "/api/v1/cycles/<programme>/<cycle>/disbursement"
+
+
+def _caller(scope: str) -> cycle_runs.Caller:
+    require_scope(app, scope)
+    principal, key_id = caller(app)
+    return cycle_runs.Caller(principal=principal, key_id=key_id, reference=_request_id())
+
+
+@app.post(CYCLE_RUN, summary="Prepare a cycle run for approval (Idempotency-Key header required)",
+          responses={201: {"description": "Prepared, awaiting approval",
+                           "content": {"application/json": {"model": CycleRun}}},
+                     200: {"description": "The run this key already prepared (Idempotent-Replayed: true)",
+                           "content": {"application/json": {"model": CycleRun}}}})
+@tracer.capture_method
+def prepare_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()],
+                      idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
+    who = _caller("vouchers:write")
+    run, replayed = cycle_runs.prepare(programme, cycle, idempotency_key, who)
+    return json_reply(200 if replayed else 201, run.model_dump(mode="json"), replayed=replayed)
+
+
+@app.post(f"{CYCLE_RUN}/approve", summary="Approve the prepared run (another principal, cycles:approve)",
+          responses={202: {"description": "Approved and enqueued", "content": {"application/json": {"model": CycleRun}}}})
+@tracer.capture_method
+def approve_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> Response[
+        dict[str, Any]]:
+    return json_reply(202, cycle_runs.approve(programme, cycle, _caller("cycles:approve")).model_dump(mode="json"))
+
+
+@app.post(f"{CYCLE_RUN}/pause", summary="Pause the run: no new sends after the current turn")
+@tracer.capture_method
+def pause_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.pause(programme, cycle, _caller("vouchers:write"))
+
+
+@app.post(f"{CYCLE_RUN}/resume", summary="Resume a paused run (or finish an interrupted enqueue)")
+@tracer.capture_method
+def resume_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.resume(programme, cycle, _caller("vouchers:write"))
+
+
+@app.get(CYCLE_RUN, summary="The cycle's latest run and its progress")
+@tracer.capture_method
+def get_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    require_scope(app, "vouchers:read")
+    return cycle_runs.status(programme, cycle)
+
+
+def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Events not from API Gateway: the cycle queue's SQS batches, else reconciliation's re-send."""
+    if event.get("Records"):
+        return consumer.handle(event, context)
+    return redisburse(event, context)
+
+
+lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=direct)
