@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "disburse_batch": ([], ["--vouchers", "2000"]),
     "payroll_import": ([], ["30000"]),
     "reconcile": ([], ["--n", "20000", "--small", "5000", "--cycle", "0"]),
+    "cycle_run": ([], ["--vouchers", "5000"]),
 }
 
 

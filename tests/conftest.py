@@ -23,7 +23,7 @@ pytest_plugins = ["tests.fixtures_dbroles", "tests.fixtures_webhook", "tests.fix
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATA_TABLES = (
-    "reconciliation_records", "reconciliation_runs", "webhook_events", "voucher_events",
+    "cycle_run_chunks", "cycle_run_items", "cycle_run_events", "cycle_runs", "reconciliation_records", "reconciliation_runs", "webhook_events", "voucher_events",
     "vouchers", "beneficiaries",
 )
 
@@ -124,4 +124,4 @@ def gateway_url(local_stack: Any) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def api_keys(local_stack: Any) -> dict[str, str]:
     return {"buffr": local_stack.local["BuffrApiKey"], "operator": local_stack.local["OperatorApiKey"],
-            "payments": local_stack.local["PaymentsApiKey"]}
+            "payments": local_stack.local["PaymentsApiKey"], "supervisor": local_stack.local["SupervisorApiKey"]}

@@ -9,17 +9,30 @@ hook changed, so a negative case stays negative and is judged as one):
 * references point at seeded rows: a ``beneficiary_id`` at an active beneficiary, a
   ``voucher_id`` (path, batch list, webhook data) at a seeded voucher — else every one is a 404;
 * ``POST /api/v1/vouchers``: ``programme`` is the beneficiary's own, ``amount_cents`` within that
-  programme's maximum (reference data in the database), ``expires_at`` in the future (the
+  programme's maximum (reference data in the database) and an integer (``140000.0`` is refused on
+  purpose; so for a redemption webhook's amount too), ``expires_at`` in the future (the
   document says so in words: JSON Schema has no "after now"), and the Idempotency-Key is derived
   from the body, so a repeated body is a replay and two bodies never share a key (the same key
   with another body is a documented 422);
+* ``POST /api/v1/beneficiaries/verify``: half the generated ID numbers (by their hash) become a
+  seeded beneficiary's, with that person's own name and phone in whichever of those fields the
+  case has, and a voucher of theirs (a real voucher already in the case picks the person: its
+  owner), so those verifies fully match (the profile, and the link to it) and the rest answer
+  ``{"match": false}``; a case with any field out of shape is left as generated;
 * the webhook body is signed with the local secret (Standard Webhooks): the exact bytes sent are
   signed, with the generated webhook-id, and only when the generated ``webhook-*`` headers are all
   there and well-formed, so a case that leaves one out or breaks one still tests the 401; its
   optional Idempotency-Key is derived from the body, as for issuing.
 
+* the cycle-run routes (``/api/v1/cycles/{programme}/{cycle}/disbursement…``): a schema-valid
+  programme and cycle become the seeded cycle (issued vouchers of a seeded programme), so
+  preparing, approving, pausing and resuming reach their state machine instead of a 404; approval
+  is sent with the supervisor's key (four eyes: the operator key that prepared may not approve),
+  unless the case left the key out or changed it.
+
 ``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
-``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets.
+``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets; ``SMARTPAY_FUZZ_KEY`` and
+``SMARTPAY_FUZZ_APPROVER_KEY`` are the operator's and the supervisor's API keys.
 """
 
 from __future__ import annotations
@@ -40,10 +53,14 @@ from schemathesis.core.parameters import ParameterLocation
 from smartpay import signing
 
 WEBHOOK_PATH = "/api/v1/webhooks/buffr"
+CYCLE_RUN_PATH = "/api/v1/cycles/{programme}/{cycle}/disbursement"
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 #: What a generated signature header must look like (the document's schemas) to be replaced by a real one.
 SIGNATURE_SHAPES = {"webhook-id": signing._WEBHOOK_ID, "webhook-timestamp": signing._TIMESTAMP,
                     "webhook-signature": re.compile(r"^.+$", re.DOTALL)}
+#: The shapes a verify body's fields must have (the document's) for the case to be made a match.
+VERIFY_SHAPES = {"id_number": re.compile(r"[0-9]{11}"), "full_name": re.compile(r"(?=.*\S).{1,200}", re.DOTALL),
+                 "msisdn": re.compile(r"\+?264[0-9]{8,9}")}
 UNEXPECTED_HEADERS = {"x-schemathesis-unknown-property", "schemathesis-unknown-property", "unknown-property-0"}
 
 
@@ -52,11 +69,17 @@ def seeds() -> dict[str, Any]:
     with open(os.environ["SMARTPAY_FUZZ_SEEDS"], encoding="utf-8") as handle:
         loaded = json.load(handle)
     KNOWN.update(v.lower() for v in loaded["beneficiaries"] + loaded["vouchers"])
+    OWNERS.update((p["voucher_id"].lower(), p["beneficiary_id"].lower()) for p in loaded["people"])
     return loaded
 
 
 #: Ids of rows that exist: seeded, or seen in a reply (a link's value is left as it is).
 KNOWN: set[str] = set()
+#: Whose voucher it is (voucher id -> beneficiary id): seeded, or seen in a reply that names both.
+OWNERS: dict[str, str] = {}
+#: A voucher's status as last seen in a reply (a voucher not seen since seeding is as seeded: open).
+STATUSES: dict[str, str] = {}
+OPEN = {"issued", "pending", "active"}
 
 
 def _pick(pool: list[str], value: Any) -> Any:
@@ -72,6 +95,11 @@ def _pick(pool: list[str], value: Any) -> Any:
 
 def _collect(value: Any) -> None:
     if isinstance(value, dict):
+        voucher = value.get("voucher_id")
+        if isinstance(voucher, str) and isinstance(value.get("beneficiary_id"), str):
+            OWNERS[voucher.lower()] = value["beneficiary_id"].lower()
+        if isinstance(voucher, str) and isinstance(value.get("status"), str):
+            STATUSES[voucher.lower()] = value["status"]
         for key, item in value.items():
             if key in ("voucher_id", "beneficiary_id") and isinstance(item, str):
                 KNOWN.add(item.lower())
@@ -105,6 +133,15 @@ def _headers(case: Any) -> dict[str, Any]:
     return case.headers
 
 
+def _integer_cents(body: dict[str, Any]) -> Any:
+    """JSON Schema counts 140000.0 as an integer; the API refuses it on purpose (money travels as
+    integer cents, never a float; the document says so in words), so send the integer itself."""
+    amount = body.get("amount_cents")
+    if isinstance(amount, float) and amount.is_integer() and amount > 0:
+        amount = body["amount_cents"] = int(amount)
+    return amount
+
+
 def _issue(case: Any) -> None:
     body = case.body
     if not isinstance(body, dict):
@@ -114,11 +151,7 @@ def _issue(case: Any) -> None:
     if isinstance(body.get("programme"), str) and "beneficiary_id" in body:
         body["programme"] = seeds()["programme"]
     maximum = seeds()["programme_max"]
-    amount = body.get("amount_cents")
-    if isinstance(amount, float) and amount.is_integer() and amount > 0:
-        # JSON Schema counts 140000.0 as an integer; the API refuses it on purpose (money travels as
-        # integer cents, never a float; the document says so in words), so send the integer itself.
-        amount = body["amount_cents"] = int(amount)
+    amount = _integer_cents(body)
     if type(amount) is int and amount > maximum:
         body["amount_cents"] = 1 + amount % maximum
     if "expires_at" in body:
@@ -136,10 +169,45 @@ def _batch(case: Any) -> None:
         body["voucher_ids"] = [_pick(seeds()["vouchers"], v) for v in body["voucher_ids"]]
 
 
+def _verify(case: Any) -> None:
+    body, meta, people = case.body, case.meta, seeds()["people"]
+    if not isinstance(body, dict) or (meta is not None and meta.is_negative_at(ParameterLocation.BODY)):
+        return
+    supplied = {k: v for k, v in body.items() if v is not None}  # null: the field is not supplied
+    if not isinstance(supplied.get("id_number"), str) or not set(supplied) <= {*VERIFY_SHAPES, "voucher_id"} or not all(
+            isinstance(v, str) and shape.fullmatch(v) for k, v in supplied.items() if (shape := VERIFY_SHAPES.get(k))):
+        return
+    digest = int(hashlib.sha256(supplied["id_number"].encode()).hexdigest(), 16)
+    if digest % 2 or supplied["id_number"] in {p["id_number"] for p in people}:
+        return  # this ID number stays unknown: {"match": false}
+    voucher = supplied.get("voucher_id")
+    if isinstance(voucher, str) and voucher.lower() in KNOWN:
+        # a real voucher (seeded, or from a reply): its owner's details, if the seeds say who that is
+        person = next((p for p in people if p["beneficiary_id"].lower() == OWNERS.get(voucher.lower())), None)
+        if person is None:
+            return
+    else:
+        if voucher is not None:
+            try:
+                uuid.UUID(str(voucher))
+            except ValueError:
+                return
+        # someone whose own voucher is still open, as far as the replies tell
+        candidates = [p for p in people if STATUSES.get(p["voucher_id"].lower(), "issued") in OPEN] or people
+        person = candidates[digest // 2 % len(candidates)]
+        if voucher is not None:
+            body["voucher_id"] = person["voucher_id"]
+    for field in ("id_number", "full_name", "msisdn"):
+        if field in supplied:
+            body[field] = person[field]
+
+
 def _webhook(case: Any) -> None:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("data"), dict) and "voucher_id" in body["data"]:
         body["data"]["voucher_id"] = _pick(seeds()["vouchers"], body["data"]["voucher_id"])
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        _integer_cents(body["data"])  # a redemption's amount, as for issuing
     headers = _headers(case)
     present = {name.lower(): name for name in headers}
     generated = {name: headers.get(present.get(name, name)) for name in SIGNATURE_HEADERS}
@@ -165,6 +233,17 @@ def _webhook(case: Any) -> None:
         headers[present[name]] = value
 
 
+def _cycle_run(case: Any, path: str) -> None:
+    meta = case.meta
+    if meta is not None and meta.is_negative_at(ParameterLocation.PATH):
+        return  # an invalid programme or cycle tests the 422: leave it as generated
+    case.path_parameters.update(seeds()["cycle_run"])
+    if path.endswith("/approve"):
+        for name, value in list(_headers(case).items()):
+            if name.lower() == "x-api-key" and value == os.environ["SMARTPAY_FUZZ_KEY"]:
+                case.headers[name] = os.environ["SMARTPAY_FUZZ_APPROVER_KEY"]
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     # Headers are an open set in HTTP: no API refuses a request for a header it does not know, so
@@ -183,5 +262,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         _issue(case)
     elif (method, path) == ("POST", "/api/v1/disbursements"):
         _batch(case)
+    elif (method, path) == ("POST", "/api/v1/beneficiaries/verify"):
+        _verify(case)
     elif (method, path) == ("POST", WEBHOOK_PATH):
         _webhook(case)
+    elif path.startswith(CYCLE_RUN_PATH) and case.path_parameters:
+        _cycle_run(case, path)

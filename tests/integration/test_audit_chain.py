@@ -163,7 +163,8 @@ def test_migration_chains_the_rows_written_before_it(scratch, monkeypatch) -> No
         _voucher(conn, "cancelled")
         assert "hash" not in [c.name for c in conn.execute("SELECT * FROM voucher_events LIMIT 0").description]
     monkeypatch.undo()
-    assert [m.split("_")[0] for m in migrate.apply(url)["applied"]] == ["0012"]
+    assert [m.split("_")[0] for m in migrate.apply(url)["applied"]] == [  # 0012, then any later one
+        m.version for m in everything if m.version >= "0012"]
     with psycopg.connect(url, autocommit=True) as conn:
         result = audit_chain.verify(conn)
         assert result.ok and result.vouchers == 2 and result.events == 5

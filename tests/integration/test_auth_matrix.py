@@ -31,7 +31,7 @@ OPERATIONS = sorted((method.upper(), path, op) for path, ops in DOCUMENT["paths"
 KEYED = [(method, path) for method, path, op in OPERATIONS if op.get("security", DOCUMENT["security"]) != []]
 OPEN = [(method, path) for method, path, op in OPERATIONS if op.get("security", DOCUMENT["security"]) == []]
 UNKNOWN_KEY = "not-a-key-" + uuid.uuid4().hex
-LOCAL_KEYS = ("BuffrApiKey", "OperatorApiKey", "PaymentsApiKey")  # env.local.json's LocalStack section
+LOCAL_KEYS = ("BuffrApiKey", "OperatorApiKey", "PaymentsApiKey", "SupervisorApiKey")  # env.local.json's LocalStack section
 
 
 def _scope(method: str, path: str) -> str | None:

@@ -37,6 +37,14 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "vouchers": {"SELECT": ALL, "INSERT": ISSUE_COLUMNS, "UPDATE": STATUS_COLUMNS},
         "voucher_events": {"SELECT": ALL, "INSERT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
+        "cycle_runs": {"SELECT": ALL, "INSERT": ALL, "UPDATE": frozenset({
+            "status", "checker_principal", "checker_key_id", "approved_at", "finished_at", "updated_at"})},
+        "cycle_run_events": {"SELECT": ALL, "INSERT": ALL},
+        "cycle_run_items": {"SELECT": ALL, "INSERT": ALL},
+        "cycle_run_chunks": {"SELECT": ALL, "INSERT": ALL, "UPDATE": frozenset({
+            "state", "token", "message_id", "sends", "receives", "attempts", "retries", "errors", "enqueued_at",
+            "done_at", "updated_at"})},
+        "cycle_run_events_id_seq": {"USAGE": ALL},
     },
     "smartpay_webhook": {
         "vouchers": {"SELECT": ALL, "UPDATE": STATUS_COLUMNS},
@@ -57,6 +65,9 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "webhook_receipts": {"SELECT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
         "reconciliation_records_id_seq": {"USAGE": ALL},
+        "cycle_runs": {"SELECT": ALL},
+        "cycle_run_items": {"SELECT": ALL},
+        "cycle_run_chunks": {"SELECT": ALL},
     },
     "buffr_readonly": {
         "vouchers": {"SELECT": ALL},
@@ -66,15 +77,17 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         name: {"SELECT": ALL}
         for name in ("programmes", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
                      "reconciliation_records", "reconciliation_report", "beneficiaries_masked", "voucher_lifecycle",
-                     "beneficiary_eligibility", "webhook_receipts")
+                     "beneficiary_eligibility", "webhook_receipts", "cycle_runs", "cycle_run_events",
+                     "cycle_run_items", "cycle_run_chunks")
     },
 }
 #: Every relation in the schema must be listed here: a new table is a decision about who sees it.
 RELATIONS = frozenset({
     "programmes", "beneficiaries", "vouchers", "voucher_events", "webhook_events", "reconciliation_runs",
     "reconciliation_records", "beneficiaries_masked", "reconciliation_report", "schema_migrations",
-    "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq", "reconciliation_records_id_seq",
-    "beneficiary_eligibility", "webhook_receipts",
+    "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq",
+    "reconciliation_records_id_seq", "beneficiary_eligibility", "webhook_receipts", "cycle_runs", "cycle_run_events",
+    "cycle_run_items", "cycle_run_chunks", "cycle_run_events_id_seq",
 })
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")

@@ -50,3 +50,31 @@ def test_disburse_and_issue_routes_count_under_the_same_names(disburse_env, pg, 
     for _ in range(3):
         service.issue(request, "issue-key-metrics", reference="m", context=lambda_context())
     assert _totals(capsys, "issue") == (3.0, 2.0)
+
+
+def test_verify_counts_matches_and_mismatches(db_env, pg, capsys) -> None:
+    """Probing ID numbers with wrong details shows up as ``BeneficiaryNoMatches`` (the alarmable
+    signal of a walked key); a full match counts as ``BeneficiaryMatches``."""
+    import json
+    import time
+
+    from beneficiaries.handler import lambda_handler
+    from smartpay_tools.local.events import api_event, buffr_authorizer
+    from smartpay_tools.local.lambda_runtime import FakeLambdaContext
+
+    b = factories.beneficiary(pg, first_name="Ndapewa", last_name="Amukoto")
+
+    def verify(body: dict) -> dict:
+        event = api_event("POST", "/api/v1/beneficiaries/verify", headers={"content-type": "application/json"},
+                          body=json.dumps(body), authorizer=buffr_authorizer())
+        reply = lambda_handler(event, FakeLambdaContext("beneficiaries", 512, "req-m", time.time() * 1000 + 29000))
+        assert reply["statusCode"] == 200, reply["body"]
+        return json.loads(reply["body"])
+
+    capsys.readouterr()
+    assert verify({"id_number": b["id_number"], "full_name": "Ndapewa Amukoto"})["match"] is True
+    assert verify({"id_number": b["id_number"], "full_name": "Someone Else"}) == {"match": False}
+    assert verify({"id_number": "99999999999"}) == {"match": False}
+    totals = compliance.emf_totals(capsys.readouterr().out.splitlines())
+    assert [totals(name, "", None, None) for name in  # type: ignore[arg-type]
+            ("BeneficiaryVerifications", "BeneficiaryMatches", "BeneficiaryNoMatches")] == [3.0, 1.0, 2.0]

@@ -44,6 +44,8 @@ EXPECTED = {
     "disburse/disburse.json": 200,
     "disburse/get.json": 200,
     "disburse/batch.json": 200,
+    "disburse/cycle_status.json": 200,
+    "disburse/cycle_chunk.json": {"batchItemFailures": []},
     "webhook/buffr.json": 200,
     "reconcile/vouchers.json": "completed",
     "reconcile/incremental.json": "completed",
@@ -247,7 +249,7 @@ def test_seed_events_is_safe_to_repeat_and_audits_every_step(sam_stack: Any, cap
     from smartpay_tools.cli import app
 
     assert app.main(["--database-url", sam_stack.postgres.url, "seed-events"]) == 0  # the command, again
-    assert "0 beneficiaries, 0 vouchers, 0 runs added" in capsys.readouterr().out
+    assert "0 beneficiaries, 0 vouchers, 0 runs, 0 cycle runs added" in capsys.readouterr().out
     with psycopg.connect(sam_stack.postgres.url) as conn:
         audit = conn.execute("""SELECT voucher_id::text, array_agg(to_status ORDER BY id) FROM voucher_events
                                 WHERE reference = %s GROUP BY 1""", (saved_events.REFERENCE,)).fetchall()

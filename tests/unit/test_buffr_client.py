@@ -143,7 +143,7 @@ def test_submit_disburse_many_turns_a_client_bug_into_an_unavailable_result(monk
 
     client, _, _ = _client([])
 
-    async def broken(request, deadline):
+    async def broken(request, deadline, pacer=None):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(client, "disburse_async", broken)

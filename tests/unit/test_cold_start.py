@@ -100,3 +100,10 @@ def test_begin_then_end_freezes_and_turns_the_collector_back_on(monkeypatch: pyt
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_disburse_loads_the_queue_consumer_only_for_queue_events() -> None:
+    """The SQS consumer brings Powertools' batch utility and the parser's event models: an API
+    cold start of the disburse function does not load them."""
+    modules = set(_cold_start("DisburseFunction")["modules"])
+    assert not modules & {"disburse.cycle_run.consumer", "aws_lambda_powertools.utilities.batch"}

@@ -11,7 +11,7 @@ import pytest
 from reconcile.classify import classify
 from reconcile.handler import InvalidEvent, _request
 from reconcile.report import money
-from smartpay.buffr import _Pacer
+from smartpay.buffr import Pacer
 from smartpay.lifecycle import VoucherStatus
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -101,7 +101,7 @@ def test_saved_events_parse() -> None:
 
 def test_pacer_spaces_call_starts() -> None:
     async def run() -> list[float]:
-        pacer = _Pacer(50.0)
+        pacer = Pacer(50.0)
         starts = []
         for _ in range(11):
             await pacer.wait()
@@ -110,6 +110,31 @@ def test_pacer_spaces_call_starts() -> None:
 
     starts = asyncio.run(run())
     assert starts[-1] - starts[0] >= 10 / 50 - 0.005
+
+
+def test_pacer_does_not_burst_after_the_loop_stalls() -> None:
+    """Concurrent waiters and a loop that stalls (a busy core): the waiters that were due do not
+    all start at once when it resumes; any two starts apart are at least one interval apart."""
+    interval = 1 / 50
+
+    async def run() -> list[float]:
+        pacer = Pacer(50.0)
+        starts: list[float] = []
+
+        async def one() -> None:
+            await pacer.wait()
+            starts.append(time.monotonic())
+
+        tasks = [asyncio.create_task(one()) for _ in range(30)]
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # the loop is held: ten slots pass without anyone running
+        await asyncio.gather(*tasks)
+        return starts
+
+    starts = asyncio.run(run())
+    assert len(starts) == 30
+    closest = min(later - earlier for earlier, later in zip(starts, starts[2:], strict=False))
+    assert closest >= interval - 0.002, closest
 
 
 def test_money_is_formatted_from_integer_cents() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from beneficiaries import service
-from beneficiaries.models import BeneficiaryView, VerifyReply, VerifyRequest
+from beneficiaries.models import Beneficiary, VerifyReply, VerifyRequest
 from smartpay import coldstart
 from smartpay.api import api_handler, make_resolver, require_scope
 from smartpay.observability import metrics, tracer
@@ -16,10 +16,14 @@ MAX_BODY_BYTES = 16 * 1024
 
 app = make_resolver()
 
+#: A full match names the beneficiary: its profile is the next call (a no-match names no one).
+VERIFY_LINKS = {"GetBeneficiary": {"operationId": "get_beneficiary_api_v1_beneficiaries__beneficiary_id__get",
+                                   "parameters": {"beneficiary_id": "$response.body#/beneficiary/beneficiary_id"}}}
+
 
 @app.get("/api/v1/beneficiaries/<beneficiary_id>", summary="A beneficiary's masked profile and open vouchers")
 @tracer.capture_method
-def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> BeneficiaryView:
+def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> Beneficiary:
     require_scope(app, "beneficiaries:read")
     metrics.add_metric(name="BeneficiaryLookups", unit="Count", value=1)
     return service.get(beneficiary_id)
@@ -27,7 +31,9 @@ def get_beneficiary(beneficiary_id: Annotated[uuid.UUID, Path()]) -> Beneficiary
 
 @app.post("/api/v1/beneficiaries/verify",
           summary="Verify a beneficiary by ID number (in the body); unless every supplied field matches, "
-                  'the reply is only {"match": false}')
+                  'the reply is only {"match": false}',
+          responses={200: {"description": 'The masked profile when every supplied field matches, else only '
+                                          '{"match": false}', "links": VERIFY_LINKS}})
 @tracer.capture_method
 def verify(request: VerifyRequest) -> VerifyReply:
     require_scope(app, "beneficiaries:read")

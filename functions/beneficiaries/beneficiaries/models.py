@@ -17,7 +17,8 @@ class VerifyRequest(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     id_number: IdNumber = Field(description="National ID number, 11 digits")
-    full_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    full_name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")] | None = Field(
+        default=None, description="Not blank (surrounding whitespace is ignored)")
     msisdn: Msisdn | None = Field(default=None, description="Phone number, +264…")
     voucher_id: uuid.UUID | None = None
 
@@ -47,7 +48,11 @@ class MaskedBeneficiary(BaseModel):
     eligible: bool
 
 
-class BeneficiaryView(MaskedBeneficiary):
+# Named for the resource, as the disburse API's Voucher is: a `beneficiary_id` anywhere in the
+# document (issuing's body, this path) is matched to the schema named Beneficiary.
+class Beneficiary(MaskedBeneficiary):
+    """A beneficiary's masked profile and open vouchers."""
+
     open_vouchers: list[VoucherSummary]
 
 
@@ -58,7 +63,7 @@ class Verification(BaseModel):
 
     match: Literal[True] = True
     checks: dict[str, bool] = Field(description="The supplied fields (all matched)")
-    beneficiary: BeneficiaryView
+    beneficiary: Beneficiary
 
 
 class NoMatch(BaseModel):

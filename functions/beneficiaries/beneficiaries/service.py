@@ -12,7 +12,7 @@ from typing import Any
 
 from beneficiaries import repository
 from beneficiaries.models import (
-    BeneficiaryView,
+    Beneficiary,
     NoMatch,
     Verification,
     VerifyReply,
@@ -32,9 +32,9 @@ def _normalise_msisdn(value: str) -> str:
     return value if value.startswith("+") else "+" + value
 
 
-def _view(row: dict[str, Any]) -> BeneficiaryView:
+def _view(row: dict[str, Any]) -> Beneficiary:
     vouchers = repository.open_vouchers(str(row["id"]))
-    return BeneficiaryView(
+    return Beneficiary(
         beneficiary_id=row["id"],
         id_number=mask_id_number(row["id_number"]) or "",
         name=mask_name(f"{row['first_name']} {row['last_name']}") or "",
@@ -58,7 +58,7 @@ def _view(row: dict[str, Any]) -> BeneficiaryView:
     )
 
 
-def get(beneficiary_id: uuid.UUID) -> BeneficiaryView:
+def get(beneficiary_id: uuid.UUID) -> Beneficiary:
     row = repository.by_id(str(beneficiary_id))
     if row is None:
         raise NotFound(f"No beneficiary with id {beneficiary_id}.")

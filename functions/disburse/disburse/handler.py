@@ -1,4 +1,5 @@
-"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read).
+"""Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read;
+approving a cycle run: cycles:approve). The same function consumes the cycle queue (SQS).
 
 One direct invocation is accepted too: reconciliation's :class:`smartpay.internal.Redisburse`
 (docs/reconciliation.md#re-sending-through-disburse), the same batch step as
@@ -14,9 +15,27 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from disburse import service
-from disburse.models import BatchReply, BatchRequest, BatchSelector, Disbursed, IssueRequest, VoucherView
+from disburse.cycle_run import service as cycle_runs
+from disburse.cycle_run.models import CycleRun
+from disburse.models import (
+    BatchReply,
+    BatchRequest,
+    BatchSelector,
+    Cycle,
+    Disbursed,
+    IssueRequest,
+    Programme,
+    Voucher,
+)
 from smartpay import coldstart
-from smartpay.api import api_handler, json_reply, make_resolver, problem_response, require_scope
+from smartpay.api import (
+    api_handler,
+    caller,
+    json_reply,
+    make_resolver,
+    problem_response,
+    require_scope,
+)
 from smartpay.internal import Redisburse, RedisburseReply
 from smartpay.observability import logger, tracer
 from smartpay.validation import event_model
@@ -28,13 +47,16 @@ app = make_resolver()
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"\S",
                                        description="The caller's key for this voucher: the same key again "
                                                    "replays the first answer; with another body it is a 422")]
+GET_VOUCHER = "get_voucher_api_v1_vouchers__voucher_id__get"
 #: Where the stateful fuzzer (and a client) goes next: the voucher's view, and sending it.
 VOUCHER_LINKS = {
-    "GetVoucher": {"operationId": "get_voucher_api_v1_vouchers__voucher_id__get",
-                   "parameters": {"voucher_id": "$response.body#/voucher_id"}},
+    "GetVoucher": {"operationId": GET_VOUCHER, "parameters": {"voucher_id": "$response.body#/voucher_id"}},
     "DisburseVoucher": {"operationId": "disburse_voucher_api_v1_vouchers__voucher_id__disburse_post",
                         "parameters": {"voucher_id": "$response.body#/voucher_id"}},
 }
+#: From a batch to the first voucher it reports on.
+BATCH_LINKS = {"GetVoucher": {"operationId": GET_VOUCHER,
+                              "parameters": {"voucher_id": "$response.body#/results/0/voucher_id"}}}
 BUFFR_FAILED = {502: problem_response("Buffr failed or rejected the call; the voucher stays pending"),
                 504: problem_response("Buffr did not answer in time; the voucher stays pending")}
 
@@ -46,7 +68,7 @@ def _request_id() -> str:
 @app.post("/api/v1/vouchers", summary="Issue one voucher (Idempotency-Key header required)", status_code=201,
           responses={201: {"description": "The voucher, issued (the same again, with Idempotent-Replayed: true, "
                                            "for a repeated key)",
-                           "content": {"application/json": {"model": VoucherView}}, "links": VOUCHER_LINKS}})
+                           "content": {"application/json": {"model": Voucher}}, "links": VOUCHER_LINKS}})
 @tracer.capture_method
 def issue_voucher(request: IssueRequest, idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
@@ -68,7 +90,8 @@ def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[
     return json_reply(200, result, replayed=replayed)
 
 
-@app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable")
+@app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable",
+          responses={200: {"description": "Each voucher's outcome, in the order sent", "links": BATCH_LINKS}})
 @tracer.capture_method
 def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
     require_scope(app, "vouchers:write")
@@ -77,7 +100,7 @@ def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
 
 @app.get("/api/v1/vouchers/<voucher_id>", summary="A voucher: status, amounts, delivery id, audit history")
 @tracer.capture_method
-def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> VoucherView:
+def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Voucher:
     require_scope(app, "vouchers:read")
     return service.get(str(voucher_id))
 
@@ -92,7 +115,69 @@ def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return RedisburseReply.model_validate({"results": [r.model_dump() for r in reply.results]}).model_dump(mode="json")
 
 
-lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=redisburse)
+# --- cycle runs ------------------------------------------------------------------------------------
+
+CYCLE_RUN = "/api/v1/cycles/<programme>/<cycle>/disbursement"
+
+
+def _caller(scope: str) -> cycle_runs.Caller:
+    require_scope(app, scope)
+    principal, key_id = caller(app)
+    return cycle_runs.Caller(principal=principal, key_id=key_id, reference=_request_id())
+
+
+@app.post(CYCLE_RUN, summary="Prepare a cycle run for approval (Idempotency-Key header required)",
+          responses={201: {"description": "Prepared, awaiting approval",
+                           "content": {"application/json": {"model": CycleRun}}},
+                     200: {"description": "The run this key already prepared (Idempotent-Replayed: true)",
+                           "content": {"application/json": {"model": CycleRun}}}})
+@tracer.capture_method
+def prepare_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()],
+                      idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
+    who = _caller("vouchers:write")
+    run, replayed = cycle_runs.prepare(programme, cycle, idempotency_key, who)
+    return json_reply(200 if replayed else 201, run.model_dump(mode="json"), replayed=replayed)
+
+
+@app.post(f"{CYCLE_RUN}/approve", summary="Approve the prepared run (another principal, cycles:approve)",
+          responses={202: {"description": "Approved and enqueued", "content": {"application/json": {"model": CycleRun}}}})
+@tracer.capture_method
+def approve_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> Response[
+        dict[str, Any]]:
+    return json_reply(202, cycle_runs.approve(programme, cycle, _caller("cycles:approve")).model_dump(mode="json"))
+
+
+@app.post(f"{CYCLE_RUN}/pause", summary="Pause the run: no new sends after the current turn")
+@tracer.capture_method
+def pause_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.pause(programme, cycle, _caller("vouchers:write"))
+
+
+@app.post(f"{CYCLE_RUN}/resume", summary="Resume a paused run (or finish an interrupted enqueue)")
+@tracer.capture_method
+def resume_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.resume(programme, cycle, _caller("vouchers:write"))
+
+
+@app.get(CYCLE_RUN, summary="The cycle's latest run and its progress")
+@tracer.capture_method
+def get_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    require_scope(app, "vouchers:read")
+    return cycle_runs.status(programme, cycle)
+
+
+def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Events not from API Gateway: the cycle queue's SQS batches, else reconciliation's re-send."""
+    if event.get("Records"):
+        # Powertools' batch utility brings the parser's event models (~70 ms of imports): only the
+        # queue's invocations load it, not every API cold start.
+        from disburse.cycle_run import consumer
+
+        return consumer.handle(event, context)
+    return redisburse(event, context)
+
+
+lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=direct)
 
 
 coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

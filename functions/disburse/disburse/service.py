@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import queue
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from disburse import repository
-from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, VoucherView
+from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, Voucher
 from smartpay import buffr, db, idempotency, issuance
 from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.lifecycle import VoucherStatus
@@ -83,8 +85,8 @@ def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
 
 # --- read ------------------------------------------------------------------------------------------
 
-def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> VoucherView:
-    return VoucherView(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
+def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> Voucher:
+    return Voucher(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
                        cycle=row["cycle"], amount_cents=row["amount_cents"], currency=row["currency"],
                        status=row["status"], delivery_id=row["buffr_delivery_id"],
                        failure_reason=row["failure_reason"], review_reason=row["review_reason"],
@@ -92,7 +94,7 @@ def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> V
                        status_changed_at=row["status_changed_at"], version=row["version"], history=history)
 
 
-def get(voucher_id: str) -> VoucherView:
+def get(voucher_id: str) -> Voucher:
     with db.connection() as conn:
         row = repository.get(conn, voucher_id)
         if row is None:
@@ -248,76 +250,26 @@ def _count(items: list[BatchItem]) -> None:
 def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> BatchReply:
     """Disburse many vouchers inside one invocation, resumable.
 
-    Keeps ``BUFFR_CONCURRENCY`` calls in flight and as many again submitted behind them, so
-    the calls keep going while this thread talks to the database. Each turn is one statement
-    (:func:`repository.settle_and_claim`: record the answers that arrived, claim issued →
-    pending as many as are free), atomic on its own; between turns the thread sleeps a tick and
-    takes every answer that came in meanwhile — one wake-up per turn, not one per answer, since
-    each wake-up takes the GIL from the client's busy I/O thread. Stops claiming when less than
-    one full attempt fits before the deadline; what was never claimed is returned in
-    ``not_attempted`` (untouched: still ``issued``); a claimed voucher whose call the deadline
-    cut is reported ``pending``.
+    :func:`send` with ``BUFFR_CONCURRENCY`` calls in flight until the deadline: what was never
+    claimed is returned in ``not_attempted`` (untouched: still ``issued``); a claimed voucher
+    whose call the deadline cut is reported ``pending``.
     """
     client = buffr.client()
     settings = client.settings
     deadline = buffr.deadline_from(context, _margin())
-    stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
-    submit_limit = 2 * settings.concurrency
-    claim_at_least = max(1, settings.concurrency // 4)
     with db.autocommit() as conn:
         if request.voucher_ids is not None:
             ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
             details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
-            todo = deque(ids)
         else:
             rows = repository.candidates(conn, request.programme, request.cycle, request.limit)
             details = {row[0]: row[1:] for row in rows}
-            todo = deque(row[0] for row in rows)
-        requested = len(todo)
-        done: queue.SimpleQueue[buffr.BuffrResult] = queue.SimpleQueue()
-        in_flight = 0
-        items: list[BatchItem] = []
-        stopped_early = False
-        results: list[buffr.BuffrResult] = []
-        while todo or in_flight or results:
-            chunk: list[str] = []
-            free = submit_limit - in_flight
-            if todo and (free >= min(claim_at_least, len(todo)) or not in_flight):
-                if time.monotonic() >= stop_claiming_at:
-                    stopped_early = True
-                else:
-                    chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
-            if results or chunk:
-                settled, claimed, refused = repository.settle_and_claim(conn, _changes(results), chunk, reference)
-                if claimed:  # first: the calls start while this thread does the bookkeeping
-                    missing = [v for v in claimed if v not in details]
-                    if missing:  # cannot happen for ids read up front; never send without details
-                        details.update((row[0], row[1:]) for row in repository.sendable(conn, missing))
-                    client.submit_disburse_many(
-                        [buffr.DisburseRequest(v, int(details[v][0]), *details[v][1:]) for v in claimed],
-                        deadline=deadline, on_result=done.put)
-                    in_flight += len(claimed)
-                items.extend(_items(results, settled))
-                if refused:
-                    turned_down = [_refused(t) for t in refused]
-                    _log(turned_down, [None] * len(turned_down))
-                    items.extend(turned_down)
-            results = []
-            if not in_flight:
-                if stopped_early or not todo:
-                    break
-                continue
-            results.append(done.get(timeout=max(deadline - time.monotonic(), 0) + 30))
-            time.sleep(GATHER_S)  # let a tick's answers gather: one wake-up per turn
-            while True:
-                try:
-                    results.append(done.get_nowait())
-                except queue.Empty:
-                    break
-            in_flight -= len(results)
-        not_attempted = list(todo)
+            ids = [row[0] for row in rows]
+        requested = len(ids)
+        sent = send(conn, ids, details, deadline=deadline, reference=reference, in_flight=settings.concurrency)
         left = (repository.remaining(conn, request.programme, request.cycle)
                 if request.programme is not None else None)
+    items, not_attempted, stopped_early = sent.items, sent.not_attempted, sent.stopped_early
     _count(items)
     outcomes = [i.outcome for i in items]
     logger.info("batch finished", extra={"requested": requested, "attempted": len(items),
@@ -328,6 +280,92 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                       skipped=outcomes.count("skipped") + outcomes.count("not_found"),
                       stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
                       remaining=left, results=items)
+
+
+@dataclass
+class Sent:
+    """What one :func:`send` came to."""
+
+    items: list[BatchItem] = field(default_factory=list)
+    not_attempted: list[str] = field(default_factory=list)
+    stopped_early: bool = False  # the deadline came first
+    stopped: bool = False  # ``keep_claiming`` said stop (a paused cycle run)
+    calls: int = 0  # logical Buffr calls answered (each with one or more attempts)
+    retries: int = 0  # Buffr attempts beyond each call's first
+    errors: Counter[str] = field(default_factory=Counter)  # why calls did not go through, by class
+
+
+def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, deadline: float, reference: str,
+         in_flight: int, pacer: buffr.Pacer | None = None,
+         keep_claiming: Callable[[], bool] | None = None) -> Sent:
+    """Send these vouchers to Buffr on ``conn`` (autocommit), claiming each ``issued → pending`` first.
+
+    Keeps ``in_flight`` calls in flight and as many again submitted behind them (only
+    ``in_flight`` when paced: a paced call waits for its turn, so claiming far ahead would only
+    hold vouchers in ``pending``), so the calls keep going while this thread talks to the
+    database. Each turn is one statement (:func:`repository.settle_and_claim`: record the answers
+    that arrived, claim as many as are free), atomic on its own; between turns the thread sleeps a
+    tick and takes every answer that came in meanwhile — one wake-up per turn, not one per
+    answer, since each wake-up takes the GIL from the client's busy I/O thread. Stops claiming
+    when less than one full attempt fits before the deadline, or when ``keep_claiming`` (asked
+    before each claim) says so; what was never claimed is returned in ``not_attempted``
+    (untouched: still ``issued``); a claimed voucher whose call the deadline cut is ``pending``.
+    """
+    client = buffr.client()
+    settings = client.settings
+    stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
+    submit_limit = in_flight if pacer is not None else 2 * in_flight
+    claim_at_least = max(1, in_flight // 4)
+    todo = deque(ids)
+    done: queue.SimpleQueue[buffr.BuffrResult] = queue.SimpleQueue()
+    outstanding = 0
+    out = Sent()
+    results: list[buffr.BuffrResult] = []
+    while todo or outstanding or results:
+        chunk: list[str] = []
+        free = submit_limit - outstanding
+        if todo and not out.stopped and (free >= min(claim_at_least, len(todo)) or not outstanding):
+            if time.monotonic() >= stop_claiming_at:
+                out.stopped_early = True
+            elif keep_claiming is not None and not keep_claiming():
+                out.stopped = True
+            else:
+                chunk = [todo.popleft() for _ in range(min(free, len(todo)))]
+        if results or chunk:
+            settled, claimed, refused = repository.settle_and_claim(conn, _changes(results), chunk, reference)
+            if claimed:  # first: the calls start while this thread does the bookkeeping
+                missing = [v for v in claimed if v not in details]
+                if missing:  # cannot happen for ids read up front; never send without details
+                    details.update((row[0], row[1:]) for row in repository.sendable(conn, missing))
+                client.submit_disburse_many(
+                    [buffr.DisburseRequest(v, int(details[v][0]), *details[v][1:]) for v in claimed],
+                    deadline=deadline, on_result=done.put, pacer=pacer)
+                outstanding += len(claimed)
+            out.items.extend(_items(results, settled))
+            if refused:
+                turned_down = [_refused(t) for t in refused]
+                _log(turned_down, [None] * len(turned_down))
+                out.items.extend(turned_down)
+            out.calls += len(results)
+            for r in results:
+                out.retries += max(r.attempts - 1, 0)
+                if r.outcome != "accepted":
+                    out.errors["rejected" if r.outcome == "rejected" else (r.error or "unavailable")] += 1
+        results = []
+        if not outstanding:
+            if out.stopped_early or out.stopped or not todo:
+                break
+            continue
+        results.append(done.get(timeout=max(deadline - time.monotonic(), 0) + 30))
+        time.sleep(GATHER_S)  # let a tick's answers gather: one wake-up per turn
+        while True:
+            try:
+                results.append(done.get_nowait())
+            except queue.Empty:
+                break
+        outstanding -= len(results)
+    out.not_attempted = list(todo)
+    return out
 
 
 def _refused(t: Any) -> BatchItem:

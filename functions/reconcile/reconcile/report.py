@@ -8,8 +8,9 @@ Shared by the reconcile function (``{"report": …}`` events) and the operator C
   action, and per programme cycle: checked, matched, healed, flagged, and the amounts of the
   checked vouchers by their status now (issued / redeemed / outstanding).
 * ``cycle_report(conn, programme, cycle)``: every voucher of the cycle by status with amounts
-  (issued, redeemed, outstanding, expired, cancelled, failed), and the *current* reconciliation
-  state: each voucher's latest record from a real (not dry) run, by class and action.
+  (issued, redeemed, outstanding, expired, cancelled, failed), the *current* reconciliation
+  state: each voucher's latest record from a real (not dry) run, by class and action, and the
+  cycle's runs (server-side disbursement), each with what it sent against what was confirmed.
 """
 
 from __future__ import annotations
@@ -74,31 +75,42 @@ def cycle_report(conn: psycopg.Connection[Any], programme: str, cycle: str) -> d
                   (count(*) FILTER (WHERE review_reason IS NOT NULL))::int AS under_review
              FROM vouchers WHERE programme = %s AND cycle = %s GROUP BY 1 ORDER BY 1""",
         (programme, cycle)).fetchall()
-    latest = conn.execute(
-        """WITH latest AS (
-               SELECT DISTINCT ON (r.voucher_id) r.voucher_id, r.discrepancy, r.action, r.ketchup_amount_cents,
-                      r.buffr_amount_cents, r.run_id
-                 FROM reconciliation_records r
-                 JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
-                 JOIN vouchers v ON v.id = r.voucher_id
-                WHERE v.programme = %s AND v.cycle = %s
-                ORDER BY r.voucher_id, r.checked_at DESC, r.id DESC)
-           SELECT coalesce(discrepancy, 'match') AS class, action, count(*)::int AS count,
-                  coalesce(sum(ketchup_amount_cents), 0)::bigint AS amount_cents,
-                  coalesce(sum(buffr_amount_cents), 0)::bigint AS buffr_amount_cents
-             FROM latest GROUP BY 1, 2 ORDER BY 1, 2""", (programme, cycle)).fetchall()
-    runs = conn.execute(
-        """SELECT count(DISTINCT r.run_id)::int AS runs, max(r.checked_at) AS last_checked_at,
-                  count(DISTINCT r.voucher_id)::int AS vouchers_checked
-             FROM reconciliation_records r JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
-             JOIN vouchers v ON v.id = r.voucher_id WHERE v.programme = %s AND v.cycle = %s""",
-        (programme, cycle)).fetchone()
+    from smartpay import compliance  # only reports need it (keeps the scheduled run's cold start lean)
+
+    latest = compliance.latest_reconciliation(conn, programme, cycle)
+    runs = compliance.reconciliation_coverage(conn, programme, cycle)
     return {"report": "cycle", "programme": programme, "cycle": cycle,
-            "vouchers": sum(s["count"] for s in statuses),
+            "vouchers": sum(s["count"] for s in statuses), "cycle_runs": cycle_runs(conn, programme, cycle),
             "statuses": {s["status"]: {"count": s["count"], "amount_cents": int(s["amount_cents"]),
                                        "under_review": s["under_review"]} for s in statuses},
             **_amounts([{"status": s["status"], "amount_cents": s["amount_cents"]} for s in statuses]),
             "reconciliation": _jsonable(runs), "discrepancies": latest}
+
+
+def cycle_runs(conn: psycopg.Connection[Any], programme: str, cycle: str) -> list[dict[str, Any]]:
+    """The cycle's runs (issue 15) with what each sent against what was confirmed: accepted by Buffr
+    (a delivery id recorded) and, per each voucher's latest reconciliation check, matched at Buffr."""
+    rows = conn.execute(
+        """SELECT r.id::text AS run_id, r.status, r.maker_principal AS maker, r.checker_principal AS checker,
+                  r.voucher_count, r.total_amount_cents, r.prepared_at, r.approved_at, r.finished_at,
+                  count(i.voucher_id)::int AS planned,
+                  (count(*) FILTER (WHERE v.status IN ('pending', 'active', 'redeemed', 'failed')
+                                       OR v.buffr_delivery_id IS NOT NULL))::int AS sent,
+                  (count(*) FILTER (WHERE v.buffr_delivery_id IS NOT NULL))::int AS accepted,
+                  (count(*) FILTER (WHERE v.status = 'pending'))::int AS pending,
+                  (count(*) FILTER (WHERE v.status = 'failed'))::int AS failed,
+                  (count(*) FILTER (WHERE rec.match))::int AS confirmed,
+                  (count(*) FILTER (WHERE rec.match IS FALSE))::int AS discrepancies
+             FROM cycle_runs r
+             LEFT JOIN cycle_run_items i ON i.run_id = r.id
+             LEFT JOIN vouchers v ON v.id = i.voucher_id
+             LEFT JOIN LATERAL (
+                 SELECT rr.match FROM reconciliation_records rr
+                   JOIN reconciliation_runs run ON run.id = rr.run_id AND NOT run.dry_run
+                  WHERE rr.voucher_id = v.id ORDER BY rr.checked_at DESC, rr.id DESC LIMIT 1) rec ON true
+            WHERE r.programme = %s AND r.cycle = %s
+            GROUP BY r.id ORDER BY r.prepared_at""", (programme, cycle)).fetchall()
+    return [_jsonable(r) for r in rows]
 
 
 def records(conn: psycopg.Connection[Any], run_id: str, *, discrepancies_only: bool = True) -> Iterator[dict[str, Any]]:
@@ -138,6 +150,10 @@ def csv_rows(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield {**base, "section": "discrepancy", "key": d["class"], "action": d["action"], "count": d["count"],
                "amount_cents": d["amount_cents"], "buffr_amount_cents": d["buffr_amount_cents"]}
     cycles = report["cycles"] if kind == "run" else [report]
+    for run in report.get("cycle_runs", []):
+        for key in ("planned", "sent", "accepted", "confirmed", "pending", "failed", "discrepancies"):
+            yield {**base, "programme": report["programme"], "cycle": report["cycle"], "section": "cycle_run",
+                   "key": f"{run['run_id']}:{key}", "action": run["status"], "count": run[key]}
     for c in cycles:
         where = {"programme": c["programme"], "cycle": c["cycle"]}
         for status, s in c["statuses"].items():
@@ -223,4 +239,12 @@ def to_text(report: dict[str, Any]) -> str:
                       f"{rec.get('runs') or 0} run(s), last at {rec.get('last_checked_at') or '-'}",
                   "Current state (each voucher's latest check)"]
         lines += _discrepancy_lines(report)
+        runs = report.get("cycle_runs") or []
+        lines += ["", "Cycle runs (sent by the server-side run vs confirmed: accepted by Buffr, matched by "
+                      "reconciliation)"]
+        rows = [(r["run_id"][:8], r["status"], f"{r['maker']}/{r['checker'] or '-'}", f"{r['planned']:,}",
+                 f"{r['sent']:,}", f"{r['accepted']:,}", f"{r['confirmed']:,}", f"{r['pending']:,}",
+                 f"{r['failed']:,}") for r in runs]
+        lines += _table(rows, ("run", "status", "maker/checker", "planned", "sent", "accepted", "confirmed",
+                               "pending", "failed")) if rows else ["  none"]
     return "\n".join(lines) + "\n"

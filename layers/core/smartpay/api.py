@@ -206,3 +206,10 @@ def require_scope(app: APIGatewayRestResolver, scope: str) -> str:
     if scope not in scopes_from_context(context):
         raise Forbidden(f"This API key lacks the scope {scope!r}.")
     return str(context.get("principal") or context.get("principalId") or "unknown")
+
+
+def caller(app: APIGatewayRestResolver) -> tuple[str, str]:
+    """(principal, key id) of the caller, as the authorizer named them (for audit and four eyes)."""
+    context = app.current_event.request_context.authorizer.raw_event if app.current_event else {}
+    principal = str(context.get("principal") or context.get("principalId") or "unknown")
+    return principal, str(context.get("keyId") or principal)

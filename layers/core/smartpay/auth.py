@@ -35,9 +35,18 @@ ROUTE_SCOPES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/api/v1/vouchers/{voucher_id}/disburse", "vouchers:write"),
     ("POST", "/api/v1/disbursements", "vouchers:write"),
     ("GET", "/api/v1/vouchers/{voucher_id}", "vouchers:read"),
+    # Cycle runs: operators prepare, pause and resume; approving (releasing money) is a scope of
+    # its own, and the service refuses a checker with the maker's key or principal (four eyes).
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement", "vouchers:write"),
+    ("GET", "/api/v1/cycles/{programme}/{cycle}/disbursement", "vouchers:read"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/approve", "cycles:approve"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/pause", "vouchers:write"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/resume", "vouchers:write"),
 )
 
-PRINCIPALS = ("buffr", "operator")
+#: ``supervisor``: the checker of cycle runs (scope ``cycles:approve``), a principal apart from
+#: the operators who prepare them, so four eyes hold even across an operator's several keys.
+PRINCIPALS = ("buffr", "operator", "supervisor")
 
 
 @dataclass(frozen=True)

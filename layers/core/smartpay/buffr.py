@@ -191,20 +191,38 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class _Pacer:
-    """Start calls no faster than ``rate`` per second, evenly spaced (a configurable rate limit)."""
+class Pacer:
+    """Start calls no faster than ``rate`` per second, evenly spaced (a configurable rate limit).
+
+    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls, a cycle
+    run's consumer passes one to ``submit_disburse_many`` to pace every attempt, retries
+    included, so its share of Buffr's agreed rate holds whatever Buffr answers.
+
+    Waiters take their turn one at a time (a lock, FIFO) and the next slot is set when a call
+    starts, not reserved in advance: when the loop stalls (a busy core, the GIL), the waiters
+    that were due do not all start together when it resumes: the next slot is one interval after
+    a start that came more than an interval late. A start a little late (timer overshoot) keeps
+    the schedule, so the rate does not drift down; any window of T seconds holds at most
+    T * rate + 2 starts.
+    """
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
         self.next_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: asyncio.Lock | None = None
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        start = max(now, self.next_at)
-        self.next_at = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
-
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._loop is not loop:
+            self._loop, self._turn = loop, asyncio.Lock()
+        async with self._turn:
+            delay = self.next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            late = now - self.next_at
+            self.next_at = (self.next_at if late < self.interval else now) + self.interval
 
 
 class BuffrClient:
@@ -249,14 +267,16 @@ class BuffrClient:
         return self._headers_for[1]
 
     # --- one logical call, all attempts ---
-    async def _call(self, voucher_id: str, deadline: float, line: bytes, tail: bytes) -> tuple[
-            BuffrResult, Reply | None]:
+    async def _call(self, voucher_id: str, deadline: float, line: bytes, tail: bytes, *,
+                    pacer: Pacer | None = None) -> tuple[BuffrResult, Reply | None]:
         """Send ``line`` + the common headers + ``tail`` (further headers, blank line, body)."""
         s = self.settings
         attempt = 0
         error, retry_after, last = "deadline", None, None
         data = line + self._common_headers() + tail
         while attempt < s.max_attempts:
+            if pacer is not None:
+                await pacer.wait()
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 break
@@ -290,12 +310,14 @@ class BuffrClient:
             result.reason = _reason(last)
         return result, None
 
-    async def disburse_async(self, request: DisburseRequest, deadline: float) -> BuffrResult:
+    async def disburse_async(self, request: DisburseRequest, deadline: float,
+                             pacer: Pacer | None = None) -> BuffrResult:
         body = json.dumps(request.payload(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         tail = (b"content-type: application/json\r\nidempotency-key: "
                 + _header_value(idempotency_key(request.voucher_id))
                 + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        result, response = await self._call(request.voucher_id, deadline, self._disburse_line, tail)
+        result, response = await self._call(request.voucher_id, deadline, self._disburse_line, tail,
+                                             pacer=pacer)
         if response is None:
             return result
         if response.is_success:
@@ -337,7 +359,7 @@ class BuffrClient:
         return self._run(self.disburse_async(request, deadline))
 
     def submit_disburse_many(self, requests: Sequence[DisburseRequest], *, deadline: float,
-                             on_result: Callable[[BuffrResult], Any]) -> None:
+                             on_result: Callable[[BuffrResult], Any], pacer: Pacer | None = None) -> None:
         """Start many disbursements with one wake-up of the client's loop; ``on_result`` gets each answer.
 
         At most ``concurrency`` of everything submitted here run at once; the rest wait their
@@ -345,13 +367,14 @@ class BuffrClient:
         caller submit ahead of free slots and keep them busy while it does other work.
         ``on_result`` is called from the client's I/O thread, once per request; a bug in the
         client becomes an ``unavailable`` result (``error="client_error"``), so no voucher is lost.
+        ``pacer``: every attempt (retries too) starts no faster than its rate.
         """
         async def gated(request: DisburseRequest) -> None:
             if self._gate is None:
                 self._gate = asyncio.Semaphore(self.settings.concurrency)
             try:
                 async with self._gate:  # the call's deadline and timeouts count from here
-                    result = await self.disburse_async(request, deadline)
+                    result = await self.disburse_async(request, deadline, pacer)
             except Exception as exc:
                 logger.exception("Buffr call raised", extra={"voucher_id": request.voucher_id})
                 result = BuffrResult("unavailable", request.voucher_id, error="client_error",
@@ -370,7 +393,7 @@ class BuffrClient:
 
         async def run_all() -> list[BuffrResult]:
             gate = asyncio.Semaphore(limit)
-            pace = _Pacer(rate_per_s) if rate_per_s else None
+            pace = Pacer(rate_per_s) if rate_per_s else None
 
             async def one(item: Any) -> BuffrResult:
                 async with gate:

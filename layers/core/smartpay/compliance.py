@@ -236,9 +236,10 @@ def report(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
         conn.row_factory = factory  # type: ignore[assignment]
 
 
-def _reconciliation(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
-    """Each voucher's latest record from a real (not dry) run, by class and action, and the runs."""
-    latest = conn.execute(
+def latest_reconciliation(conn: psycopg.Connection[Any], programme: str, cycle: str) -> list[dict[str, Any]]:
+    """Each voucher's latest record from a real (not dry) run, counted by class and action (the
+    compliance section and the reconcile function's cycle report both read it)."""
+    return conn.execute(
         """WITH latest AS (
                SELECT DISTINCT ON (r.voucher_id) r.voucher_id, r.discrepancy, r.action, r.ketchup_amount_cents,
                       r.buffr_amount_cents
@@ -251,12 +252,23 @@ def _reconciliation(conn: psycopg.Connection[Any], programme: str, cycle: str) -
                   coalesce(sum(ketchup_amount_cents), 0)::bigint AS amount_cents,
                   coalesce(sum(buffr_amount_cents), 0)::bigint AS buffr_amount_cents
              FROM latest GROUP BY 1, 2 ORDER BY 1, 2""", (programme, cycle)).fetchall()
-    runs = conn.execute(
-        """SELECT count(DISTINCT r.voucher_id)::int AS vouchers_checked
+
+
+def reconciliation_coverage(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
+    """Real runs that checked the cycle's vouchers: how many, the last check, vouchers checked."""
+    row = conn.execute(
+        """SELECT count(DISTINCT r.run_id)::int AS runs, max(r.checked_at) AS last_checked_at,
+                  count(DISTINCT r.voucher_id)::int AS vouchers_checked
              FROM reconciliation_records r JOIN reconciliation_runs run ON run.id = r.run_id AND NOT run.dry_run
              JOIN vouchers v ON v.id = r.voucher_id WHERE v.programme = %s AND v.cycle = %s""",
         (programme, cycle)).fetchone()
-    return {"discrepancies": latest, "reconciliation": dict(runs)}
+    return dict(row)
+
+
+def _reconciliation(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
+    coverage = reconciliation_coverage(conn, programme, cycle)
+    return {"discrepancies": latest_reconciliation(conn, programme, cycle),
+            "reconciliation": {"vouchers_checked": coverage["vouchers_checked"]}}
 
 
 def _report(conn: psycopg.Connection[Any], programme: str, cycle: str, metrics: MetricTotals | None,

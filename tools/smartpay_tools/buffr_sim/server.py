@@ -18,7 +18,8 @@ Admin endpoints (no key; loopback only):
   timeout that happens *after* the wallet was credited, the nastiest case), seed; and
   ``webhooks``: ``{"url", <Knobs>}`` (settle/redeem rates, duplicate, reorder, drop, delay,
   enabled). PUT merges, validates everything first (422 naming the bad setting, nothing changed).
-* ``GET /_sim/stats`` (``?detail=1`` adds credits per voucher; ``statuses`` counts Buffr's
+* ``GET /_sim/stats`` (``?detail=1`` adds credits per voucher and each disburse call's arrival
+  time, for measuring a sender's rate; ``statuses`` counts Buffr's
   vouchers by status; ``webhooks`` counts planned / delivered / duplicated / dropped / failed by
   event type), ``POST /_sim/reset`` (state, stats and the start-time settings back; the webhook
   URL is kept; queued webhooks are discarded), ``POST /_sim/webhooks/flush`` (wait for the queue).
@@ -163,6 +164,7 @@ class BuffrSimulator:
 
     async def disburse(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.stats.calls["disburse"] += 1
+        self.stats.disburse_times.append(time.monotonic())
         self._authorise(headers)
         key = headers.get("idempotency-key") or headers.get("x-idempotency-key")
         if not key:

@@ -69,6 +69,8 @@ class Stats:
     errors_injected: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
     unauthorized: int = 0
+    #: When each disburse call arrived (monotonic seconds): a sender's rate, measured where Buffr sees it.
+    disburse_times: list[float] = field(default_factory=list)
 
     def summary(self, detail: bool) -> dict[str, Any]:
         doubled = {v: n for v, n in self.credits.items() if n > 1}
@@ -84,6 +86,7 @@ class Stats:
         }
         if detail:
             out["credits_per_voucher"] = dict(self.credits)
+            out["disburse_times"] = list(self.disburse_times)
         return out
 
 

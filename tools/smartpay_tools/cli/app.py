@@ -12,6 +12,7 @@ import os
 import sys
 
 from smartpay_tools.cli import (
+    cycle,
     data,
     demo,
     disburse,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_commands(command)
     replay.add_commands(command)
     disburse.add_commands(command)
+    cycle.add_commands(command, stack_from_args)
     demo.add_commands(command)
 
     from smartpay_tools.cli import compliance as compliance_cli

@@ -37,6 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stack.webhook_url = f"http://127.0.0.1:{port}"
     stack.start_services()
     server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
+    for poller in stack.start_event_sources():
+        print(f"Queue: {poller.queue_url} -> {poller.function} (batch {poller.event.batch_size}, "
+              f"at most {poller.concurrency} at once)")
     scheduler = None
     if not args.no_schedule:
         scheduler = Scheduler(stack.functions, stack.invoke, stack.region, rate_override=args.schedule_rate,

@@ -63,6 +63,10 @@ VOUCHERS = [
 ]
 #: events/reconcile/report_run.json: a finished, empty run.
 REPORT_RUN_ID = "00000000-0000-0000-0000-000000000000"
+#: events/disburse/cycle_status.json: last month's cycle run, prepared and left to expire unapproved
+#: (events/disburse/cycle_chunk.json names it too: a message of a run that was never enqueued is
+#: dropped as stale, as a redelivery after the run finished would be).
+CYCLE_RUN_ID = "c7c1e000-0000-4000-8000-000000000001"
 _PATH = {"issued": [], "pending": ["pending"], "active": ["pending", "active"]}
 
 
@@ -70,7 +74,7 @@ def seed(conninfo: str) -> dict[str, int]:
     """Insert what is missing (as the schema owner); returns how many rows were added."""
     from smartpay.transitions import record_issues, transition
 
-    added = {"beneficiaries": 0, "vouchers": 0, "runs": 0}
+    added = {"beneficiaries": 0, "vouchers": 0, "runs": 0, "cycle_runs": 0}
     with psycopg.connect(conninfo) as conn, conn.transaction():
         for person in PEOPLE:
             added["beneficiaries"] += conn.execute(
@@ -98,17 +102,24 @@ def seed(conninfo: str) -> dict[str, int]:
         added["runs"] = conn.execute(
             """INSERT INTO reconciliation_runs (id, mode, status, finished_at)
                VALUES (%s, 'full', 'completed', now()) ON CONFLICT DO NOTHING""", (REPORT_RUN_ID,)).rowcount
+        added["cycle_runs"] = conn.execute(
+            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+                                       total_amount_cents, chunk_size, maker_principal, maker_key_id,
+                                       prepared_at, expires_at)
+               VALUES (%s, 'old_age', '2026-10', %s, 'expired', repeat('0', 64), 1, 140000, 500, 'operator',
+                       'operator-local', now() - interval '2 days', now() - interval '1 day')
+               ON CONFLICT DO NOTHING""", (CYCLE_RUN_ID, REFERENCE)).rowcount
     return added
 
 
 def summary(added: dict[str, Any]) -> str:
-    return ", ".join(f"{count} {kind}" for kind, count in added.items()) + " added (existing rows kept)"
+    return ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in added.items()) + " added (existing rows kept)"
 
 
 # --- the ``smartpay seed-events`` and ``smartpay sign-event`` commands --------------------------
 def add_commands(command: Any, stack_factory: Any) -> None:
     """Register the commands; ``command(name, help, description)`` makes a subcommand parser."""
-    p = command("seed-events", "add the beneficiaries, vouchers and run the saved events in events/ name",
+    p = command("seed-events", "add the beneficiaries, vouchers and runs the saved events in events/ name",
                 "Inserts (once; existing rows are kept) the rows that events/beneficiaries, events/disburse, "
                 "events/webhook(s) and events/reconcile refer to, so `sam local invoke` and `smartpay invoke` "
                 "work with the saved events as they are. Writes to the local stack's PostgreSQL as the owner.")

@@ -4,10 +4,12 @@
    a throwaway server), moto's DynamoDB, the Buffr simulator and the API gateway.
 2. Generates a programme cycle (synthetic payroll) and imports it: beneficiaries upserted,
    vouchers issued.
-3. Disburses every programme of the cycle through the API (``POST /api/v1/disbursements``);
-   after the first programme the registry changes mid-cycle (``import-beneficiaries``): some
-   beneficiaries not yet paid are suspended or have died (their vouchers are held or cancelled:
-   0 paid), and a few already paid have died (flagged for review).
+3. Disburses every programme of the cycle as a cycle run: prepared by the operator, approved by
+   the supervisor (four eyes), carried by the cycle queue and the disburse function at Buffr's
+   agreed rate (``DEMO_TEMPLATE_PARAMETERS``), watched until complete; after the first programme
+   the registry changes mid-cycle (``import-beneficiaries``): some beneficiaries not yet paid are
+   suspended or have died (their vouchers are held or cancelled: 0 paid), and a few already paid
+   have died (flagged for review).
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
@@ -35,7 +37,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from smartpay_tools import PROJECT_ROOT
-from smartpay_tools.cli import disburse_cycle
+from smartpay_tools.cli import cycle as cycle_cli
 from smartpay_tools.cli.compliance import cmd_audit_verify
 from smartpay_tools.data import datagen, payroll_import, registry_import
 from smartpay_tools.demo.figures import check, collect, compliance_reports
@@ -45,6 +47,9 @@ from smartpay_tools.local.services import drop_database, ensure_database, resolv
 from smartpay_tools.local.stack import LocalStack
 
 DEMO_DB = "smartpay_demo"
+#: The demo's Buffr agreement: 400 requests/s shared by at most four consumer invocations (the
+#: template's defaults are 200/s and five: a deployment states its own).
+DEMO_TEMPLATE_PARAMETERS = {"BuffrMaxRatePerSecond": "400", "CycleQueueMaxConcurrency": "4"}
 #: Buffr's behaviour in the demo: most vouchers settle, with the faults Buffr really shows.
 WEBHOOK_FAULTS = {"enabled": True, "settle_rate": 0.7, "redeem_rate": 0.85, "duplicate_rate": 0.1,
                   "reorder_rate": 0.1, "drop_rate": 0.05, "delay_ms": 0, "jitter_ms": 0}
@@ -91,12 +96,14 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
     result = DemoResult(cycle=cycle, database=origin)
     base = f"http://127.0.0.1:{port}"
     stack = LocalStack(env_file_path=env_vars, database_url=url, simulator_port=0, webhook_url=base,
-                       webhook_knobs=dict(WEBHOOK_FAULTS), max_concurrency=4)
+                       webhook_knobs=dict(WEBHOOK_FAULTS), max_concurrency=4,
+                       template_parameters=dict(DEMO_TEMPLATE_PARAMETERS))
     server = None
     try:
         t = time.monotonic()
         stack.start_services()
         server = serve(Gateway(stack, extra_routes=docs_routes()), port=port)
+        stack.start_event_sources()
         result.steps.append(Step("local stack", time.monotonic() - t,
                                  f"PostgreSQL ({origin}, database {database_name}), moto DynamoDB, Buffr simulator, "
                                  f"gateway {base}"))
@@ -115,18 +122,10 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say(f"[2/6] payroll imported: {result.steps[-1].note}")
 
         t = time.monotonic()
-        key = stack.local["OperatorApiKey"]
-        outcomes: dict[str, int] = {}
-        changed: dict[str, int] = {}
-        for n, programme in enumerate(sorted(datagen.PROGRAMMES)):
-            if n == 1:  # mid-cycle: the registry changes between two programmes' payments
-                changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=sorted(datagen.PROGRAMMES)[0],
-                                                      seed=seed)
-            summary = disburse_cycle.run(base, key, programme, cycle, batch_size=1000)
-            for outcome, count in summary.outcomes.items():
-                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        outcomes, changed = _disburse_as_cycle_runs(stack, base, cycle, seed)
         result.steps.append(Step("disbursement", time.monotonic() - t,
-                                 "through POST /api/v1/disbursements: "
+                                 "as cycle runs (operator prepares, supervisor approves; SQS + the disburse "
+                                 f"function at {stack.template.parameters['BuffrMaxRatePerSecond']}/s): "
                                  + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
                                  + "; registry changed mid-cycle: "
                                  + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))))
@@ -182,6 +181,31 @@ def verify_audit_trail(database_url: str) -> bool:
     """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor); prints its lines."""
     args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
     return cmd_audit_verify(args, database_url) == 0
+
+
+def _disburse_as_cycle_runs(stack: LocalStack, base: str, cycle: str,
+                            seed: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Each programme's cycle run, started (operator) and approved (supervisor), watched to the end
+    (the registry changes after the first); the runs' final progress by outcome, summed over the
+    programmes, and the registry changes."""
+    outcomes: dict[str, int] = {}
+    changed: dict[str, int] = {}
+    programmes = sorted(datagen.PROGRAMMES)
+    for n, programme in enumerate(programmes):
+        if n == 1:  # mid-cycle: the registry changes between two programmes' payments
+            changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=programmes[0], seed=seed)
+        api = cycle_cli.CycleApi(base, programme, cycle)
+        try:
+            api.prepare(stack.local["OperatorApiKey"], f"demo-{programme}-{cycle}")
+            api.approve(stack.local["SupervisorApiKey"])
+            run = api.watch(stack.local["OperatorApiKey"], every_s=0.5, timeout_s=600)
+        finally:
+            api.close()
+        _say(f"      {programme}: run {run['run_id']} {run['status']};"
+             + cycle_cli.progress_line(run["progress"]))
+        for name in ("active", "failed", "pending", "held", "queued"):
+            outcomes[name] = outcomes.get(name, 0) + int(run["progress"][name])
+    return outcomes, changed
 
 
 def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:

@@ -35,6 +35,9 @@ class LocalStack:
     #: Webhook knobs over the env file's ``LocalStack.BuffrWebhooks`` (e.g. ``{"enabled": False}`` in tests).
     webhook_knobs: dict[str, Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Template parameters over the env file's ``LocalStack.TemplateParameters`` (e.g. a short
+    #: ``CycleQueueVisibilityTimeout`` in tests).
+    template_parameters: dict[str, str] = field(default_factory=dict)
     template: Template = field(init=False)
     env_file: dict[str, Any] = field(init=False)
     moto: MotoServer | None = field(init=False, default=None)
@@ -42,13 +45,16 @@ class LocalStack:
     buffr: SimulatorProcess | None = field(init=False, default=None)
     lambda_endpoint: Any = field(init=False, default=None)
     pools: dict[str, FunctionPool] = field(init=False, default_factory=dict)
+    queue_urls: dict[str, str] = field(init=False, default_factory=dict)
+    pollers: list[Any] = field(init=False, default_factory=list)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.env_file = envfile.load(self.env_file_path)
         params = {k: str(v) for k, v in self.env_file.get("Parameters", {}).items()}
         stage_params = {"Stage": "local", **{k: v for k, v in envfile.local_settings(self.env_file)
-                                              .get("TemplateParameters", {}).items()}}
+                                              .get("TemplateParameters", {}).items()},
+                        **self.template_parameters}
         self.template = Template(parameters=stage_params)
         self.region = params.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "af-south-1"
         self.functions: dict[str, FunctionSpec] = self.template.functions()
@@ -99,6 +105,9 @@ class LocalStack:
         self.moto = MotoServer().start()
         self.lambda_endpoint = LambdaEndpoint(self, 0).start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
+        from smartpay_tools.local.event_sources import create_queues
+
+        self.queue_urls = create_queues(self.sqs(), self)
         file_url = self.env_file.get("Parameters", {}).get("DATABASE_URL") or None
         self.postgres = resolve_postgres(self.database_url or os.environ.get("DATABASE_URL") or file_url)
         if migrate:
@@ -107,6 +116,43 @@ class LocalStack:
                 raise RuntimeError("the functions' database roles are missing and this user may not create "
                                    f"them; run as an administrator, then start again:\n{result['admin_sql']}")
         return self
+
+    def sqs(self) -> Any:
+        """A boto3 SQS client on the stack's moto."""
+        import boto3
+
+        assert self.moto is not None
+        return boto3.client("sqs", endpoint_url=self.moto.endpoint, region_name=self.region,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def start_event_sources(self) -> list[Any]:
+        """Poll the template's SQS event sources as Lambda does (see event_sources)."""
+        from smartpay_tools.local.event_sources import make_pollers
+
+        self.pollers = make_pollers(self, self.sqs(), self.queue_urls)
+        for logical_id in {p.function for p in self.pollers} & set(self.pools):
+            self.restart_function(logical_id)  # made before the pollers: sized without their batches
+        for poller in self.pollers:
+            poller.start()
+        return self.pollers
+
+    def stop_event_sources(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
+
+    def alarm_states(self) -> dict[str, str]:
+        """The template's queue-depth alarms, evaluated now (name → ALARM | OK)."""
+        from smartpay_tools.local.event_sources import sqs_alarm_states
+
+        return sqs_alarm_states(self, self.sqs(), self.queue_urls)
+
+    def restart_function(self, logical_id: str) -> None:
+        """Drop a function's warm workers (the next event starts fresh ones, with current extra_env)."""
+        with self._lock:
+            pool = self.pools.pop(logical_id, None)
+        if pool is not None:
+            pool.shutdown()
 
     def connect_webhooks(self, gateway_url: str) -> None:
         """Point the running simulator's webhooks at this gateway (e.g. one on another port)."""
@@ -120,6 +166,9 @@ class LocalStack:
             env["DATABASE_URL_SECRET"] = ""
         if self.buffr and "BUFFR_API_URL" in env:
             env["BUFFR_API_URL"] = self.buffr.url
+        for name, value in env.items():  # !Ref Queue resolves to its name locally; the URL is moto's
+            if value in self.queue_urls:
+                env[name] = self.queue_urls[value]
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
         runtime = {
             "AWS_LAMBDA_FUNCTION_NAME": spec.name,
@@ -148,8 +197,10 @@ class LocalStack:
         with self._lock:
             if logical_id not in self.pools:
                 spec = self.functions[logical_id]
+                # A function whose SQS event sources are polled gets room for their batches too.
+                batches = sum(p.concurrency for p in self.pollers if p.function == logical_id)
                 self.pools[logical_id] = FunctionPool(spec, self.env_for(spec), self.template.layer_dirs(),
-                                                      max_concurrency=self.max_concurrency)
+                                                      max_concurrency=self.max_concurrency + batches)
             return self.pools[logical_id]
 
     def invoke(self, logical_id: str, event: dict[str, Any], request_id: str | None = None) -> Any:
@@ -168,6 +219,8 @@ class LocalStack:
         raise KeyError(f"no function {name!r}; have: {', '.join(sorted(self.functions))}")
 
     def stop(self) -> None:
+        for poller in self.pollers:
+            poller.kill()
         for pool in self.pools.values():
             pool.shutdown()
         if self.lambda_endpoint is not None:

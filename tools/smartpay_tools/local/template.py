@@ -64,6 +64,29 @@ class ScheduleEvent:
     input: str | None
 
 
+@dataclass(frozen=True)
+class SqsEvent:
+    """An SQS event source mapping, as Lambda runs it (the local poller honours each field)."""
+
+    event_name: str
+    queue: str  # the queue's logical id
+    batch_size: int
+    max_concurrency: int | None  # ScalingConfig.MaximumConcurrency
+    report_failures: bool  # FunctionResponseTypes: [ReportBatchItemFailures]
+    batching_window_s: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    logical_id: str
+    name: str
+    visibility_timeout: int
+    dead_letter_queue: str | None  # logical id of the redrive target
+    max_receive_count: int | None
+    attributes: dict[str, str]
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -76,6 +99,7 @@ class FunctionSpec:
     environment: dict[str, str]
     routes: list[ApiRoute] = field(default_factory=list)
     schedules: list[ScheduleEvent] = field(default_factory=list)
+    queues: list[SqsEvent] = field(default_factory=list)
     #: Logical ids of the functions this one may invoke directly (its ``LambdaInvokePolicy`` entries).
     invokes: frozenset[str] = frozenset()
 
@@ -148,6 +172,10 @@ class Template:
                                             else self._sub_name(m.group(1))), text)
             if key == "Fn::GetAtt":
                 logical, attr = arg
+                resource = self.resources.get(logical, {})
+                if resource.get("Type") == "AWS::SQS::Queue" and attr in {"QueueName", "Arn"}:
+                    name = self.resolve(resource.get("Properties", {}).get("QueueName", logical))
+                    return name if attr == "QueueName" else f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}"
                 return f"arn:aws:local:{self.region}:{ACCOUNT_ID}:{logical}/{attr}"
             if key == "Fn::If":
                 cond, yes, no = arg
@@ -197,7 +225,7 @@ class Template:
                 code_uri=(self.path.parent / props["CodeUri"]).resolve(),
                 handler=props["Handler"],
                 runtime=props.get("Runtime", "python3.12"),
-                timeout=int(props.get("Timeout", 3)),
+                timeout=int(self.resolve(props.get("Timeout", 3))),
                 memory=int(props.get("MemorySize", 128)),
                 environment={k: "" if v is None else str(v) for k, v in self.resolve(env).items()},
                 invokes=invoke_targets(props.get("Policies")),
@@ -214,6 +242,18 @@ class Template:
                     specs_input = ep.get("Input")
                     spec.schedules.append(ScheduleEvent(event_name, str(schedule), bool(self.resolve(enabled)),
                                                         self.resolve(specs_input)))
+                elif event["Type"] == "SQS":
+                    queue = ep["Queue"]
+                    logical = queue["Fn::GetAtt"][0] if isinstance(queue, dict) and "Fn::GetAtt" in queue else None
+                    if logical is None:
+                        raise ValueError(f"{logical_id}.{event_name}: the local runner needs Queue: !GetAtt X.Arn")
+                    scaling = self.resolve(ep.get("ScalingConfig") or {})
+                    spec.queues.append(SqsEvent(
+                        event_name, logical, int(self.resolve(ep.get("BatchSize", 10))),
+                        int(scaling["MaximumConcurrency"]) if scaling.get("MaximumConcurrency") else None,
+                        "ReportBatchItemFailures" in (self.resolve(ep.get("FunctionResponseTypes")) or []),
+                        int(self.resolve(ep.get("MaximumBatchingWindowInSeconds", 0))),
+                        bool(self.resolve(ep.get("Enabled", True)))))
             specs[logical_id] = spec
         return specs
 
@@ -239,6 +279,25 @@ class Template:
 
     def stage(self) -> str:
         return str(self.parameters.get("Stage", "local"))
+
+    def queues(self) -> list[QueueSpec]:
+        """The SQS queues, dead-letter targets first (a redrive policy names an existing queue)."""
+        found = []
+        for logical, r in self._of_type("AWS::SQS::Queue").items():
+            props = r.get("Properties", {})
+            redrive = props.get("RedrivePolicy") or {}
+            target = redrive.get("deadLetterTargetArn")
+            dlq = target["Fn::GetAtt"][0] if isinstance(target, dict) and "Fn::GetAtt" in target else None
+            attributes = {k: str(self.resolve(props[k])) for k in ("MessageRetentionPeriod", "DelaySeconds",
+                                                                    "ReceiveMessageWaitTimeSeconds") if k in props}
+            found.append(QueueSpec(logical, str(self.resolve(props.get("QueueName", logical))),
+                                   int(self.resolve(props.get("VisibilityTimeout", 30))), dlq,
+                                   int(self.resolve(redrive["maxReceiveCount"])) if dlq else None, attributes))
+        return sorted(found, key=lambda q: q.dead_letter_queue is not None)
+
+    def alarms(self) -> dict[str, dict[str, Any]]:
+        """CloudWatch alarms by logical id, resolved (the local stack evaluates the SQS ones)."""
+        return {logical: self.resolve(r["Properties"]) for logical, r in self._of_type("AWS::CloudWatch::Alarm").items()}
 
     def tables(self) -> list[TableSpec]:
         return [

@@ -45,6 +45,15 @@ GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_rea
     TO smartpay_disburse;
 GRANT SELECT, INSERT ON voucher_events TO smartpay_disburse;
 GRANT USAGE ON SEQUENCE voucher_events_id_seq TO smartpay_disburse;
+-- Cycle runs (prepare, approve, enqueue, consume the queue). What the maker prepared (fingerprint,
+-- totals, maker) is never rewritten: only the run's progress columns may change; its audit
+-- trail and its voucher ledger are append-only for this role.
+GRANT SELECT, INSERT ON cycle_runs, cycle_run_events, cycle_run_items, cycle_run_chunks TO smartpay_disburse;
+GRANT UPDATE (status, checker_principal, checker_key_id, approved_at, finished_at, updated_at) ON cycle_runs
+    TO smartpay_disburse;
+GRANT UPDATE (state, token, message_id, sends, receives, attempts, retries, errors, enqueued_at, done_at,
+              updated_at) ON cycle_run_chunks TO smartpay_disburse;
+GRANT USAGE ON SEQUENCE cycle_run_events_id_seq TO smartpay_disburse;
 
 -- 4. webhook function: status columns of vouchers, the audit trail and its own log.
 --    No access to beneficiaries at all.
@@ -66,6 +75,8 @@ GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_rea
 GRANT INSERT ON voucher_events TO smartpay_reconcile;
 GRANT SELECT, INSERT, UPDATE ON reconciliation_runs, reconciliation_records TO smartpay_reconcile;
 GRANT USAGE ON SEQUENCE voucher_events_id_seq, reconciliation_records_id_seq TO smartpay_reconcile;
+-- The cycle run a voucher was sent by (sent vs confirmed in the cycle report); read only.
+GRANT SELECT ON cycle_runs, cycle_run_items, cycle_run_chunks TO smartpay_reconcile;
 
 -- 6. Buffr (partner, read-only): vouchers and the masked registry view. Nothing else.
 GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
@@ -74,7 +85,8 @@ GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
 --    reports, and the vouchers and masked registry they refer to.
 GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconciliation_runs,
     reconciliation_records, reconciliation_report, beneficiaries_masked, voucher_lifecycle,
-    beneficiary_eligibility, webhook_receipts TO auditor;
+    beneficiary_eligibility, webhook_receipts, cycle_runs, cycle_run_events, cycle_run_items, cycle_run_chunks
+    TO auditor;
 
 -- 8. Status columns: whichever role may UPDATE them, the vouchers trigger (migration 0011) lets
 --    a status change only along the lifecycle (voucher_lifecycle, generated from lifecycle.py)

@@ -1,0 +1,1 @@
+"""Cycle runs: a programme cycle disbursed server-side (prepare → approve → SQS → consume)."""

@@ -1,0 +1,159 @@
+"""The disburse function's SQS consumer: one message = one chunk of a cycle run.
+
+Powertools' batch utility runs each record and reports the ones that raised as
+``batchItemFailures`` (the event source's ``ReportBatchItemFailures``): SQS deletes the rest and
+redelivers those after the visibility timeout; after ``maxReceiveCount`` deliveries a message
+goes to the dead-letter queue (alarmed). A record fails when some of its vouchers are not
+settled yet (still ``pending``: Buffr did not answer), when the invocation's deadline came
+first, or when its body is not a chunk message at all (a poison message).
+
+Exactly once per chunk: the message carries the chunk's token; a message whose token is not
+the chunk's current one (re-sent after a crash) or whose chunk is already done is dropped.
+Exactly once per voucher towards Buffr rests, as everywhere, on the ``issued → pending`` claim
+and Buffr's ``disburse-<voucher_id>`` key.
+
+Rate: the whole fleet stays under Buffr's agreed rate: each invocation sends at most
+``BUFFR_MAX_RATE_PER_S / CYCLE_QUEUE_MAX_CONCURRENCY`` attempts per second (retries included),
+and the event source runs at most ``CYCLE_QUEUE_MAX_CONCURRENCY`` invocations at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from disburse import service as disburse_service
+from disburse.cycle_run import repository
+from disburse.cycle_run.models import ChunkMessage
+from disburse.cycle_run.service import reference_of
+from smartpay import buffr, db
+from smartpay.observability import logger, metrics
+from smartpay.settings import env_float, env_int
+
+RUNNING = frozenset({"running", "enqueuing"})
+STATUS_EVERY_S = 0.1  # how often a chunk's send loop asks whether its run was paused
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+_lock = threading.Lock()
+_pacer: tuple[float, buffr.Pacer] | None = None
+
+
+class ChunkNotSettled(Exception):
+    """Some of the chunk's vouchers are not settled yet: SQS delivers the message again."""
+
+
+#: Sends are spaced for 95 % of the share: what Buffr sees is the spacing plus the scheduling
+#: jitter between this process and Buffr, which on the loaded 2-core dev box put up to ~6 % more
+#: arrivals into a one-second window than the spacing alone (tests/integration/test_cycle_runs.py).
+RATE_HEADROOM = 0.95
+
+
+def invocation_rate() -> float:
+    """This invocation's share of Buffr's agreed rate (attempts per second, with the headroom)."""
+    fleet = env_float("BUFFR_MAX_RATE_PER_S", 0.0)
+    if fleet <= 0:
+        return 0.0
+    return RATE_HEADROOM * fleet / env_int("CYCLE_QUEUE_MAX_CONCURRENCY", 2, minimum=1)
+
+
+def invocation_concurrency(rate: float) -> int:
+    """Calls in flight per invocation: one second's worth of its rate (at most BUFFR_CONCURRENCY).
+
+    The rate, not this bound, keeps the fleet under Buffr's limit; this only stops the consumer
+    from claiming (issued → pending) far ahead of what it can send.
+    """
+    ceiling = buffr.client().settings.concurrency
+    return ceiling if rate <= 0 else max(1, min(ceiling, math.ceil(rate)))
+
+
+def _container_pacer(rate: float) -> buffr.Pacer | None:
+    """One pacer per container (kept across warm invocations, so spacing holds across them)."""
+    global _pacer
+    if rate <= 0:
+        return None
+    with _lock:
+        if _pacer is None or _pacer[0] != rate:
+            _pacer = (rate, buffr.Pacer(rate))
+        return _pacer[1]
+
+
+def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The SQS entry point: records one by one, failures reported per record."""
+    return process_partial_response(event=event, record_handler=process_chunk, processor=processor,
+                                    context=context)
+
+
+def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
+    """One chunk message (Powertools passes the Lambda context as ``lambda_context``)."""
+    context = lambda_context
+    message = ChunkMessage.model_validate_json(record.body)  # not a chunk: a poison message (→ DLQ)
+    run_id, chunk_no = str(message.run_id), message.chunk_no
+    logger.append_keys(run_id=run_id, chunk_no=chunk_no, message_id=record.message_id)
+    with db.autocommit() as conn:
+        if not repository.try_lock_chunk(conn, run_id, chunk_no):
+            # Redelivered while another invocation still works on it (a visibility timeout shorter
+            # than that invocation): never two senders for one chunk; SQS delivers it again later.
+            raise ChunkNotSettled(f"chunk {chunk_no} is being processed by another invocation")
+        try:
+            _process(conn, record, message, context)
+        finally:
+            repository.unlock_chunk(conn, run_id, chunk_no)
+
+
+def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
+    run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
+    rate = invocation_rate()
+    deadline = buffr.deadline_from(context, disburse_service._margin())
+    run = repository.receive(conn, run_id, chunk_no, token)
+    if run is None:
+        logger.info("stale or finished chunk message dropped")
+        metrics.add_metric(name="CycleMessagesDropped", unit="Count", value=1)
+        return
+    if run["status"] not in RUNNING:
+        _park(conn, run_id, chunk_no, token, run["status"])
+        return
+    ids = repository.chunk_ids(conn, run_id, chunk_no)
+    if sorted(str(v) for v in message.voucher_ids) != ids:
+        raise ValueError(f"message for chunk {chunk_no} does not list the chunk's vouchers")
+    rows = repository.to_send(conn, ids)
+    checked = [0.0, True]
+
+    def keep_claiming() -> bool:
+        now = time.monotonic()
+        if now - checked[0] >= STATUS_EVERY_S:
+            checked[0], checked[1] = now, repository.run_status(conn, run_id) in RUNNING
+        return bool(checked[1])
+
+    sent = disburse_service.send(
+        conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
+        reference=reference_of(run_id), in_flight=invocation_concurrency(rate),
+        pacer=_container_pacer(rate), keep_claiming=keep_claiming)
+    repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
+                            errors=dict(sent.errors))
+    disburse_service._count(sent.items)
+    if sent.stopped:
+        _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
+        return
+    left = repository.unsettled(conn, ids)
+    if left:
+        metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
+        raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
+                              + (" (deadline)" if sent.stopped_early else ""))
+    if repository.finish_chunk(conn, run_id, chunk_no, token):
+        repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
+                         to_status="completed", reference=record.message_id)
+        logger.info("cycle run completed")
+        metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
+
+
+def _park(conn: Any, run_id: str, chunk_no: int, token: str, status: str) -> None:
+    """The run is not running (paused, or finished otherwise): set the chunk aside, message done.
+    Resume plans parked chunks again."""
+    repository.park(conn, run_id, chunk_no, token)
+    logger.info("chunk parked", extra={"run_status": status})

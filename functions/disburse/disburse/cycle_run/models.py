@@ -1,0 +1,91 @@
+"""Reply models of the cycle-run API and the SQS message body (pydantic, extra fields refused)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["awaiting_approval", "approved", "enqueuing", "running", "paused", "completed", "expired",
+                    "cancelled"]
+
+
+class RegionTotal(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    region: str
+    vouchers: int
+    amount_cents: int
+
+
+class EligibilityExceptions(BaseModel):
+    """Issued vouchers of the cycle that the run leaves out (never sent), by reason."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    total: int = 0
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    voucher_ids: list[uuid.UUID] = Field(default_factory=list, description="The first 100, by id")
+
+
+class Party(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    principal: str
+    key_id: str
+
+
+class Progress(BaseModel):
+    """Where the run's vouchers are now (their status in the one lifecycle table)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    total: int
+    queued: int = Field(description="still issued: not sent yet")
+    sent: int = Field(description="handed to Buffr at least once (pending, active or beyond)")
+    pending: int = Field(description="sent, Buffr's answer not yet recorded (retried)")
+    active: int = Field(description="accepted by Buffr (active, redeemed)")
+    failed: int
+    held: int = Field(description="held back at payment time (beneficiary not eligible then)")
+    other: int = Field(description="cancelled or expired before they were sent")
+    chunks: dict[str, int] = Field(description="messages by state: planned, sending, enqueued, done, parked")
+    receives: int = Field(description="SQS deliveries of the run's messages (a redelivery is a retry)")
+    buffr_calls: int = Field(description="requests made to Buffr for the run (first attempts and retries)")
+    retries: int = Field(description="Buffr attempts beyond each call's first")
+    errors: dict[str, int] = Field(description="calls that did not go through, by class")
+    rate_per_s: float = Field(description="vouchers sent per second over the last minute")
+    eta_s: float | None = Field(description="queued + pending at that rate; null when nothing is moving")
+
+
+class CycleRun(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    run_id: uuid.UUID
+    programme: str
+    cycle: str
+    status: RunStatus
+    voucher_count: int
+    total_amount_cents: int
+    region_totals: list[RegionTotal]
+    exceptions: EligibilityExceptions
+    fingerprint: str
+    maker: Party
+    checker: Party | None = None
+    prepared_at: datetime
+    expires_at: datetime
+    approved_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+
+
+class ChunkMessage(BaseModel):
+    """One SQS message: a chunk of a run's vouchers and the chunk's current token."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    run_id: uuid.UUID
+    chunk_no: int = Field(ge=0)
+    token: uuid.UUID
+    voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
