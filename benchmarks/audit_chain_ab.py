@@ -31,28 +31,10 @@ import uuid
 from typing import Any
 
 import _common
-
-from smartpay import migrate
+from audit_chain import chain_database, ratio_line
 
 KEY = "bench-buffr-key"
 TABLE = "smartpay-idempotency-bench-ab"
-
-
-def _database(name: str, chained: bool) -> str:
-    """A migrated database; ``plain`` has the chain's trigger dropped (and ``hash`` left empty):
-    exactly the writers' work before migration 0012."""
-    import psycopg
-
-    from smartpay_tools.local.services import drop_database, ensure_database
-
-    drop_database(_common.ADMIN_URL, name)
-    url = ensure_database(_common.ADMIN_URL, name)
-    migrate.apply(url)
-    if not chained:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP TRIGGER voucher_events_chain ON voucher_events")
-            conn.execute("ALTER TABLE voucher_events ALTER COLUMN hash DROP NOT NULL")
-    return url
 
 
 def _seed(url: str, count: int, status: str, cycle: str) -> list[str]:
@@ -89,13 +71,6 @@ def _route_metric_ms(calls: int = 3000) -> float:
         return (time.perf_counter() - t0) / calls * 1000
 
 
-def _ratio_line(label: str, plain: float, chained: float, unit: str) -> bool:
-    ratio = chained / plain
-    print(f"  {label:34} plain {plain:9.2f} {unit}   chained {chained:9.2f} {unit}   chained / plain {ratio:5.3f}  "
-          f"(limit 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
-    return ratio <= 1.05
-
-
 def webhook_ab(urls: dict[str, str], blocks: int, block: int, warm: int) -> tuple[float, float]:
     import boto3
     from moto import mock_aws
@@ -109,7 +84,8 @@ def webhook_ab(urls: dict[str, str], blocks: int, block: int, warm: int) -> tupl
 
     secrets = envfile.load()["WebhookFunction"]["WEBHOOK_SECRET"]
     vouchers = {kind: _seed(url, blocks * block, "pending", "2026-11") for kind, url in urls.items()}
-    os.environ.update({"WEBHOOK_SECRET": secrets, "IDEMPOTENCY_TABLE": TABLE, "POWERTOOLS_SERVICE_NAME": "webhook",
+    os.environ.update({**_common.LOCAL_STAGE, "WEBHOOK_SECRET": secrets, "IDEMPOTENCY_TABLE": TABLE,
+                       "POWERTOOLS_SERVICE_NAME": "webhook",
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
                        "LOG_LEVEL": "WARNING", "AWS_DEFAULT_REGION": "af-south-1", "AWS_ACCESS_KEY_ID": "x",
                        "AWS_SECRET_ACCESS_KEY": "x"})
@@ -147,7 +123,7 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
              latency_ms: float) -> tuple[float, float, float, float]:
     from smartpay import buffr, db
     from smartpay.observability import logger
-    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
 
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
     sim = SimulatorProcess(port=0, api_key=KEY).start()
@@ -216,19 +192,19 @@ def main() -> int:
     names = {"plain": "smartpay_bench_ab_plain", "chained": "smartpay_bench_ab_chained"}
     ok = True
     try:
-        urls = {kind: _database(name, kind == "chained") for kind, name in names.items()}
+        urls = {kind: chain_database(name, kind == "chained") for kind, name in names.items()}
         print(f"audit hash chain end to end, A/B interleaved (ABBA) in one process, {args.blocks} blocks per side:")
         if args.only != "batch":
             plain, chained = webhook_ab(urls, args.blocks, args.block, args.warm)
-            ok &= _ratio_line(f"webhook receipt p50 ({args.block - args.warm}/block)", plain, chained, "ms")
+            ok &= ratio_line(f"webhook receipt p50 ({args.block - args.warm}/block)", plain, chained, "ms")
             emf_ms = _route_metric_ms()
             print(f"  + the per-route EMF line (IdempotentRequests/IdempotencyReplays, same code on both sides): "
                   f"{emf_ms:.3f} ms per request = {emf_ms / plain * 100:.1f} % of the plain p50; "
                   f"chain and line together: {(chained + emf_ms) / plain:5.3f}")
         if args.only != "webhook":
             plain, chained, plain_db, chained_db = batch_ab(urls, args.blocks, args.batch, args.latency_ms)
-            ok &= _ratio_line(f"batch of {args.batch} ({args.latency_ms:g} ms/call)", plain, chained, "s ")
-            _ratio_line("  of which turn statements", plain_db, chained_db, "s ")
+            ok &= ratio_line(f"batch of {args.batch} ({args.latency_ms:g} ms/call)", plain, chained, "s ")
+            ratio_line("  of which turn statements", plain_db, chained_db, "s ")
             print(f"  the chain's share of the batch: (turn statements chained - plain) / batch plain = "
                   f"{(chained_db - plain_db) / plain * 100:+.1f} %")
     finally:
