@@ -108,7 +108,7 @@ def disburse(voucher_id: str, *, reference: str, context: Any) -> tuple[dict[str
     """Send one voucher to Buffr, at most once per voucher id whatever the caller sends."""
 
     def _disburse(data: dict[str, Any]) -> dict[str, Any]:
-        return _disburse_voucher(data["voucher_id"], reference, buffr.deadline_from(context, _margin()))
+        return _disburse_voucher(data["voucher_id"], reference, call_deadline(context))
 
     result, replayed = idempotency.run("disburse", _disburse, data={"voucher_id": voucher_id}, context=context,
                                        event_key_jmespath="voucher_id")
@@ -119,6 +119,11 @@ def disburse(voucher_id: str, *, reference: str, context: Any) -> tuple[dict[str
 def _margin() -> float:
     """Seconds kept back from the Lambda deadline for the database write after Buffr's answer."""
     return env_float("DISBURSE_DEADLINE_MARGIN_S", 2.0)
+
+
+def call_deadline(context: Any) -> float:
+    """When this invocation's Buffr calls must stop: its deadline less the margin above."""
+    return buffr.deadline_from(context, _margin())
 
 
 def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[
         claim = transition(conn, voucher_id, VoucherStatus.PENDING, source=SOURCE, reference=reference)
     if claim.ineligible is not None:  # committed above: the voucher records why (audit row)
         item = _refused(claim)
-        _count([item])
+        count_outcomes([item])
         _log([item], [None])
         raise Conflict(f"Voucher {voucher_id} was not sent to Buffr: {claim.ineligible}.",
                        title="Beneficiary not eligible",
@@ -144,7 +149,7 @@ def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[
     result = buffr.client().disburse(request, deadline=deadline)
     with db.transaction() as conn:
         item = _apply(conn, [result], reference)[0]
-    _count([item])
+    count_outcomes([item])
     if item.outcome == "active":
         return {"voucher_id": voucher_id, "status": "active", "delivery_id": item.delivery_id,
                 "attempts": item.attempts}
@@ -226,7 +231,7 @@ def _log(items: list[BatchItem], results: list[buffr.BuffrResult | None]) -> Non
         logger.info("disbursements accepted by Buffr", extra={"count": len(active), "voucher_ids": active})
 
 
-def _count(items: list[BatchItem]) -> None:
+def count_outcomes(items: list[BatchItem]) -> None:
     """Metrics once per call (aggregated), so a 10,000-voucher batch emits a handful of values."""
     totals = {"DisbursementsSucceeded": 0, "DisbursementsFailed": 0, "DisbursementsPending": 0,
               "DisbursementsIneligible": 0, "DisbursementRetries": 0}
@@ -256,7 +261,7 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
     """
     client = buffr.client()
     settings = client.settings
-    deadline = buffr.deadline_from(context, _margin())
+    deadline = call_deadline(context)
     with db.autocommit() as conn:
         if request.voucher_ids is not None:
             ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
@@ -270,7 +275,7 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
         left = (repository.remaining(conn, request.programme, request.cycle)
                 if request.programme is not None else None)
     items, not_attempted, stopped_early = sent.items, sent.not_attempted, sent.stopped_early
-    _count(items)
+    count_outcomes(items)
     outcomes = [i.outcome for i in items]
     logger.info("batch finished", extra={"requested": requested, "attempted": len(items),
                                          "not_attempted": len(not_attempted), "stopped_early": stopped_early})

@@ -109,7 +109,7 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
     run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
     rate = invocation_rate()
-    deadline = buffr.deadline_from(context, disburse_service._margin())
+    deadline = disburse_service.call_deadline(context)
     run = repository.receive(conn, run_id, chunk_no, token)
     if run is None:
         logger.info("stale or finished chunk message dropped")
@@ -136,7 +136,7 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
         pacer=_container_pacer(rate), keep_claiming=keep_claiming)
     repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
                             errors=dict(sent.errors))
-    disburse_service._count(sent.items)
+    disburse_service.count_outcomes(sent.items)
     if sent.stopped:
         _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
         return
