@@ -226,3 +226,116 @@ def test_a_batch_turn_that_loses_a_deadlock_is_run_again_and_nothing_doubles(pg,
     with pytest.raises(DatabaseUnavailable) as raised, db.transaction() as conn:  # 503, never a 500
         repository.settle_and_claim(conn, [], [settled_id], "in-a-transaction")
     assert calls == [1] and isinstance(raised.value.__cause__, psycopg.errors.DeadlockDetected)
+
+
+def _recording_turns(monkeypatch) -> list[tuple[int, int, int]]:
+    """Every batch statement as (backend pid, answers recorded, vouchers claimed)."""
+    from disburse import repository
+
+    real, turns = repository.settle_and_claim, []
+
+    def recorded(conn, settle, voucher_ids, reference):
+        turns.append((conn.info.backend_pid, len(settle), len(voucher_ids)))
+        return real(conn, settle, voucher_ids, reference)
+
+    monkeypatch.setattr(repository, "settle_and_claim", recorded)
+    return turns
+
+
+def _all_active_once(pg, sim, ids: list[str], cycle: str) -> None:
+    assert sim.stats(detail=True)["credits_per_voucher"] == {v: 1 for v in ids}
+    assert {r["status"] for r in pg.execute("SELECT status FROM vouchers WHERE cycle = %s", (cycle,))} == {"active"}
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events e JOIN vouchers v ON v.id = e.voucher_id "
+                               f"WHERE v.cycle = '{cycle}'") == 3 * len(ids)
+
+
+def test_a_batch_records_answers_on_a_spare_connection_while_it_claims(disburse_env, pg, sim, monkeypatch) -> None:
+    """With a second pooled connection (DB_POOL_SIZE 2, as deployed) the answers of a turn are
+    recorded on it while the batch's own connection claims the next vouchers: each voucher still
+    moves issued → pending → active once, with one audit row per move."""
+    ids = _cycle_vouchers(pg, 400, cycle="2026-03")
+    sim.configure(latency_ms=20)
+    turns = _recording_turns(monkeypatch)
+    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-03", limit=400),
+                                   reference="spare", context=lambda_context())
+    assert (reply.succeeded, reply.pending, reply.failed) == (400, 0, 0)
+    claims = {pid for pid, _, claimed in turns if claimed}
+    recorded_beside_a_claim = {pid for pid, settled, claimed in turns if settled and not claimed} - claims
+    assert len(claims) == 1 and recorded_beside_a_claim, turns
+    assert sum(settled for _, settled, _ in turns) == sum(claimed for _, _, claimed in turns) == 400
+    _all_active_once(pg, sim, ids, "2026-03")
+
+
+def test_a_batch_with_no_spare_connection_runs_on_its_own(disburse_env, pg, sim, monkeypatch) -> None:
+    """The pool's other connection busy elsewhere: the batch does every turn on its one connection
+    (a spare speeds it up; its absence never fails it)."""
+    from smartpay import db
+
+    ids = _cycle_vouchers(pg, 150, cycle="2026-02")
+    turns = _recording_turns(monkeypatch)
+    with db.connection() as held:  # the pool's second connection, taken for the whole batch
+        held.execute("SELECT 1")
+        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-02", limit=150),
+                                       reference="no-spare", context=lambda_context())
+    assert (reply.succeeded, reply.pending, reply.failed) == (150, 0, 0)
+    assert len({pid for pid, _, _ in turns}) == 1
+    _all_active_once(pg, sim, ids, "2026-02")
+
+
+def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_nothing_twice(
+        disburse_env, pg, sim, monkeypatch) -> None:
+    """The spare's server gone while it records answers: the batch ends 503 (DatabaseUnavailable);
+    vouchers whose answers were lost stay pending, the next batch re-sends them under the same
+    idempotency key (Buffr refuses each as a duplicate) and every voucher ends active, credited once."""
+    from disburse import repository
+    from smartpay.errors import DatabaseUnavailable
+
+    ids = _cycle_vouchers(pg, 400, cycle="2026-01")
+    sim.configure(latency_ms=20)
+    real, recorded, killed, claimers = repository.settle_and_claim, [], [], set()
+
+    def kills_the_spare(conn, settle, voucher_ids, reference):
+        if voucher_ids:  # the batch's own connection (its first statement is a claim)
+            claimers.add(conn.info.backend_pid)
+        elif settle and claimers and conn.info.backend_pid not in claimers:  # answers, on the spare
+            recorded.append(len(settle))
+            if len(recorded) == 3:
+                pg.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+                killed.append(conn.info.backend_pid)
+        return real(conn, settle, voucher_ids, reference)
+
+    monkeypatch.setattr(repository, "settle_and_claim", kills_the_spare)
+    request = BatchRequest(programme="old_age", cycle="2026-01", limit=400)
+    with pytest.raises(DatabaseUnavailable):
+        service.disburse_batch(request, reference="cut-spare", context=lambda_context())
+    assert killed and killed[0] not in claimers
+    before = _settled_calls(sim)  # the calls already submitted finish on the client's loop
+    status = {r["id"]: r["status"] for r in pg.execute(
+        "SELECT id::text AS id, status FROM vouchers WHERE cycle = '2026-01'")}
+    pending = {v for v, s in status.items() if s == "pending"}
+    assert pending and set(status.values()) <= {"issued", "pending", "active"}
+    assert before["double_credited"] == {}
+    assert all(v in before["credits_per_voucher"] for v, s in status.items() if s == "active")
+
+    monkeypatch.setattr(repository, "settle_and_claim", real)
+    second = service.disburse_batch(request, reference="after-cut", context=lambda_context())
+    after = sim.stats(detail=True)
+    assert second.succeeded == second.requested == 400 - list(status.values()).count("active")
+    assert after["calls"]["disburse"] - before["calls"]["disburse"] == second.requested
+    # each pending voucher Buffr had credited (its answer lost with the spare) is refused as a duplicate
+    assert after["duplicates_refused"] - before["duplicates_refused"] == len(pending & set(before["credits_per_voucher"]))
+    _all_active_once(pg, sim, ids, "2026-01")
+
+
+def _settled_calls(sim, quiet_s: float = 0.3, limit_s: float = 10.0) -> dict:
+    """The simulator's stats once no call has arrived for ``quiet_s`` (at most ``limit_s``)."""
+    import time
+
+    stats, stop = sim.stats(detail=True), time.monotonic() + limit_s
+    while time.monotonic() < stop:
+        time.sleep(quiet_s)
+        now = sim.stats(detail=True)
+        if now["calls"] == stats["calls"]:
+            return now
+        stats = now
+    raise AssertionError("calls to the simulator did not stop")

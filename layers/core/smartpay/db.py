@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -132,10 +132,12 @@ def close_pool() -> None:
 
 
 @contextmanager
-def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A pooled connection; committed on success, rolled back on error (psycopg_pool semantics)."""
+def connection(timeout: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled connection; committed on success, rolled back on error (psycopg_pool semantics).
+
+    ``timeout``: how long to wait for a free one (default ``DB_POOL_TIMEOUT_S``)."""
     try:
-        with get_pool().connection() as conn:
+        with get_pool().connection(timeout=timeout) as conn:
             _check_role(conn)
             try:
                 yield conn  # type: ignore[misc]
@@ -146,16 +148,28 @@ def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @contextmanager
-def autocommit() -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def autocommit(timeout: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled connection where every statement is its own transaction (one round trip each).
 
     For loops whose every turn is one atomic statement (the disbursement batch) and for
     session-level advisory locks (reconciliation): no BEGIN and COMMIT round trips around each.
     The pool's reset hook (:func:`_reset`) hands it to the next borrower transactional again.
     """
-    with connection() as conn:
+    with connection(timeout) as conn:
         conn.autocommit = True
         yield conn
+
+
+def spare_autocommit(stack: ExitStack, wait: float = 1.0) -> psycopg.Connection[dict[str, Any]] | None:
+    """A second :func:`autocommit` connection for the life of ``stack``, when the pool has one
+    (``DB_POOL_SIZE`` >= 2) free within ``wait`` seconds; else None and the caller carries on
+    with the connection it has: a spare speeds work up, its absence never fails it."""
+    if get_pool().max_size < 2:
+        return None
+    try:
+        return stack.enter_context(autocommit(wait))
+    except DatabaseUnavailable:
+        return None
 
 
 @contextmanager
