@@ -287,28 +287,29 @@ def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_not
     """The spare's server gone while it records answers: the batch ends 503 (DatabaseUnavailable);
     vouchers whose answers were lost stay pending, the next batch re-sends them under the same
     idempotency key (Buffr refuses each as a duplicate) and every voucher ends active, credited once."""
+    import psycopg
+
     from disburse import repository
     from smartpay.errors import DatabaseUnavailable
 
+    disburse_env["reconfigure"](BUFFR_CONCURRENCY="20")  # many turns, each claiming ≤ 40
     ids = _cycle_vouchers(pg, 400, cycle="2026-01")
     sim.configure(latency_ms=20)
-    real, recorded, killed, claimers = repository.settle_and_claim, [], [], set()
+    real, killed, claimers = repository.settle_and_claim, [], set()
 
     def kills_the_spare(conn, settle, voucher_ids, reference):
         if voucher_ids:  # the batch's own connection (its first statement is a claim)
             claimers.add(conn.info.backend_pid)
-        elif settle and claimers and conn.info.backend_pid not in claimers:  # answers, on the spare
-            recorded.append(len(settle))
-            if len(recorded) == 3:
-                pg.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
-                killed.append(conn.info.backend_pid)
+        elif settle and claimers and conn.info.backend_pid not in claimers and not killed:  # answers, on the spare
+            pg.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+            killed.append(conn.info.backend_pid)
         return real(conn, settle, voucher_ids, reference)
 
     monkeypatch.setattr(repository, "settle_and_claim", kills_the_spare)
     request = BatchRequest(programme="old_age", cycle="2026-01", limit=400)
-    with pytest.raises(DatabaseUnavailable):
+    with pytest.raises(DatabaseUnavailable) as raised:
         service.disburse_batch(request, reference="cut-spare", context=lambda_context())
-    assert killed and killed[0] not in claimers
+    assert killed and isinstance(raised.value.__cause__, psycopg.OperationalError)  # the killed spare, as a 503
     before = _settled_calls(sim)  # the calls already submitted finish on the client's loop
     status = {r["id"]: r["status"] for r in pg.execute(
         "SELECT id::text AS id, status FROM vouchers WHERE cycle = '2026-01'")}
@@ -339,3 +340,51 @@ def _settled_calls(sim, quiet_s: float = 0.3, limit_s: float = 10.0) -> dict:
             return now
         stats = now
     raise AssertionError("calls to the simulator did not stop")
+
+
+def test_a_turn_whose_two_halves_both_fail_logs_the_lost_answers_and_is_503(disburse_env, pg, sim,
+                                                                             monkeypatch) -> None:
+    """Claim and recording fail in the same turn: the claim's error is the 503, and the recording's is
+    logged (not dropped with the helper thread)."""
+    import io
+    import json
+    import logging
+    import threading
+
+    import psycopg
+
+    from disburse import repository
+    from smartpay.errors import DatabaseUnavailable
+    from smartpay.observability import logger
+
+    disburse_env["reconfigure"](BUFFR_CONCURRENCY="20")
+    _cycle_vouchers(pg, 200, cycle="2025-12")
+    real, claimed_on, recording_failed = repository.settle_and_claim, set(), threading.Event()
+
+    def both_fail(conn, settle, voucher_ids, reference):
+        pid = conn.info.backend_pid
+        if settle and not voucher_ids and claimed_on and pid not in claimed_on:  # answers, on the spare
+            recording_failed.set()
+            raise psycopg.OperationalError("server closed the connection (recording)")
+        if voucher_ids and not settle and claimed_on:  # a later claim: it runs beside a recording
+            assert recording_failed.wait(5)
+            raise psycopg.OperationalError("server closed the connection (claim)")
+        if voucher_ids:
+            claimed_on.add(pid)
+        return real(conn, settle, voucher_ids, reference)
+
+    monkeypatch.setattr(repository, "settle_and_claim", both_fail)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            service.disburse_batch(BatchRequest(programme="old_age", cycle="2025-12", limit=200),
+                                   reference="both", context=lambda_context())
+    finally:
+        logger.removeHandler(handler)
+    assert "(claim)" in str(raised.value.__cause__)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x["level"], x["error"]) for x in lines if x["message"] == "recording Buffr's answers failed as well"] == [
+        ("ERROR", "OperationalError")]

@@ -343,10 +343,10 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
     todo = deque(ids)
     done: queue.SimpleQueue[buffr.BuffrResult] = queue.SimpleQueue()
     outstanding = 0
-    drained_at = time.monotonic()
     out = Sent()
     results: list[buffr.BuffrResult] = []
     while todo or outstanding or results:
+        turn_started = time.monotonic()
         chunk: list[str] = []
         free = submit_limit - outstanding
         if todo and not out.stopped and (free >= min(claim_at_least, len(todo)) or not outstanding):
@@ -360,17 +360,24 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             recording = None
             if helper is not None and results and chunk:  # the answers on the spare, meanwhile
                 recording = helper.submit(repository.settle_and_claim, spare, _changes(results), [], reference)
-                _, claimed, refused = repository.settle_and_claim(conn, [], chunk, reference)
-            else:
-                settled, claimed, refused = repository.settle_and_claim(conn, _changes(results), chunk, reference)
-            if claimed:  # first: the calls start while this thread does the bookkeeping
-                missing = [v for v in claimed if v not in details]
-                if missing:  # cannot happen for ids read up front; never send without details
-                    details.update((row[0], row[1:]) for row in repository.sendable(conn, missing))
-                client.submit_disburse_many(
-                    [buffr.DisburseRequest(v, int(details[v][0]), *details[v][1:]) for v in claimed],
-                    deadline=deadline, on_result=done.put, pacer=pacer)
-                outstanding += len(claimed)
+            try:
+                if recording is not None:
+                    _, claimed, refused = repository.settle_and_claim(conn, [], chunk, reference)
+                else:
+                    settled, claimed, refused = repository.settle_and_claim(conn, _changes(results), chunk, reference)
+                if claimed:  # first: the calls start while this thread does the bookkeeping
+                    missing = [v for v in claimed if v not in details]
+                    if missing:  # cannot happen for ids read up front; never send without details
+                        details.update((row[0], row[1:]) for row in repository.sendable(conn, missing))
+                    client.submit_disburse_many(
+                        [buffr.DisburseRequest(v, int(details[v][0]), *details[v][1:]) for v in claimed],
+                        deadline=deadline, on_result=done.put, pacer=pacer)
+                    outstanding += len(claimed)
+            except BaseException:
+                if recording is not None and (lost := recording.exception()) is not None:  # waits for it
+                    logger.error("recording Buffr's answers failed as well", extra={
+                        "error": type(lost).__name__, "answers": len(results)})
+                raise
             if recording is not None:
                 settled = recording.result()[0]
             out.items.extend(_items(results, settled))
@@ -388,16 +395,15 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             if out.stopped_early or out.stopped or not todo:
                 break
             continue
+        busy = time.monotonic() - turn_started  # answers queued up meanwhile
         results.append(done.get(timeout=max(deadline - time.monotonic(), 0) + 30))
-        gathering = GATHER_S - (time.monotonic() - drained_at)
-        if gathering > 0:  # let a tick's answers gather (the turn's statements count): one wake-up per turn
-            time.sleep(gathering)
+        if busy < GATHER_S:  # let a tick's answers gather, the turn's own work included: one wake-up per turn
+            time.sleep(GATHER_S - busy)
         while True:
             try:
                 results.append(done.get_nowait())
             except queue.Empty:
                 break
-        drained_at = time.monotonic()
         outstanding -= len(results)
     out.not_attempted = list(todo)
     return out
