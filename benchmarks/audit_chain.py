@@ -26,7 +26,8 @@ import _common
 import psycopg
 
 from smartpay import audit_chain
-from smartpay.transitions import Change, record_issues, transition, transition_many
+from smartpay.transitions import Change, transition, transition_many
+from smartpay_tools.data import bulk_seed
 
 
 def chain_database(name: str, chained: bool) -> str:
@@ -50,15 +51,7 @@ def ratio_line(label: str, plain: float, chained: float, unit: str) -> bool:
 
 def _seed(conn: psycopg.Connection, count: int) -> list[str]:
     with conn.transaction():
-        conn.execute(
-            """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
-               SELECT lpad(i::text, 11, '0'), 'Bench', 'Mark', '+26481' || lpad(i::text, 7, '0'), 'Khomas',
-                      'old_age' FROM generate_series(1, %s) AS i""", (count,))
-        ids = [str(r[0]) for r in conn.execute(
-            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-               SELECT id, 'old_age', '2026-11', 140000, now() + interval '30 days' FROM beneficiaries
-               RETURNING id""").fetchall()]
-        record_issues(conn, ids, source="operator", reference="bench")
+        ids = bulk_seed.issued_vouchers(conn, count, cycle="2026-11", reference="bench")
     conn.execute("VACUUM ANALYZE")
     return ids
 

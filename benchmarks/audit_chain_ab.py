@@ -40,20 +40,12 @@ TABLE = "smartpay-idempotency-bench-ab"
 def _seed(url: str, count: int, status: str, cycle: str) -> list[str]:
     import psycopg
 
-    from smartpay.transitions import Change, record_issues, transition_many
+    from smartpay.transitions import Change, transition_many
+    from smartpay_tools.data import bulk_seed
 
     with psycopg.connect(url) as conn:
         start = conn.execute("SELECT count(*) FROM beneficiaries").fetchone()[0]
-        conn.execute(
-            """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
-               SELECT lpad(i::text, 11, '0'), 'Bench', 'Mark', '+26481' || lpad(i::text, 7, '0'), 'Khomas',
-                      'old_age' FROM generate_series(%s::int, %s::int) AS i""", (start + 1, start + count))
-        ids = [str(r[0]) for r in conn.execute(
-            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-               SELECT id, 'old_age', %s, 140000, now() + interval '30 days' FROM beneficiaries b
-                WHERE NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.beneficiary_id = b.id)
-               RETURNING id""", (cycle,)).fetchall()]
-        record_issues(conn, ids, source="operator", reference="bench")
+        ids = bulk_seed.issued_vouchers(conn, count, cycle=cycle, first=start + 1, reference="bench")
         if status == "pending":
             transition_many(conn, [Change(v, "pending") for v in ids], source="disburse", reference="bench")
     return ids

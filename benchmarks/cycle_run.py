@@ -33,20 +33,10 @@ DB = "smartpay_bench_cycle_run"
 def seed(url: str, n: int) -> None:
     import psycopg
 
+    from smartpay_tools.data import bulk_seed
+
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            """WITH b AS (
-                   INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
-                   SELECT lpad((10000000000 + i)::text, 11, '0'), 'Bench', 'Mark',
-                          '+26481' || lpad(i::text, 7, '0'), (ARRAY['Oshana', 'Khomas', 'Zambezi'])[1 + i %% 3],
-                          %(programme)s
-                     FROM generate_series(1, %(n)s) AS i RETURNING id),
-               v AS (
-                   INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-                   SELECT id, %(programme)s, %(cycle)s, 140000, now() + interval '60 days' FROM b RETURNING id)
-               INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-               SELECT id, NULL, 'issued', 'operator', 'benchmark' FROM v""",
-            {"n": n, "programme": PROGRAMME, "cycle": CYCLE})
+        bulk_seed.issued_vouchers(conn, n, cycle=CYCLE, programme=PROGRAMME, first=10**10, reference="benchmark")
 
 
 def busiest_second(times: list[float]) -> int:

@@ -46,17 +46,12 @@ def pct(values: list[float], q: float) -> float:
 def seed(url: str, count: int) -> list[str]:
     import psycopg
 
+    from smartpay_tools.data import bulk_seed
+
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            """INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
-               SELECT lpad(i::text, 11, '0'), 'Bench', 'Mark', '+26481' || lpad(i::text, 7, '0'), 'Khomas',
-                      'old_age' FROM generate_series(1, %s) AS i""", (count,))
-        rows = conn.execute(  # born issued (the database allows nothing else), then sent (pending)
-            """INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-               SELECT id, 'old_age', '2026-11', 140000, now() + interval '30 days'
-                 FROM beneficiaries RETURNING id""").fetchall()
-        conn.execute("UPDATE vouchers SET status = 'pending'")
-    return [str(r[0]) for r in rows]
+        ids = bulk_seed.issued_vouchers(conn, count, cycle="2026-11", reference="bench")  # born issued
+        conn.execute("UPDATE vouchers SET status = 'pending'")  # then sent
+    return ids
 
 
 def transactions(dbname: str) -> int:

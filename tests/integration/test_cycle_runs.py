@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from smartpay_tools.data import bulk_seed
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -74,20 +75,8 @@ def _keys(stack: Any) -> dict[str, str]:
 
 def _seed(pg: psycopg.Connection[Any], n: int, cycle: str) -> None:
     """``n`` active beneficiaries of the programme, each with an issued voucher for ``cycle``."""
-    base = factories._rng.randrange(10**9, 9 * 10**10)
-    pg.execute(
-        """WITH b AS (
-               INSERT INTO beneficiaries (id_number, first_name, last_name, msisdn, region, programme)
-               SELECT lpad((%(base)s + i)::text, 11, '0'), 'Ndapewa', 'Nangolo',
-                      '+26481' || lpad((%(base)s + i)::text, 7, '0'),
-                      (ARRAY['Oshana', 'Khomas', 'Kavango East'])[1 + i %% 3], %(programme)s
-                 FROM generate_series(1, %(n)s) AS i RETURNING id),
-           v AS (
-               INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-               SELECT id, %(programme)s, %(cycle)s, 140000, now() + interval '30 days' FROM b RETURNING id)
-           INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-           SELECT id, NULL, 'issued', 'operator', 'test' FROM v""",
-        {"base": base, "n": n, "programme": PROGRAMME, "cycle": cycle})
+    bulk_seed.issued_vouchers(pg, n, cycle=cycle, programme=PROGRAMME,
+                              first=factories._rng.randrange(10**9, 9 * 10**10), reference="test")
 
 
 def _call(stack: Any, method: str, cycle: str, action: str = "", key: str = "operator",
