@@ -1,4 +1,4 @@
-"""What the audit hash chain costs the writers, A/B in one run (issue 16: at most 5 %).
+"""What the audit hash chain costs the writers, A/B in one run (the limit: at most 5 %).
 
 Two throwaway databases on the same server: ``plain`` (the chain's trigger dropped: no chain)
 and ``chained`` (all migrations: the BEFORE INSERT trigger hashes each audit row). Rounds

@@ -1,4 +1,4 @@
-"""The audit hash chain end to end, A/B in one process (issue 16: batch disburse and webhook
+"""The audit hash chain end to end, A/B in one process (the limit: batch disburse and webhook
 receipt may not regress by more than 5 %).
 
 The machine is shared, so two separate benchmark runs (before / after) differ by far more than

@@ -1,6 +1,6 @@
 """Payroll import rate: N payroll rows (default 300,000) into a fresh database, then a re-run.
 
-Target (issue 3): 300,000 rows in ≤ 60 s on the dev box. Prints rows/s and the ratio to target.
+Target: 300,000 rows in ≤ 60 s on the dev box. Prints rows/s and the ratio to target.
 Usage: python benchmarks/payroll_import.py [ROWS] [--database-name NAME]
 """
 

@@ -1,4 +1,4 @@
-"""Reconciliation throughput against the Buffr simulator (issue 5, "Performance").
+"""Reconciliation throughput against the Buffr simulator.
 
 From one run it prints:
 

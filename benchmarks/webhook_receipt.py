@@ -1,4 +1,4 @@
-"""Warm webhook receipt in-process: N fresh events, then the same N again as Buffr's retries (issue 4).
+"""Warm webhook receipt in-process: N fresh events, then the same N again as Buffr's retries.
 
 Runs the real handler (signature, parsing, Powertools idempotency, state machine, PostgreSQL)
 against moto's in-process DynamoDB (``mock_aws``) and the machine's PostgreSQL (a throwaway

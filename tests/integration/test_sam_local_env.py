@@ -9,7 +9,6 @@ webhook events re-signed as `smartpay sign-event` does)."""
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import os
 import subprocess
@@ -82,11 +81,12 @@ print("\n" + json.dumps(result, default=str))
 
 
 def _python312() -> str:
-    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or "/root/.pyenv"
-    found = sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"))
-    if not found:
-        pytest.fail("python3.12 (the Lambda runtime) is required: pyenv install 3.12", pytrace=False)
-    return found[-1]
+    from smartpay_tools.local import lambda_python
+
+    found = lambda_python.find()
+    if found is None:
+        pytest.fail(lambda_python.HOW_TO_GET_IT, pytrace=False)
+    return str(found)
 
 
 def _stale() -> bool:

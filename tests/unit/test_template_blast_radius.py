@@ -1,4 +1,4 @@
-"""Issue 14 in template.yaml: reserved concurrency, the optional webhook WAF, one idempotency table
+"""template.yaml's blast radius: reserved concurrency, the optional webhook WAF, one idempotency table
 per function with item-level actions only, the network for an existing database, TLS and tracing
 settings, key revocation bounds, https for Buffr, and placeholders a deploy rejects."""
 

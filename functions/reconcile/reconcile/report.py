@@ -88,7 +88,7 @@ def cycle_report(conn: psycopg.Connection[Any], programme: str, cycle: str) -> d
 
 
 def cycle_runs(conn: psycopg.Connection[Any], programme: str, cycle: str) -> list[dict[str, Any]]:
-    """The cycle's runs (issue 15) with what each sent against what was confirmed: accepted by Buffr
+    """The cycle's runs with what each sent against what was confirmed: accepted by Buffr
     (a delivery id recorded) and, per each voucher's latest reconciliation check, matched at Buffr."""
     rows = conn.execute(
         """SELECT r.id::text AS run_id, r.status, r.maker_principal AS maker, r.checker_principal AS checker,

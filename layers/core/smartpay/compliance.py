@@ -25,8 +25,7 @@ from psycopg.rows import dict_row
 
 from smartpay import audit_chain
 
-#: Current statuses, in lifecycle order; ``held`` (issue 11) is counted by name whether or not the
-#: lifecycle has it yet, so a database that has it balances and one that does not shows 0.
+#: Current statuses, in lifecycle order; each is counted by name, so a status no voucher is in shows 0.
 STATUSES = ("issued", "pending", "active", "held", "redeemed", "expired", "cancelled", "failed")
 OUTSTANDING = ("issued", "pending", "active")
 #: The terms of the arithmetic check: issued = redeemed + outstanding + expired + cancelled + failed + held.

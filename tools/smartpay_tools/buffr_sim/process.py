@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from smartpay_tools.buffr_sim.state import DEFAULT_API_KEY, DEFAULT_PORT, SECRET_ENV
@@ -20,8 +22,9 @@ class SimulatorProcess:
 
     def __init__(self, port: int = DEFAULT_PORT, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", *,
                  webhook_url: str | None = None, webhook_secrets: str | None = None,
-                 knobs: dict[str, Any] | None = None) -> None:
+                 knobs: dict[str, Any] | None = None, log_path: Path | None = None) -> None:
         self.host, self.port, self.api_key = host, port, api_key
+        self.log_path = log_path  # its stderr (None: the terminal's)
         self.webhook_url, self.webhook_secrets = webhook_url, webhook_secrets
         self.knobs = Knobs().update(knobs or {})  # validated here, before a process starts
         self.process: subprocess.Popen[bytes] | None = None
@@ -46,7 +49,10 @@ class SimulatorProcess:
                 cmd += ["--webhook-url", self.webhook_url]
         from smartpay_tools.local.services import die_with_parent
 
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent)
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(self.log_path.open("ab")) if self.log_path else None
+            self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                            preexec_fn=die_with_parent)
         try:
             wait_port(self.host, self.port, timeout, "Buffr simulator")
         except RuntimeError:

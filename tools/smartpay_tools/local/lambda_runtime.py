@@ -54,12 +54,20 @@ class InvocationError(Exception):
 
 
 def _worker_main(conn: Connection, code_dir: str, layer_dirs: list[str], handler: str,
-                 env: dict[str, str], name: str, memory: int) -> None:
+                 env: dict[str, str], name: str, memory: int, log_path: str | None = None) -> None:
     os.environ.clear()
     os.environ.update(env)
-    # Function logs go to stderr, as with `sam local`: stdout stays clean for results.
+    # Function logs go to stderr, as with `sam local` (stdout stays clean for results), or all of
+    # them to the function's log file, one line per write so that workers' lines never interleave.
     sys.stdout.flush()
+    sys.stderr.flush()
+    if log_path:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log_fd, sys.stderr.fileno())
+        os.close(log_fd)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
     project = str(PROJECT_ROOT)
     # Only the function's code, its layers and the installed packages: like /var/task + /opt/python.
     sys.path[:] = [code_dir, *layer_dirs] + [
@@ -94,13 +102,13 @@ def _worker_main(conn: Connection, code_dir: str, layer_dirs: list[str], handler
 
 
 class _Worker:
-    def __init__(self, spec: Any, env: dict[str, str], layer_dirs: list[Path]) -> None:
+    def __init__(self, spec: Any, env: dict[str, str], layer_dirs: list[Path], log_path: Path | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_worker_main,
             args=(child, str(spec.code_uri), [str(p) for p in layer_dirs], spec.handler, env, spec.name,
-                  spec.memory),
+                  spec.memory, str(log_path) if log_path else None),
             daemon=True,
             name=f"lambda-{spec.logical_id}",
         )
@@ -155,11 +163,13 @@ class _Worker:
 
 
 class FunctionPool:
-    """Warm workers for one function, at most ``max_concurrency`` at once."""
+    """Warm workers for one function, at most ``max_concurrency`` at once; their logs go to
+    ``log_path`` when given, else to stderr."""
 
     def __init__(self, spec: Any, env: dict[str, str], layer_dirs: list[Path], *,
-                 max_concurrency: int = 4, queue_timeout_s: float = 30.0) -> None:
+                 max_concurrency: int = 4, queue_timeout_s: float = 30.0, log_path: Path | None = None) -> None:
         self.spec = spec
+        self.log_path = log_path
         self.env = env
         self.layer_dirs = layer_dirs
         self.max_concurrency = max_concurrency
@@ -188,7 +198,7 @@ class FunctionPool:
                                                         "errorMessage": "Rate Exceeded."})
                 self._cond.wait(remaining)
         try:
-            worker = _Worker(self.spec, self.env, self.layer_dirs)
+            worker = _Worker(self.spec, self.env, self.layer_dirs, self.log_path)
             self.cold_starts += 1
             return worker
         except BaseException:

@@ -35,6 +35,8 @@ class LocalStack:
     #: Webhook knobs over the env file's ``LocalStack.BuffrWebhooks`` (e.g. ``{"enabled": False}`` in tests).
     webhook_knobs: dict[str, Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Where the functions' and the simulator's logs go, one file each (``<LogicalId>.log``); None → stderr.
+    log_dir: Path | None = None
     #: Template parameters over the env file's ``LocalStack.TemplateParameters`` (e.g. a short
     #: ``CycleQueueVisibilityTimeout`` in tests).
     template_parameters: dict[str, str] = field(default_factory=dict)
@@ -48,6 +50,7 @@ class LocalStack:
     queue_urls: dict[str, str] = field(init=False, default_factory=dict)
     pollers: list[Any] = field(init=False, default_factory=list)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _logs: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.env_file = envfile.load(self.env_file_path)
@@ -101,7 +104,8 @@ class LocalStack:
             self.buffr = SimulatorProcess(port=port, api_key=self.buffr_api_key,
                                           webhook_url=self.webhook_url or self.gateway_url,
                                           webhook_secrets=self.webhook_secrets or None,
-                                          knobs=self.simulator_knobs()).start()
+                                          knobs=self.simulator_knobs(),
+                                          log_path=self.log_path("BuffrSimulator")).start()
         self.moto = MotoServer().start()
         self.lambda_endpoint = LambdaEndpoint(self, 0).start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
@@ -200,8 +204,20 @@ class LocalStack:
                 # A function whose SQS event sources are polled gets room for their batches too.
                 batches = sum(p.concurrency for p in self.pollers if p.function == logical_id)
                 self.pools[logical_id] = FunctionPool(spec, self.env_for(spec), self.template.layer_dirs(),
-                                                      max_concurrency=self.max_concurrency + batches)
+                                                      max_concurrency=self.max_concurrency + batches,
+                                                      log_path=self.log_path(logical_id))
             return self.pools[logical_id]
+
+    def log_path(self, name: str) -> Path | None:
+        """``name``'s log file under ``log_dir`` (created, emptied at the first call of a stack), or None."""
+        if self.log_dir is None:
+            return None
+        path = self.log_dir / f"{name}.log"
+        if name not in self._logs:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+            self._logs.add(name)
+        return path
 
     def invoke(self, logical_id: str, event: dict[str, Any], request_id: str | None = None) -> Any:
         return self.pool(logical_id).invoke(event, request_id)

@@ -1,4 +1,4 @@
--- Reconciliation (issue 5): what a run needs beyond the core schema.
+-- Reconciliation: what a run needs beyond the core schema.
 
 -- Counters the reports and the resume logic read, and how long the run has worked so far
 -- (summed over its invocations).
@@ -28,8 +28,8 @@ CREATE INDEX reconciliation_records_run_class_idx ON reconciliation_records (run
 CREATE INDEX reconciliation_records_voucher_idx ON reconciliation_records (voucher_id, checked_at DESC);
 
 -- Which shard a voucher belongs to out of ``shards``: a stable hash of its id (first 32 bits
--- of md5 of the canonical text form), the same in Python (reconcile.shards.shard_of), so
--- shards 0..k-1 partition the vouchers exactly, whatever their ids look like.
+-- of md5 of the canonical text form), computed only here, so shards 0..k-1 partition the
+-- vouchers exactly, whatever their ids look like.
 CREATE FUNCTION smartpay_shard(voucher_id uuid, shards integer) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN (('x' || left(md5(voucher_id::text), 8))::bit(32)::bigint % shards)::integer;

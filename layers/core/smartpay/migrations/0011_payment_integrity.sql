@@ -1,4 +1,4 @@
--- Payment integrity (issue 11): eligibility at every payment point, and the database refusing
+-- Payment integrity: eligibility at every payment point, and the database refusing
 -- what the code must never do. The lifecycle's own data (which status changes are allowed, the
 -- status list, where an ineligible voucher goes) is NOT written here: smartpay.migrate renders it
 -- from smartpay/lifecycle.py after the numbered migrations, on every run where it changed

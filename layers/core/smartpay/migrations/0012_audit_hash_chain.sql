@@ -1,4 +1,4 @@
--- Tamper-evident audit trail (issue 16; docs/database.md "Audit hash chain").
+-- Tamper-evident audit trail (docs/database.md "Audit hash chain").
 --
 -- Every voucher_events row carries hash = sha256(canonical encoding of the row and the hash of
 -- the previous row of the SAME voucher). One chain per voucher: every writer already holds the

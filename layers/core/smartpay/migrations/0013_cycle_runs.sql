@@ -1,4 +1,4 @@
--- Cycle runs (issue 15): a programme cycle disbursed server-side, four eyes before money moves.
+-- Cycle runs: a programme cycle disbursed server-side, four eyes before money moves.
 --
 -- A maker prepares a run (what would be sent: count, total, per-region totals, eligibility
 -- exceptions, and a fingerprint of exactly those vouchers); a different checker approves it;
