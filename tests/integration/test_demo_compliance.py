@@ -1,11 +1,14 @@
-"""A small demo cycle (300 beneficiaries): its report carries each programme's compliance section
-(text, CSV and HTML, read as the auditor role) and ``smartpay audit verify`` runs at its end and passes."""
+"""A small demo cycle (300 beneficiaries): the terminal shows progress lines and the report while the
+functions log to files; the report carries each programme's compliance section (text, CSV and HTML,
+read as the auditor role) and ``smartpay audit verify`` runs at its end and passes."""
 
 import csv
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,21 +20,52 @@ from tests.conftest import ADMIN_URL
 pytestmark = pytest.mark.integration
 
 
-def test_demo_report_has_compliance_sections_and_audit_verify_passes(pg_url, tmp_path) -> None:
-    out = tmp_path / "reports"
+@pytest.fixture(scope="module")
+def demo(pg_url, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One small demo run (its terminal output, its folder), shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("demo")
     database = f"smartpay_demo_compliance_{os.getpid()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out", str(out),
-             "--beneficiaries", "300", "--database-name", database],
+            [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out",
+             str(folder / "reports"), "--logs", str(folder / "logs"), "--beneficiaries", "300",
+             "--database-name", database],
             capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, env=env,
         )
     finally:
         drop_database(ADMIN_URL, database)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     assert "demo passed" in proc.stdout
+    return proc, folder
+
+
+def test_demo_terminal_shows_progress_lines_and_the_report_and_logs_go_to_files(demo) -> None:
+    """The terminal carries a bounded number of progress lines, then the report; every function's
+    log lines are in its own file under --logs, none on the terminal."""
+    proc, folder = demo
+    programmes = sorted(datagen.PROGRAMMES)
+    progress, report = proc.stdout.split("[6/6] report\n", 1)
+    # [1/6]..[5/6], the log folder, a line per programme's run and the mid-cycle registry change
+    assert len(progress.splitlines()) <= 6 + len(programmes) + 1, progress
+    assert f"function logs: {folder / 'logs'}/<Function>.log" in progress
+    # the report, audit verify's lines, the files written and the verdict: no log line among them
+    lines = report.splitlines()
+    assert lines[-1].startswith("demo passed in ")
+    assert proc.stderr == ""
+    assert not [line for line in proc.stdout.splitlines() if line.lstrip().startswith("{")]
+    logs = {p.name: p.read_text() for p in (folder / "logs").glob("*.log")}
+    assert {"DisburseFunction.log", "WebhookFunction.log", "ReconcileFunction.log"} <= logs.keys()
+    for name in ("DisburseFunction.log", "WebhookFunction.log", "ReconcileFunction.log"):
+        records = [json.loads(line) for line in logs[name].splitlines() if line.startswith("{")]
+        assert records and all(isinstance(r, dict) for r in records), name  # whole JSON lines, never interleaved
+    assert '"_aws"' in logs["DisburseFunction.log"]  # the EMF metric lines too
+
+
+def test_demo_report_has_compliance_sections_and_audit_verify_passes(demo) -> None:
+    proc, folder = demo
+    out = folder / "reports"
     programmes = sorted(datagen.PROGRAMMES)
 
     # Text: one compliance section per programme cycle, every check passing.

@@ -27,7 +27,8 @@ def test_demo_cycle_passes_and_logs_no_pii(pg_url, tmp_path) -> None:
     env.pop("DATABASE_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "smartpay_tools", "demo", "--port", str(free_port()), "--out", str(out),
-         "--beneficiaries", "5000", "--database-name", f"smartpay_demo_test_{os.getpid()}"],
+         "--beneficiaries", "5000", "--database-name", f"smartpay_demo_test_{os.getpid()}",
+         "--logs", str(tmp_path / "logs")],
         capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env,
     )
     import psycopg
@@ -46,6 +47,7 @@ def test_demo_cycle_passes_and_logs_no_pii(pg_url, tmp_path) -> None:
     files = sorted(out.glob("demo-*"))
     assert {f.suffix for f in files} == {".csv", ".html"}
     captured += "".join(f.read_text() for f in files)
+    captured += "".join(f.read_text() for f in sorted((tmp_path / "logs").glob("*.log")))  # the functions' logs
     assert len(captured) > 100_000, "expected the functions' logs to be captured"
 
     cycle = datetime.now(UTC).strftime("%Y-%m")

@@ -22,6 +22,10 @@ def test_top_level_help_lists_every_command(capsys) -> None:
         assert f"\n    {name}" in out
 
 
+def test_help_leads_with_the_main_job_the_local_stack_and_paying_a_cycle() -> None:
+    assert list(_subcommands())[:3] == ["demo", "serve", "cycle"]
+
+
 @pytest.mark.parametrize("name", sorted(_subcommands()))
 def test_subcommand_help_is_meaningful(name: str, capsys) -> None:
     sub = _subcommands()[name]

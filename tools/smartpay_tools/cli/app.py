@@ -43,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         return add(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}." + (f" {description}"
                                                                                        if description else ""))
 
-    # One module per command group, registered in the order `smartpay --help` lists them.
+    # One module per command group, registered in the order `smartpay --help` lists them: the main
+    # job, the local stack and paying a cycle first.
+    demo.add_commands(command)
     serve.add_commands(command)
+    cycle.add_commands(command, stack_from_args)
     reconcile.add_commands(command, stack_from_args)
     keys.add_commands(command)
     saved_events.add_commands(command, stack_from_args)
@@ -55,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_commands(command)
     replay.add_commands(command)
     disburse.add_commands(command)
-    cycle.add_commands(command, stack_from_args)
-    demo.add_commands(command)
 
     from smartpay_tools.cli import compliance as compliance_cli
 

@@ -111,7 +111,8 @@ def progress_line(p: dict[str, Any]) -> str:
 
 def add_commands(command: Any, stack_factory: Any) -> None:
     """Register ``smartpay cycle …`` (``command(name, help, description)`` makes a subcommand parser)."""
-    p = command("cycle", "run a pay cycle server-side: start (prepare), approve, status, pause, resume",
+    p = command("cycle", "pay a programme cycle server-side as a run: start (prepare), approve, status, pause, "
+                         "resume",
                 "Four eyes: start prepares the run as the maker; approve must come from another principal "
                 "holding cycles:approve. Then the cycle queue and the disburse function carry it at Buffr's "
                 "agreed rate. Exit codes: 0 done, 1 run not completed, 2 refused, 3 API unavailable.")

@@ -19,6 +19,11 @@ def add_commands(command: Any) -> None:
     p.add_argument("--database-name", default="smartpay_demo",
                    help="the demo's own database, dropped and re-created at each run (default smartpay_demo)")
     p.add_argument("--serve", action="store_true", help="keep serving after the demo")
+    p.add_argument("--logs", default=None,
+                   help="the folder for the functions' log files, one per function (default .local/logs)")
+    p.add_argument("--verbose", action="store_true",
+                   help="stream every function's log lines to the terminal instead of the log files "
+                        "(the terminal otherwise shows a line per stage and the report)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -30,4 +35,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     port = args.port or int(envfile.local_settings(envfile.load(env_vars)).get("GatewayPort", 3000))
     return demo.run(port=port, beneficiaries=args.beneficiaries, out_dir=Path(args.out),
                     database_url=args.database_url, keep_serving=args.serve, env_vars=env_vars,
-                    database_name=args.database_name)
+                    database_name=args.database_name, log_dir=None if args.verbose else Path(args.logs or demo.LOG_DIR))

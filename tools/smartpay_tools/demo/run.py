@@ -47,6 +47,8 @@ from smartpay_tools.local.services import drop_database, ensure_database, resolv
 from smartpay_tools.local.stack import LocalStack
 
 DEMO_DB = "smartpay_demo"
+#: Where the demo's function logs go (``--verbose`` streams them to the terminal instead).
+LOG_DIR = PROJECT_ROOT / ".local" / "logs"
 #: The demo's Buffr agreement: 400 requests/s shared by at most four consumer invocations (the
 #: template's defaults are 200/s and five: a deployment states its own).
 DEMO_TEMPLATE_PARAMETERS = {"BuffrMaxRatePerSecond": "400", "CycleQueueMaxConcurrency": "4"}
@@ -89,7 +91,8 @@ def fresh_database(database_url: str | None, name: str = DEMO_DB) -> tuple[str, 
 
 def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | None = None,
         keep_serving: bool = False, env_vars: Path | None = None, seed: int = 2026,
-        database_name: str = DEMO_DB) -> int:
+        database_name: str = DEMO_DB, log_dir: Path | None = LOG_DIR) -> int:
+    """The demo; the functions' logs go to one file each under ``log_dir`` (None: the terminal)."""
     started = time.monotonic()
     cycle = datetime.now(UTC).strftime("%Y-%m")
     url, origin = fresh_database(database_url, database_name)
@@ -97,7 +100,7 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
     base = f"http://127.0.0.1:{port}"
     stack = LocalStack(env_file_path=env_vars, database_url=url, simulator_port=0, webhook_url=base,
                        webhook_knobs=dict(WEBHOOK_FAULTS), max_concurrency=4,
-                       template_parameters=dict(DEMO_TEMPLATE_PARAMETERS))
+                       template_parameters=dict(DEMO_TEMPLATE_PARAMETERS), log_dir=log_dir)
     server = None
     try:
         t = time.monotonic()
@@ -108,6 +111,8 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
                                  f"PostgreSQL ({origin}, database {database_name}), moto DynamoDB, Buffr simulator, "
                                  f"gateway {base}"))
         _say(f"[1/6] local stack up: {result.steps[-1].note}")
+        if log_dir is not None:
+            _say(f"      function logs: {log_dir}/<Function>.log (one file each; --verbose shows them here)")
 
         t = time.monotonic()
         with tempfile.TemporaryDirectory() as work:  # the payroll file holds (synthetic) PII: never kept

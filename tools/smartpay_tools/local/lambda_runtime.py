@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import multiprocessing
 import os
@@ -66,8 +67,9 @@ def _worker_main(conn: Connection, code_dir: str, layer_dirs: list[str], handler
         os.dup2(log_fd, sys.stderr.fileno())
         os.close(log_fd)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=True)
+    # One write(2) per line (print writes a line and its newline separately otherwise).
+    sys.stdout = sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 20),
+                                               encoding="utf-8", errors="backslashreplace", line_buffering=True)
     project = str(PROJECT_ROOT)
     # Only the function's code, its layers and the installed packages: like /var/task + /opt/python.
     sys.path[:] = [code_dir, *layer_dirs] + [
