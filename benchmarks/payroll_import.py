@@ -6,6 +6,7 @@ Usage: python benchmarks/payroll_import.py [ROWS] [--database-name NAME]
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -46,8 +47,14 @@ def main() -> int:
                   f"({'within' if elapsed <= budget else 'OVER'} target)")
             started = time.perf_counter()
             again = payroll_import.import_file(url, path)
+            rerun = time.perf_counter() - started
             print(f"re-run: {again.vouchers_issued} issued, {again.already_issued} already issued "
-                  f"in {time.perf_counter() - started:.1f}s")
+                  f"in {rerun:.1f}s")
+            print(json.dumps({"benchmark": "payroll_import", "rows": report.rows, "elapsed_s": round(elapsed, 1),
+                              "rows_per_s": round(report.rows / elapsed), "target_s": round(budget, 1),
+                              "ratio_to_target": round(elapsed / budget, 3), "rerun_s": round(rerun, 1),
+                              "rerun_issued": again.vouchers_issued,
+                              "load_average": [round(x, 2) for x in os.getloadavg()]}))
     finally:
         _common.drop(name)
     return 0

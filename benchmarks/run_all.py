@@ -3,15 +3,22 @@
 Benchmarks are not tests: they assert nothing about wall time; they print what they measured
 and the limits/baselines measured in the same run. Run them on a quiet machine.
 
-    python benchmarks/run_all.py [--only cold_start,webhook_receipt] [--quick]
+Each benchmark ends with one JSON line of its figures; this runner also writes those lines,
+stamped with the benchmark's name, the time and the load average, to ``--out`` (default
+``reports/bench-<UTC>.jsonl``), which ``benchmarks/table.py`` renders as docs/performance.md's table.
+
+    python benchmarks/run_all.py [--only cold_start,webhook_receipt] [--quick] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,23 +40,52 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not the targets)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the JSON lines go (default reports/bench-<UTC>.jsonl)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    out = args.out or HERE.parent / "reports" / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
     failed = []
     for name in names:
         full, quick = BENCHMARKS[name]
         print(f"\n===== {name} =====", flush=True)
         started = time.monotonic()
-        code = subprocess.call([sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)])
+        code, figures = _run(name, quick if args.quick else full)
         print(f"----- {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
+        with out.open("a") as handle:
+            for record in figures:
+                handle.write(json.dumps({"benchmark": name, **record, "quick": args.quick, "exit": code,
+                                         "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}) + "\n")
         if code:
             failed.append(name)
+    print(f"\nJSON lines: {out}   table: python benchmarks/table.py {out}")
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _run(name: str, arguments: list[str]) -> tuple[int, list[dict[str, object]]]:
+    """Run one benchmark, echoing its output; its exit code and the JSON objects it printed."""
+    figures = []
+    with subprocess.Popen([sys.executable, str(HERE / f"{name}.py"), *arguments], stdout=subprocess.PIPE,
+                          text=True, bufsize=1) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "load_average" not in record:
+                    record["load_average"] = [round(x, 2) for x in os.getloadavg()]
+                if isinstance(record, dict):
+                    figures.append(record)
+    return process.returncode, figures
 
 
 if __name__ == "__main__":

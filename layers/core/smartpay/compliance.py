@@ -15,6 +15,7 @@ deployed stack, or the EMF lines the functions printed (local stack, tests) — 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,40 @@ SETTLED_TERMS = ("redeemed", "expired", "cancelled", "failed", "held")
 IDEMPOTENT_ROUTES = ("issue", "disburse", "webhook")
 #: The function (Powertools ``service``) that answers each route.
 ROUTE_SERVICES = {"issue": "disburse", "disburse": "disburse", "webhook": "webhook"}
-LATENCY_BUCKETS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
+#: Latency bucket bounds on a log scale: 1-2-5 steps from 1 ms to 50 min.
+LATENCY_STEPS_MS = tuple(m * 10**e for e in range(7) for m in (1, 2, 5))
+
+
+def latency_bounds(fastest_ms: float | None, slowest_ms: float | None) -> list[float]:
+    """Bucket bounds that spread the data between the fastest and the slowest value: the 1-2-5
+    log steps when the data spans them (four or more), else even 1-2-5-sized steps, about eight
+    (a fixed scale puts a slow local run in one bar)."""
+    if fastest_ms is None or slowest_ms is None:
+        return [1]
+    low, high = max(float(fastest_ms), 0.0), max(float(slowest_ms), 0.0)
+    log = [float(b) for b in LATENCY_STEPS_MS if low < b <= high]
+    if len(log) >= 4:
+        return log
+    wanted = (high - low) / 8
+    step = min((m * 10.0**e for e in range(-1, 8) for m in (1, 2, 5) if m * 10.0**e >= wanted), default=1.0)
+    bounds, bound = [], (low // step + 1) * step
+    while bound <= high:
+        bounds.append(round(bound, 6))
+        bound += step
+    return bounds or [high or 1]
+
+
+def duration_label(ms: float) -> str:
+    """1 ms, 500 ms, 2 s, 5 min: the unit a reader reads the value in."""
+    if ms < 1000:
+        return f"{ms:g} ms"
+    return f"{ms / 1000:g} s" if ms < 60_000 else f"{ms / 60_000:g} min"
+
+
+def latency_labels(bounds: list[float]) -> list[str]:
+    """``width_bucket``'s buckets over ``bounds``: under the first, between each pair, from the last."""
+    inner = [f"{duration_label(a)} to {duration_label(b)}" for a, b in itertools.pairwise(bounds)]
+    return [f"< {duration_label(bounds[0])}", *inner, f"≥ {duration_label(bounds[-1])}"]
 
 #: ``(metric name, route, start, end) -> sum`` or ``None`` when the source has no figure.
 MetricTotals = Callable[[str, str, datetime, datetime], float | None]
@@ -102,7 +136,7 @@ def _window(conn: psycopg.Connection[Any], programme: str, cycle: str) -> tuple[
 def _latency(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
     """Webhook delivery latency, Buffr's event time → our receipt, over the cycle's logged deliveries."""
     row = conn.execute(
-        """SELECT count(*) AS count,
+        """SELECT count(*) AS count, min(ms) AS fastest, max(ms) AS slowest,
                   percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS pct
              FROM (SELECT greatest(extract(epoch FROM w.received_at - w.occurred_at) * 1000, 0)::float8 AS ms
                      FROM webhook_receipts w JOIN vouchers v ON v.id = w.voucher_id
@@ -113,8 +147,9 @@ def _latency(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[
                               %s::float8[]) AS bucket, count(*)::int AS count
              FROM webhook_receipts w JOIN vouchers v ON v.id = w.voucher_id
             WHERE v.programme = %s AND v.cycle = %s AND w.occurred_at IS NOT NULL AND w.outcome <> 'rejected'
-            GROUP BY 1 ORDER BY 1""", (list(LATENCY_BUCKETS_MS), programme, cycle)).fetchall()
-    labels = [f"< {b:,} ms" for b in LATENCY_BUCKETS_MS] + [f">= {LATENCY_BUCKETS_MS[-1]:,} ms"]
+            GROUP BY 1 ORDER BY 1""", (bounds := latency_bounds(row["fastest"], row["slowest"]), programme,
+                                       cycle)).fetchall()
+    labels = latency_labels(bounds)
     counts = dict.fromkeys(labels, 0)
     for b in buckets:
         counts[labels[b["bucket"]]] += b["count"]

@@ -10,6 +10,7 @@ import csv
 import html
 import io
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from smartpay.compliance import STATUSES, checks
@@ -141,44 +142,56 @@ def _esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _bars(items: list[tuple[str, float]], *, colour: str = "#2c3e50", width: int = 560, unit: str = "") -> str:
-    """A horizontal bar chart as inline SVG."""
+def _bars(items: list[tuple[str, float]], *, colour: str = "#2c3e50", bar_w: int = 300, unit: str = "") -> str:
+    """A horizontal bar chart as inline SVG, sized to its longest label and value."""
     if not items:
         return "<p>none</p>"
     top = max(v for _, v in items) or 1
-    row = 22
+    values = [f"{value:,}{unit}" for _, value in items]
+    row, label_w = 22, 7 * max(len(label) for label, _ in items) + 12
+    width = label_w + bar_w + 7 * max(len(v) for v in values) + 14
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{row * len(items) + 4}" '
-             f'role="img">']
-    for i, (label, value) in enumerate(items):
-        w = int((width - 260) * value / top)
+             f'role="img" font-family="sans-serif">']
+    for i, ((label, value), text) in enumerate(zip(items, values, strict=True)):
+        w = int(bar_w * value / top)
         y = i * row + 2
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{_esc(label)}</text>'
-                     f'<rect x="160" y="{y + 3}" width="{w}" height="15" fill="{colour}"/>'
-                     f'<text x="{166 + w}" y="{y + 15}" font-size="12">{_esc(f"{value:,}{unit}")}</text>')
+                     f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="15" fill="{colour}"/>'
+                     f'<text x="{label_w + w + 6}" y="{y + 15}" font-size="12">{_esc(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _timeline_svg(timeline: dict[str, Any], width: int = 640, height: int = 240) -> str:
-    """Vouchers by status over time: one polyline per status."""
+def _timeline_svg(timeline: dict[str, Any], width: int = 640, height: int = 260) -> str:
+    """Vouchers by status over time: one polyline per status, a time axis in UTC clock time."""
     points = timeline["points"]
     if not points:
         return "<p>no audit rows</p>"
     top = max(max(p[s] for s in STATUSES) for p in points) or 1
     n = max(len(points) - 1, 1)
-    left, bottom = 40, height - 20
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 120}" height="{height}" role="img">',
+    left, bottom = 56, height - 40
+    times = [datetime.fromisoformat(p["at"]) for p in points]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 150}" height="{height}" role="img" '
+             f'font-family="sans-serif">',
              f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="#999"/>',
-             f'<text x="0" y="12" font-size="11">{top:,}</text><text x="0" y="{bottom}" font-size="11">0</text>']
+             f'<line x1="{left}" y1="10" x2="{left}" y2="{bottom}" stroke="#999"/>',
+             f'<text x="{left - 6}" y="16" font-size="11" text-anchor="end">{top:,}</text>'
+             f'<text x="{left - 6}" y="{bottom}" font-size="11" text-anchor="end">0</text>']
     for k, status in enumerate(STATUSES):
         coords = " ".join(f"{left + width * i / n:.1f},{bottom - (bottom - 10) * p[status] / top:.1f}"
                           for i, p in enumerate(points))
         parts.append(f'<polyline fill="none" stroke="{STATUS_COLOURS[status]}" stroke-width="2" points="{coords}"/>'
                      f'<text x="{left + width + 8}" y="{20 + 16 * k}" font-size="12" '
                      f'fill="{STATUS_COLOURS[status]}">{status} {points[-1][status]:,}</text>')
-    parts.append(f'<text x="{left}" y="{height - 4}" font-size="11">{_esc(points[0]["at"])}</text>'
-                 f'<text x="{left + width}" y="{height - 4}" font-size="11" text-anchor="end">'
-                 f'{_esc(points[-1]["at"])}</text></svg>')
+    ticks = sorted({round((len(points) - 1) * q) for q in (0, 0.25, 0.5, 0.75, 1)})
+    for i in ticks:
+        x = left + width * i / n
+        anchor = "start" if i == 0 else "end" if i == n else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#999"/>'
+                     f'<text x="{x:.1f}" y="{bottom + 16}" font-size="11" text-anchor="{anchor}">'
+                     f'{times[i]:%H:%M:%S}</text>')
+    parts.append(f'<text x="{left + width / 2}" y="{height - 4}" font-size="11" text-anchor="middle">'
+                 f'time (UTC, {times[0]:%Y-%m-%d}), one point per {timeline["step_seconds"]:,} s</text></svg>')
     return "".join(parts)
 
 

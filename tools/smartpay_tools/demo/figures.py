@@ -32,14 +32,16 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
             """SELECT count(*)::int AS n,
                       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
                       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
-                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, min(ms) AS min, max(ms) AS max
                  FROM (SELECT extract(epoch FROM received_at - occurred_at) * 1000 AS ms
                          FROM webhook_events WHERE occurred_at IS NOT NULL AND outcome = 'applied') l""").fetchone()
-        histogram = conn.execute(
-            """SELECT width_bucket(extract(epoch FROM received_at - occurred_at) * 1000, 0, 500, 10) AS bucket,
-                      count(*)::int AS count
+        bounds = compliance.latency_bounds(latency["min"], latency["max"])
+        labels = compliance.latency_labels(bounds)
+        histogram = [{"bucket": labels[r["bucket"]], "count": r["count"]} for r in conn.execute(
+            """SELECT width_bucket(greatest(extract(epoch FROM received_at - occurred_at) * 1000, 0)::float8,
+                                  %s::float8[]) AS bucket, count(*)::int AS count
                  FROM webhook_events WHERE occurred_at IS NOT NULL AND outcome = 'applied'
-                GROUP BY 1 ORDER BY 1""").fetchall()
+                GROUP BY 1 ORDER BY 1""", (bounds,))]
         audit = conn.execute(
             """SELECT source, count(*)::int AS count FROM voucher_events GROUP BY 1 ORDER BY 1""").fetchall()
         review = conn.execute(
