@@ -1,7 +1,7 @@
 """The reference pages stay complete: every alarm the template defines has its runbook row, every
 metric the code emits has its row in the metrics table, every relation the migrations create has
-its row in the access matrix, every stack output is described, and no code or page narrates
-tickets. Each failure names the row to add and the page to add it to."""
+its row in the access matrix, every CLI command has its row, every stack output is described, and
+no code or page narrates tickets. Each failure names the row to add and the page to add it to."""
 
 from __future__ import annotations
 
@@ -178,6 +178,20 @@ def test_the_access_matrix_agrees_with_the_catalogue_test() -> None:
             if (relation in EXPECTED[role]) == (cell == "—"):
                 wrong.append(f"{relation} for {role}: the page says {cell!r}, EXPECTED says {EXPECTED[role].get(relation)}")
     assert not wrong, "docs/database.md's access matrix disagrees with test_db_roles.EXPECTED: " + "; ".join(wrong)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def test_every_cli_command_has_a_row() -> None:
+    from smartpay_tools.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    rows = _first_cells(_section("operations.md", "The `smartpay` CLI"))
+    missing = sorted(commands - rows)
+    assert not missing, "docs/operations.md, table 'The `smartpay` CLI' lacks rows: " + "; ".join(
+        f"| `{name}` | <purpose> | `smartpay {name} …` |" for name in missing)
+    stale = sorted(rows - commands)
+    assert not stale, f"docs/operations.md's CLI table names commands the CLI does not have: {stale}"
 
 
 # --- stack outputs ----------------------------------------------------------------------------------
