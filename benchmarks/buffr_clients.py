@@ -93,7 +93,7 @@ def main() -> int:
                         help="calls for the httpx (httpcore) candidate, which is far slower")
     args = parser.parse_args()
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    from smartpay_tools.buffr_sim.server import SimulatorProcess
+    from smartpay_tools.buffr_sim.process import SimulatorProcess
 
     n, conc = args.n, args.concurrency
     sim = SimulatorProcess(port=0, api_key=KEY).start()

@@ -58,7 +58,7 @@ def main() -> int:
         print(f"----- {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
         with out.open("a") as handle:
             for record in figures:
-                handle.write(json.dumps({"benchmark": name, **record, "quick": args.quick, "exit": code,
+                handle.write(json.dumps({"benchmark": name, **record, "quick": args.quick, "exit": code, "cpus": os.cpu_count(),
                                          "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}) + "\n")
         if code:
             failed.append(name)

@@ -46,7 +46,7 @@ HEADLINES: dict[str, tuple[str, list[str], str]] = {
                   ["vouchers", "agreed_rate", "consumers", "elapsed_s", "ratio", "busiest_second", "double_credits"],
                   "ratio ≤ 1.2; busiest second ≤ 1.05 x agreed_rate; 0 double credits"),
 }
-SKIP = {"benchmark", "measured_at", "load_average", "quick", "exit"}
+SKIP = {"benchmark", "measured_at", "load_average", "quick", "exit", "cpus"}
 
 
 def load(paths: list[Path]) -> dict[str, dict[str, Any]]:
@@ -82,6 +82,9 @@ def row(record: dict[str, Any]) -> str:
     figures = ", ".join(f"{key} **{_value(record[key])}**" for key in keys if key in record)
     load = _value(record.get("load_average", "")) or "?"
     when = f"{record.get('measured_at', '?')}, load {load}" + (", --quick" if record.get("quick") else "")
+    averages, cpus = record.get("load_average") or [0], record.get("cpus") or 0
+    if cpus and max(averages) > cpus:
+        when += f" on {cpus} cores: **busy box**, not comparable with the limit"
     return f"| `{name}` | {what} | {figures} | {limit} | {when} |"
 
 

@@ -204,9 +204,26 @@ def test_every_stack_output_is_described() -> None:
     assert not missing, f"docs/deployment.md does not name these stack outputs (add them to its outputs list): {missing}"
 
 
+# --- performance table ------------------------------------------------------------------------------
+
+def test_the_performance_table_is_rendered_from_the_benchmark_results() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_table", PROJECT_ROOT / "benchmarks" / "table.py")
+    assert spec and spec.loader
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    page = (DOCS / "performance.md").read_text()
+    assert page.count(table.BEGIN) == 1 and page.count(table.END) == 1, "docs/performance.md lost its table markers"
+    shown = page.split(table.BEGIN, 1)[1].split(table.END, 1)[0].strip()
+    assert shown == table.render(table.load([table.RESULTS])), (
+        "docs/performance.md's table is not the rendering of benchmarks/results.jsonl: "
+        "run `python benchmarks/table.py reports/bench-<UTC>.jsonl --write`")
+
+
 # --- no ticket narration -----------------------------------------------------------------------------
 
-TICKET = re.compile(r"\bissues? #?\d+", re.I)
+TICKET = re.compile(r"\bissue #?\d+", re.I)
 
 
 def _texts() -> list[Path]:
