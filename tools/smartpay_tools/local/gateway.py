@@ -12,6 +12,7 @@ import base64
 import fnmatch
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -243,6 +244,13 @@ class _Handler(BaseHTTPRequestHandler):
 class GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that hung up before its reply (its timeout; Buffr retries) is dropped quietly, as
+        API Gateway drops it; any other error is printed as usual."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 3000) -> GatewayServer:
