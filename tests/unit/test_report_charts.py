@@ -10,17 +10,18 @@ import pytest
 from smartpay import compliance, compliance_render
 
 
-@pytest.mark.parametrize(("fastest", "slowest"), [(2100, 4900), (3, 14_000), (500, 990), (0.4, 2.2), (50, 60_000)])
+@pytest.mark.parametrize(("fastest", "slowest"), [(2100, 4900), (3, 14_000), (500, 990), (0.4, 2.2), (50, 60_000), (5200, 151_000)])
 def test_latency_buckets_spread_the_data(fastest: float, slowest: float) -> None:
     bounds = compliance.latency_bounds(fastest, slowest)
-    assert 3 <= len(bounds) <= 12 and bounds == sorted(bounds)
+    assert 4 <= len(bounds) <= 12 and bounds == sorted(bounds)
     assert fastest < bounds[0] and bounds[-1] <= slowest  # buckets inside the data, none empty by design
     labels = compliance.latency_labels(bounds)
     assert len(labels) == len(bounds) + 1 and len(set(labels)) == len(labels)
 
 
 def test_duration_labels_use_the_unit_a_reader_reads() -> None:
-    assert [compliance.duration_label(ms) for ms in (0.5, 500, 2000, 90_000)] == ["0.5 ms", "500 ms", "2 s", "1.5 min"]
+    assert [compliance.duration_label(ms) for ms in (0.5, 500, 2000, 100_000, 1_200_000)] == [
+        "0.5 ms", "500 ms", "2 s", "100 s", "20 min"]
 
 
 def test_bar_labels_fit_inside_the_chart() -> None:

@@ -41,13 +41,13 @@ LATENCY_STEPS_MS = tuple(m * 10**e for e in range(7) for m in (1, 2, 5))
 
 def latency_bounds(fastest_ms: float | None, slowest_ms: float | None) -> list[float]:
     """Bucket bounds that spread the data between the fastest and the slowest value: the 1-2-5
-    log steps when the data spans them (four or more), else even 1-2-5-sized steps, about eight
+    log steps when the data spans six or more of them, else even 1-2-5-sized steps, about eight
     (a fixed scale puts a slow local run in one bar)."""
     if fastest_ms is None or slowest_ms is None:
         return [1]
     low, high = max(float(fastest_ms), 0.0), max(float(slowest_ms), 0.0)
     log = [float(b) for b in LATENCY_STEPS_MS if low < b <= high]
-    if len(log) >= 4:
+    if len(log) >= 6:
         return log
     wanted = (high - low) / 8
     step = min((m * 10.0**e for e in range(-1, 8) for m in (1, 2, 5) if m * 10.0**e >= wanted), default=1.0)
@@ -59,10 +59,10 @@ def latency_bounds(fastest_ms: float | None, slowest_ms: float | None) -> list[f
 
 
 def duration_label(ms: float) -> str:
-    """1 ms, 500 ms, 2 s, 5 min: the unit a reader reads the value in."""
+    """1 ms, 500 ms, 2 s, 150 s, 20 min: the unit a reader reads the value in, three digits at most."""
     if ms < 1000:
-        return f"{ms:g} ms"
-    return f"{ms / 1000:g} s" if ms < 60_000 else f"{ms / 60_000:g} min"
+        return f"{ms:.3g} ms"
+    return f"{ms / 1000:.3g} s" if ms < 600_000 else f"{ms / 60_000:.3g} min"
 
 
 def latency_labels(bounds: list[float]) -> list[str]:
