@@ -21,6 +21,7 @@ from tests.conftest import ADMIN_URL
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(660)  # the demo itself may take up to 600 s on a busy box (its subprocess timeout)
 def test_demo_cycle_passes_and_logs_no_pii(pg_url, tmp_path) -> None:
     out = tmp_path / "reports"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
