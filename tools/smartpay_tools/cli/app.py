@@ -1,4 +1,6 @@
-"""``smartpay``: the operator CLI — local stack, functions, data, disbursement, webhooks.
+"""``smartpay``: the operator CLI. Start with ``demo`` (the main job: a whole pay cycle and its report),
+``serve`` (the local stack) and ``cycle`` (pay a programme cycle as a run, four eyes); then functions,
+data, reconciliation, webhooks and keys.
 
 Run ``smartpay COMMAND --help`` for each command's options. Exit codes: 0 success, 1 the
 operation failed (e.g. a function error, vouchers failed or left pending), 2 bad usage or input,
