@@ -45,6 +45,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
             "state", "token", "message_id", "sends", "receives", "attempts", "retries", "errors", "enqueued_at",
             "done_at", "updated_at"})},
         "cycle_run_events_id_seq": {"USAGE": ALL},
+        "smartpay_leases": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     },
     "smartpay_webhook": {
         "vouchers": {"SELECT": ALL, "UPDATE": STATUS_COLUMNS},
@@ -68,6 +69,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "cycle_runs": {"SELECT": ALL},
         "cycle_run_items": {"SELECT": ALL},
         "cycle_run_chunks": {"SELECT": ALL},
+        "smartpay_leases": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     },
     "buffr_readonly": {
         "vouchers": {"SELECT": ALL},
@@ -87,7 +89,7 @@ RELATIONS = frozenset({
     "reconciliation_records", "beneficiaries_masked", "reconciliation_report", "schema_migrations",
     "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq",
     "reconciliation_records_id_seq", "beneficiary_eligibility", "webhook_receipts", "cycle_runs", "cycle_run_events",
-    "cycle_run_items", "cycle_run_chunks", "cycle_run_events_id_seq",
+    "cycle_run_items", "cycle_run_chunks", "cycle_run_events_id_seq", "smartpay_leases",
 })
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
