@@ -11,6 +11,7 @@ every byte unchanged in both directions.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -70,10 +71,8 @@ class PinningProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _pin(self, role: str, reason: str, text: str) -> None:
         with self._lock:

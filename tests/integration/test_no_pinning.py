@@ -87,7 +87,7 @@ def test_no_function_sends_anything_that_pins_a_proxy_session(proxied_stack, pg)
         assert reply["checked"] >= 0 and reply["stopped"] != "busy", reply
 
     assert proxy.pins == []
-    assert ROLES <= {role for role, n in proxy.statements.items() if n >= 10}, proxy.statements
+    assert {role for role, n in proxy.statements.items() if n >= 10} >= ROLES, proxy.statements
     statuses = {r["status"]: r["n"] for r in pg.execute(
         "SELECT status, count(*) AS n FROM vouchers WHERE cycle = '2031-05' GROUP BY status")}
     assert sum(statuses.values()) == 120 and "issued" not in statuses, statuses  # Buffr webhooks move them on
