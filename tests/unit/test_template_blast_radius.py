@@ -125,10 +125,16 @@ def test_buffr_source_cidrs_pattern(value: str, ok: bool) -> None:
 
 
 # --- 2. DynamoDB least privilege -----------------------------------------------------------------
+def _policies(function: str) -> list[Any]:
+    """The policies of the function's own IAM role (``Role: !GetAtt <Role>.Arn``)."""
+    return RES[RES[function]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"].get("Policies", [])
+
+
 def _dynamodb_statements(function: str) -> list[dict[str, Any]]:
     found = []
-    for policy in RES[function]["Properties"].get("Policies", []):
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+    for policy in _policies(function):
+        document = policy.get("PolicyDocument", {}) if isinstance(policy, dict) else {}
+        for statement in document.get("Statement", []):
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             if any(a.startswith("dynamodb:") for a in actions):
                 found.append(statement)
@@ -137,7 +143,7 @@ def _dynamodb_statements(function: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_each_function_may_touch_only_items_of_its_own_idempotency_table(function: str) -> None:
-    policies = json.dumps(RES[function]["Properties"].get("Policies", []))
+    policies = json.dumps(_policies(function))
     assert "DynamoDBCrudPolicy" not in policies and "DynamoDBReadPolicy" not in policies
     assert not re.search(r"dynamodb:(Scan|Query|Batch\w*|\*)", policies), function
     table = _env(function).get("IDEMPOTENCY_TABLE")

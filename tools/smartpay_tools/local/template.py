@@ -228,7 +228,7 @@ class Template:
                 timeout=int(self.resolve(props.get("Timeout", 3))),
                 memory=int(props.get("MemorySize", 128)),
                 environment={k: "" if v is None else str(v) for k, v in self.resolve(env).items()},
-                invokes=invoke_targets(props.get("Policies")),
+                invokes=invoke_targets(props.get("Policies")) | role_invoke_targets(self.role_statements(props)),
             )
             for event_name, event in (props.get("Events") or {}).items():
                 ep = event.get("Properties", {})
@@ -256,6 +256,21 @@ class Template:
                         bool(self.resolve(ep.get("Enabled", True)))))
             specs[logical_id] = spec
         return specs
+
+    def role_statements(self, props: dict[str, Any]) -> list[dict[str, Any]]:
+        """The statements of the IAM role a function names (``Role: !GetAtt <Role>.Arn``), with the
+        policies of conditions that hold; [] for a function without its own role resource."""
+        role = props.get("Role")
+        if not (isinstance(role, dict) and "Fn::GetAtt" in role):
+            return []
+        found = []
+        for policy in self.resources[role["Fn::GetAtt"][0]]["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and "Fn::If" in policy:
+                cond, yes, no = policy["Fn::If"]
+                policy = yes if self.condition(cond) else no
+            if isinstance(policy, dict) and "PolicyDocument" in policy:
+                found += policy["PolicyDocument"].get("Statement", [])
+        return found
 
     def layer_dirs(self) -> list[Path]:
         return [
@@ -305,6 +320,21 @@ class Template:
                       self.resolve(r["Properties"]))
             for logical, r in self._of_type("AWS::DynamoDB::Table").items()
         ]
+
+
+def role_invoke_targets(statements: list[dict[str, Any]]) -> frozenset[str]:
+    """The functions a role's ``lambda:InvokeFunction`` statements name by ``!GetAtt <Function>.Arn``."""
+    found = set()
+    for statement in statements:
+        actions = statement.get("Action")
+        if statement.get("Effect") != "Allow" or "lambda:InvokeFunction" not in (
+                actions if isinstance(actions, list) else [actions]):
+            continue
+        resources = statement.get("Resource")
+        for resource in resources if isinstance(resources, list) else [resources]:
+            if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+                found.add(str(resource["Fn::GetAtt"][0]))
+    return frozenset(found)
 
 
 def invoke_targets(policies: Any) -> frozenset[str]:
