@@ -14,7 +14,8 @@ SECRET = "arn:aws:secretsmanager:af-south-1:123456789012:secret:smartpay/prod/x-
 PROD = {"Stage": "prod", "CreateDatabase": "true", "VpcId": "vpc-0123456789abcdef0",
         "PrivateSubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
         "DatabaseAvailabilityZones": "af-south-1a,af-south-1b", "WebhookSecretArn": SECRET,
-        "BuffrApiKeySecretArn": SECRET, "AlarmEmail": "oncall@example.com"}
+        "BuffrApiKeySecretArn": SECRET, "AlarmEmail": "oncall@example.com",
+        "BuffrWebhookSourceCidrs": "203.0.113.0/24"}
 
 
 def violations(**parameters: str) -> list[str]:
@@ -37,7 +38,8 @@ def test_a_complete_prod_deploy_passes() -> None:
     assert violations(**PROD) == []
 
 
-@pytest.mark.parametrize("missing", ["WebhookSecretArn", "BuffrApiKeySecretArn", "AlarmEmail"])
+@pytest.mark.parametrize("missing", ["WebhookSecretArn", "BuffrApiKeySecretArn", "AlarmEmail",
+                                     "BuffrWebhookSourceCidrs"])
 def test_prod_without_a_secret_or_the_alarm_address_is_refused(missing: str) -> None:
     assert [v for v in violations(**{**PROD, missing: ""}) if missing in v] != []
 
