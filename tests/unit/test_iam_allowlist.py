@@ -24,9 +24,13 @@ NO_RESOURCE_LEVEL = frozenset({
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:GetMetricStatistics",
     "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
 })
-#: AWS-managed policies a role may carry (each is account plumbing, not data access).
-MANAGED = {"ApiGatewayLoggingRole": ["arn:${AWS::Partition}:iam::aws:policy/service-role/"
-                                     "AmazonAPIGatewayPushToCloudWatchLogs"]}
+#: AWS-managed policies a role may carry: service roles only AWS services assume (account-wide
+#: API Gateway logging, AWS Backup), never a function's.
+MANAGED = {
+    "ApiGatewayLoggingRole": ["arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"],
+    "BackupRole": ["arn:${AWS::Partition}:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",
+                   "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForRestores"],
+}
 #: The expansion keeps every ``Fn::If`` (both branches are read), so one parameter set suffices.
 PARAMETERS = {"Stage": "prod", "CreateDatabase": "true"}
 
