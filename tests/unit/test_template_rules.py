@@ -13,7 +13,8 @@ from smartpay_tools.local.template import Template
 SECRET = "arn:aws:secretsmanager:af-south-1:123456789012:secret:smartpay/prod/x-AbC123"
 PROD = {"Stage": "prod", "CreateDatabase": "true", "VpcId": "vpc-0123456789abcdef0",
         "PrivateSubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
-        "DatabaseAvailabilityZones": "af-south-1a,af-south-1b", "WebhookSecretArn": SECRET,
+        "DatabaseAvailabilityZones": "af-south-1a,af-south-1b", "PrivateRouteTableIds": "rtb-0123456789abcdef0",
+        "WebhookSecretArn": SECRET,
         "BuffrApiKeySecretArn": SECRET, "AlarmEmail": "oncall@example.com",
         "BuffrWebhookSourceCidrs": "203.0.113.0/24"}
 
