@@ -42,3 +42,12 @@ def test_invoke_targets_reads_only_lambda_invoke_policies() -> None:
                                  "Resource": {"Fn::GetAtt": ["A", "Arn"]}},
                                 {"Effect": "Allow", "Action": ["sqs:SendMessage"],
                                  "Resource": {"Fn::GetAtt": ["Q", "Arn"]}}]) == {"A"}
+
+
+def test_the_api_authorizer_is_the_authorizer_functions_published_alias_and_runs_locally() -> None:
+    """SnapStart: API Gateway calls the alias (a snapshotted version); the local gateway runs the
+    same function."""
+    auth = RES["SmartPayApi"]["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert auth["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
+    default, found = T.authorizers()
+    assert default == "ApiKeyAuthorizer" and found["ApiKeyAuthorizer"].function == "AuthorizerFunction"

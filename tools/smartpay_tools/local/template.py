@@ -285,8 +285,7 @@ class Template:
             auth = api.get("Properties", {}).get("Auth", {})
             default = auth.get("DefaultAuthorizer", default)
             for name, spec in auth.get("Authorizers", {}).items():
-                arn = spec["FunctionArn"]
-                logical = arn["Fn::GetAtt"][0] if isinstance(arn, dict) else str(arn)
+                logical = _function_of(spec["FunctionArn"])
                 identity = spec.get("Identity", {})
                 found[name] = AuthorizerSpec(name, logical, tuple(h.lower() for h in identity.get("Headers", [])),
                                              int(self.resolve(identity.get("ReauthorizeEvery", 300))))
@@ -320,6 +319,16 @@ class Template:
                       self.resolve(r["Properties"]))
             for logical, r in self._of_type("AWS::DynamoDB::Table").items()
         ]
+
+
+def _function_of(arn: Any) -> str:
+    """The function an ARN reference names: ``!GetAtt F.Arn`` or its published alias ``!Ref F.Alias``
+    (SnapStart; locally the same function)."""
+    if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+        return str(arn["Fn::GetAtt"][0])
+    if isinstance(arn, dict) and "Ref" in arn:
+        return str(arn["Ref"]).removesuffix(".Alias")
+    return str(arn)
 
 
 def role_invoke_targets(statements: list[dict[str, Any]]) -> frozenset[str]:
