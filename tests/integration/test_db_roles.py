@@ -391,3 +391,27 @@ def test_unknown_role_cannot_log_in(pg_url: str) -> None:
 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url_as(pg_url, f"smartpay_nobody_{uuid.uuid4().hex[:6]}"))
+
+
+# --- timeouts are the server's, per role (a client SET or startup option would pin behind RDS Proxy)
+
+@pytest.mark.parametrize("role, timeout", [("smartpay_beneficiaries", "5s"), ("smartpay_disburse", "5s"),
+                                           ("smartpay_webhook", "5s"), ("smartpay_reconcile", "30s")])
+def test_each_function_role_logs_in_with_its_own_timeouts(connect_as: Any, role: str, timeout: str) -> None:
+    conn = connect_as(role)
+    assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == timeout
+    assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] == timeout
+
+
+def test_migrate_brings_an_existing_roles_settings_in_step(scratch: Any) -> None:
+    from smartpay import access
+
+    name = scratch.role("smartpay_test_fn", "LOGIN")  # created by an older release: no settings
+    role = access.Role(name, "a function role", (("statement_timeout", "5s"), ("lock_timeout", "5s")))
+    from tests.conftest import ADMIN_URL
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        assert access.sync_settings(admin, [role]) == [name]
+        assert access.sync_settings(admin, [role]) == []  # in step: nothing written again
+        config = admin.execute("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (name,)).fetchone()[0]
+    assert sorted(config) == ["lock_timeout=5s", "statement_timeout=5s"]
