@@ -16,7 +16,11 @@ Targets are the build's two trees: the source tree (this venv's Python) and the 
 output (``make build``: python3.12 with its .pyc), each with its own baseline.
 Beside them, the *floor* of an API function: only the libraries its first request needs
 (pydantic, the REST resolver with OpenAPI validation, psycopg and its pool, Logger/Metrics/Tracer).
-Target: every function's init <= 0.35 x the baseline. Ends with one JSON line (``worst_ratio``).
+Target: every function's init <= 0.35 x the baseline. With SnapStart (the API functions' hooks,
+run here as the runtime runs them) it also reports the init above the floor (goal: within 0.02 x
+the baseline), the priming paid once per version, the work left after a restore, and the first
+request after a simulated restore (the restore hooks + the request; goal: <= 0.15 x the
+baseline). Ends with one JSON line (``worst_ratio``).
 
     python benchmarks/cold_start.py [--samples 5] [--target source|built|both]
 """
@@ -41,6 +45,8 @@ import _common
 ROOT = _common.ROOT
 BUILD = ROOT / ".aws-sam" / "build"
 TARGET_RATIO = 0.35
+SNAP_INIT_OVER_FLOOR = 0.02
+SNAP_FIRST_RATIO = 0.15
 MARK = "@@cold-start "
 
 BASELINE = textwrap.dedent("""
@@ -77,7 +83,9 @@ FLOOR = textwrap.dedent("""
     print(%r + repr({"init": time.perf_counter() - t0, "init_cpu": time.process_time() - c0}))
 """) % MARK
 
-# The function's sample: import its handler (init), then invoke it once with the event from argv.
+# The function's sample: import its handler (init); with SnapStart hooks registered, run them as
+# the runtime does (before the snapshot: once per version; after a restore: every cold start);
+# then invoke it once with the event from argv.
 FUNCTION = textwrap.dedent("""
     import time
     t0, c0 = time.perf_counter(), time.process_time()
@@ -85,7 +93,19 @@ FUNCTION = textwrap.dedent("""
     module, _, name = sys.argv[1].rpartition(".")
     handler = getattr(importlib.import_module(module), name)
     init, init_cpu = time.perf_counter() - t0, time.process_time() - c0
-    first, status = None, None
+    prime = restore = 0.0
+    hooks = sys.modules.get("snapshot_restore_py")
+    if hooks is not None and hooks._before_snapshot_registry:
+        t1 = time.perf_counter()
+        for func, args, kwargs in hooks._before_snapshot_registry:
+            func(*args, **kwargs)
+        prime = time.perf_counter() - t1
+    restored = time.perf_counter()
+    if hooks is not None:
+        for func, args, kwargs in hooks._after_restore_registry:
+            func(*args, **kwargs)
+    restore = time.perf_counter() - restored
+    first, after_restore, status = None, None, None
     if sys.argv[2]:
         import json
         class Context:
@@ -97,8 +117,10 @@ FUNCTION = textwrap.dedent("""
                 return int((self.deadline - time.time()) * 1000)
         reply = handler(json.loads(sys.argv[2]), Context())
         first = time.perf_counter() - t0
+        after_restore = time.perf_counter() - restored
         status = reply.get("statusCode", "ok") if isinstance(reply, dict) else "ok"
-    print(%r + repr({"init": init, "init_cpu": init_cpu, "first": first, "status": status}))
+    print(%r + repr({"init": init, "init_cpu": init_cpu, "first": first, "status": status, "prime": prime,
+                     "restore": restore, "after_restore": after_restore}))
 """) % MARK
 
 
@@ -242,8 +264,8 @@ def measure(target: str, stack: Any, events: Events, samples: int) -> dict[str, 
     baseline: list[float] = []
     baseline_cpu: list[float] = []
     floor: list[float] = []
-    found: dict[str, dict[str, list[Any]]] = {lid: {"init": [], "init_cpu": [], "first": [], "status": []}
-                                              for lid in functions}
+    keys = ("init", "init_cpu", "first", "status", "prime", "restore", "after_restore")
+    found: dict[str, dict[str, list[Any]]] = {lid: {k: [] for k in keys} for lid in functions}
     for _ in range(samples):
         got = run_sample(python, BASELINE, [], {**base_env, "PYTHONPATH": os.pathsep.join(base_path)})
         baseline.append(got["init"])
@@ -255,7 +277,7 @@ def measure(target: str, stack: Any, events: Events, samples: int) -> dict[str, 
             event = events.for_function(lid, spec.name)
             result = run_sample(python, FUNCTION, [spec.handler, json.dumps(event) if event is not None else "",
                                                    spec.name], env)
-            for key in ("init", "init_cpu", "first", "status"):
+            for key in keys:
                 found[lid][key].append(result[key])
     b, b_cpu = statistics.median(baseline), statistics.median(baseline_cpu)
     report: dict[str, Any] = {"python": python, "baseline_ms": round(b * 1000, 1),
@@ -267,6 +289,9 @@ def measure(target: str, stack: Any, events: Events, samples: int) -> dict[str, 
         init, init_cpu = statistics.median(got["init"]), statistics.median(got["init_cpu"])
         firsts = [x for x in got["first"] if x is not None]
         first = statistics.median(firsts) if firsts else None
+        afters = [x for x in got["after_restore"] if x is not None]
+        after = statistics.median(afters) if afters else None
+        floor_b = statistics.median(floor)
         report["functions"][lid] = {
             "init_ms": round(init * 1000, 1), "init_ratio": round(init / b, 3),
             "init_samples_ms": [round(x * 1000) for x in got["init"]],
@@ -274,6 +299,14 @@ def measure(target: str, stack: Any, events: Events, samples: int) -> dict[str, 
             "first_ms": round(first * 1000, 1) if first is not None else None,
             "first_ratio": round(first / b, 3) if first is not None else None,
             "first_status": sorted({str(s) for s in got["status"]}),
+            # init above the floor, in baselines (SnapStart goal: within 0.02)
+            "init_over_floor": round((init - floor_b) / b, 3),
+            "snapstart": any(x > 0 for x in got["prime"]),
+            "prime_ms": round(statistics.median(got["prime"]) * 1000, 1),
+            "restore_ms": round(statistics.median(got["restore"]) * 1000, 1),
+            # a cold start from a snapshot: the after-restore hooks + the first request (goal <= 0.15)
+            "after_restore_ms": round(after * 1000, 1) if after is not None else None,
+            "after_restore_ratio": round(after / b, 3) if after is not None else None,
         }
     return report
 
@@ -291,6 +324,17 @@ def print_report(target: str, report: dict[str, Any], samples: int) -> None:
         flag = "" if f["init_ratio"] <= TARGET_RATIO else "  NOT met"
         print(f"  {lid:24} {f['init_ms']:8.1f} {f['init_ratio']:7.2f} {f['init_cpu_ratio']:10.2f} {first}  "
               f"{','.join(f['first_status']):11}  {f['init_samples_ms']}{flag}")
+    print(f"  SnapStart (hooks run as the runtime does; goals: init - floor <= {SNAP_INIT_OVER_FLOOR} x base, "
+          f"first request after a restore <= {SNAP_FIRST_RATIO} x base)")
+    print(f"  {'function':24} {'init-floor':>10} {'prime ms':>9} {'restore ms':>10} {'1st after restore ms':>21} "
+          f"{'/ base':>7}")
+    for lid, f in report["functions"].items():
+        if not f["snapstart"]:
+            continue
+        after = (f"{f['after_restore_ms']:21.1f} {f['after_restore_ratio']:7.2f}" if f["after_restore_ms"] is not None
+                 else f"{'(no event)':>29}")
+        flag = "" if (f["after_restore_ratio"] or 0) <= SNAP_FIRST_RATIO else "  NOT met"
+        print(f"  {lid:24} {f['init_over_floor']:10.3f} {f['prime_ms']:9.1f} {f['restore_ms']:10.1f} {after}{flag}")
 
 
 def main() -> int:
@@ -337,7 +381,9 @@ def main() -> int:
                       "load_average": [round(x, 2) for x in os.getloadavg()],
                       "targets": {t: {"baseline_ms": r["baseline_ms"], "floor_ratio": r["floor_ratio"],
                                       "functions": {lid: {k: f[k] for k in ("init_ms", "init_ratio", "init_cpu_ratio",
-                                                                            "first_ms", "first_ratio")}
+                                                                            "first_ms", "first_ratio", "init_over_floor",
+                                                                            "prime_ms", "restore_ms",
+                                                                            "after_restore_ratio")}
                                                     for lid, f in r["functions"].items()}}
                                   for t, r in reports.items()}}))
     return 0

@@ -45,6 +45,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
             "state", "token", "message_id", "sends", "receives", "attempts", "retries", "errors", "enqueued_at",
             "done_at", "updated_at"})},
         "cycle_run_events_id_seq": {"USAGE": ALL},
+        "smartpay_leases": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     },
     "smartpay_webhook": {
         "vouchers": {"SELECT": ALL, "UPDATE": STATUS_COLUMNS},
@@ -68,6 +69,7 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "cycle_runs": {"SELECT": ALL},
         "cycle_run_items": {"SELECT": ALL},
         "cycle_run_chunks": {"SELECT": ALL},
+        "smartpay_leases": {"SELECT": ALL, "INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     },
     "buffr_readonly": {
         "vouchers": {"SELECT": ALL},
@@ -87,7 +89,7 @@ RELATIONS = frozenset({
     "reconciliation_records", "beneficiaries_masked", "reconciliation_report", "schema_migrations",
     "schema_repeatables", "voucher_lifecycle", "voucher_events_id_seq", "webhook_events_id_seq",
     "reconciliation_records_id_seq", "beneficiary_eligibility", "webhook_receipts", "cycle_runs", "cycle_run_events",
-    "cycle_run_items", "cycle_run_chunks", "cycle_run_events_id_seq",
+    "cycle_run_items", "cycle_run_chunks", "cycle_run_events_id_seq", "smartpay_leases",
 })
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
@@ -389,3 +391,27 @@ def test_unknown_role_cannot_log_in(pg_url: str) -> None:
 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url_as(pg_url, f"smartpay_nobody_{uuid.uuid4().hex[:6]}"))
+
+
+# --- timeouts are the server's, per role (a client SET or startup option would pin behind RDS Proxy)
+
+@pytest.mark.parametrize("role, timeout", [("smartpay_beneficiaries", "5s"), ("smartpay_disburse", "5s"),
+                                           ("smartpay_webhook", "5s"), ("smartpay_reconcile", "30s")])
+def test_each_function_role_logs_in_with_its_own_timeouts(connect_as: Any, role: str, timeout: str) -> None:
+    conn = connect_as(role)
+    assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == timeout
+    assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] == timeout
+
+
+def test_migrate_brings_an_existing_roles_settings_in_step(scratch: Any) -> None:
+    from smartpay import access
+
+    name = scratch.role("smartpay_test_fn", "LOGIN")  # created by an older release: no settings
+    role = access.Role(name, "a function role", (("statement_timeout", "5s"), ("lock_timeout", "5s")))
+    from tests.conftest import ADMIN_URL
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        assert access.sync_settings(admin, [role]) == [name]
+        assert access.sync_settings(admin, [role]) == []  # in step: nothing written again
+        config = admin.execute("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (name,)).fetchone()[0]
+    assert sorted(config) == ["lock_timeout=5s", "statement_timeout=5s"]

@@ -228,13 +228,34 @@ def test_busy_shard_split_is_not_run_twice(reconcile_env, pg, sim, pg_url) -> No
     import psycopg
 
     from reconcile import repository
+    from smartpay import leases
 
     seed_vouchers(pg, 3, status="active")
     with psycopg.connect(pg_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (repository.lock_key(0, 1, False),))
+        holder = leases.acquire(other, repository.lease_name(0, 1, False), 60)
+        assert holder is not None
         reply = _run(mode="incremental")
         assert reply.stopped == "busy" and reply.invocation_checked == 0
+        leases.release(other, repository.lease_name(0, 1, False), holder)
     assert factories.count(pg, "SELECT count(*) FROM reconciliation_records") == 0
+    # Released (or lapsed, for a killed holder): the next invocation works and frees the lease.
+    assert _run(mode="incremental").invocation_checked == 3
+    assert factories.count(pg, "SELECT count(*) FROM smartpay_leases") == 0
+
+
+def test_a_killed_holders_lease_lapses_at_its_expiry(reconcile_env, pg, sim, pg_url) -> None:
+    import psycopg
+
+    from reconcile import repository
+    from smartpay import leases
+
+    seed_vouchers(pg, 2, status="active")
+    name = repository.lease_name(0, 1, False)
+    with psycopg.connect(pg_url, autocommit=True) as dead:
+        assert leases.acquire(dead, name, 60) is not None  # never released: the holder was killed
+        assert _run(mode="incremental").stopped == "busy"
+        dead.execute("UPDATE smartpay_leases SET expires_at = now() - interval '1 second' WHERE name = %s", (name,))
+    assert _run(mode="incremental").invocation_checked == 2
 
 
 def test_reports_per_run_and_per_cycle(reconcile_env, pg, sim, pg_url, tmp_path, capsys) -> None:

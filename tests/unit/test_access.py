@@ -39,7 +39,7 @@ def test_every_database_function_has_its_own_role_and_secret() -> None:
             f"{logical_id}: declare DB_ROLE, DATABASE_URL and its own DATABASE_URL_SECRET (docs/database.md)")
         # !If [CreateDatabase, <created secret>, !Ref <parameter>] (test_template_production checks the first)
         secret_param = env["DATABASE_URL_SECRET"]["Fn::If"][2]["Ref"]
-        policies = str(raw[logical_id]["Properties"].get("Policies"))
+        policies = str(raw[raw[logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"].get("Policies"))
         assert f"'Ref': '{secret_param}'" in policies, f"{logical_id} may not read its own secret"
         if logical_id in OWNER_FUNCTIONS:
             assert "DB_ROLE" not in env and secret_param == "DatabaseSecretArn"

@@ -25,7 +25,7 @@ def key_store(monkeypatch: pytest.MonkeyPatch) -> None:
          "scopes": ["beneficiaries:read"], "usage_key": "usage-key-buffr-0123456789abcdef"},
         {"key_id": "op-1", "principal": "operator", "sha256": auth.hash_key("k-op"), "scopes": ["vouchers:write"]},
     ]
-    for name in ("API_KEYS_SECRET", "API_KEYS_PARAMETER"):
+    for name in ("API_KEYS_SECRET", "API_KEYS_PARAMETER", "API_KEYS_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("API_KEYS", json.dumps(entries))
 

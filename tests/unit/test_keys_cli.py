@@ -1,6 +1,7 @@
 """``smartpay keys add|list|revoke|rotate --stage S`` against moto's SSM and API Gateway: only
 hashes are stored, the key is printed once, and the authorizer (reading the same parameter)
-accepts an issued key and refuses a revoked one once its cache expires."""
+accepts an issued key and refuses a revoked one once its cache expires. One parameter per key:
+concurrent writers never undo each other, and the store holds hundreds of keys."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ METHOD_ARN = "arn:aws:execute-api:af-south-1:123456789012:abc123/prod/POST/api/v
 def aws(aws_env, monkeypatch: pytest.MonkeyPatch):
     for name in ("API_KEYS", "API_KEYS_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("API_KEYS_PARAMETER", NAME)  # the authorizer reads the parameter keys writes
+    monkeypatch.setenv("API_KEYS_PATH", NAME)  # the authorizer reads the path keys writes
     parameters.clear_caches()
     with mock_aws():
         yield
@@ -40,7 +41,10 @@ def _authorize(key: str) -> dict:
 
 
 def _stored() -> str:
-    return boto3.client("ssm").get_parameter(Name=NAME, WithDecryption=True)["Parameter"]["Value"]
+    """Every key's parameter under the path, as one JSON list (sorted by name)."""
+    pages = boto3.client("ssm").get_paginator("get_parameters_by_path").paginate(Path=NAME, WithDecryption=True)
+    return "[" + ",".join(p["Value"] for p in sorted((p for page in pages for p in page["Parameters"]),
+                                                       key=lambda p: p["Name"])) + "]"
 
 
 def test_add_stores_only_the_hash_and_the_authorizer_accepts_the_key(aws) -> None:
@@ -50,7 +54,7 @@ def test_add_stores_only_the_hash_and_the_authorizer_accepts_the_key(aws) -> Non
     entry, key = store.add("buffr", usage_key=usage_value, key_id="buffr-2026-11")
     raw = _stored()
     assert key not in raw and auth.hash_key(key) in raw
-    assert boto3.client("ssm").get_parameter(Name=NAME)["Parameter"]["Type"] == "SecureString"
+    assert boto3.client("ssm").get_parameter(Name=f"{NAME}/buffr-2026-11")["Parameter"]["Type"] == "SecureString"
     assert json.loads(raw) == [entry] and entry["scopes"] == ["beneficiaries:read"]
     result = _authorize(key)
     assert result["principalId"] == "buffr" and result["context"]["keyId"] == "buffr-2026-11"
@@ -134,3 +138,55 @@ def test_the_keys_command_prints_the_key_once_and_never_lists_it(aws, capsys) ->
     assert _authorize(rotated)["principalId"] == "buffr"
     assert app.main(["keys", "revoke", "buffr-cli", "--stage", STAGE]) == 2  # already gone: usage error
     assert app.main(["keys", "add", "--stage", "local", "--principal", "buffr"]) == 2
+
+
+class _InterleavingSsm:
+    """An SSM client that runs ``before_write`` once, just before this writer's first write: the
+    other operator's change lands between this writer's reads and its write."""
+
+    def __init__(self, client, before_write) -> None:
+        self._client, self._before_write = client, before_write
+        self.exceptions = client.exceptions
+
+    def __getattr__(self, name: str):
+        call = getattr(self._client, name)
+        if name not in {"put_parameter", "delete_parameter"} or self._before_write is None:
+            return call
+        hook, self._before_write = self._before_write, None
+
+        def write(**kwargs):
+            hook()
+            return call(**kwargs)
+        return write
+
+
+def test_a_revocation_survives_a_concurrent_add(aws) -> None:
+    """Operator A revokes a leaked key while operator B adds one: B's write happens after A's
+    revocation but B started before it. The revoked key stays revoked; B's key is stored."""
+    plain = keys.KeyStore(boto3.client("ssm"), NAME)
+    _, leaked = plain.add("operator", key_id="leaked")
+    _, kept = plain.add("operator", key_id="kept")
+    operator_a = keys.KeyStore(boto3.client("ssm"), NAME)
+    operator_b = keys.KeyStore(_InterleavingSsm(boto3.client("ssm"), lambda: operator_a.revoke("leaked")), NAME)
+    _, added = operator_b.add("operator", key_id="added")
+    assert [e["key_id"] for e in plain.entries()] == ["added", "kept"]
+    parameters.clear_caches()
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _authorize(leaked)
+    assert _authorize(kept)["context"]["keyId"] == "kept" and _authorize(added)["context"]["keyId"] == "added"
+
+
+def test_an_add_survives_a_concurrent_add(aws) -> None:
+    first = keys.KeyStore(boto3.client("ssm"), NAME)
+    second = keys.KeyStore(_InterleavingSsm(boto3.client("ssm"), lambda: first.add("buffr", key_id="one")), NAME)
+    second.add("buffr", key_id="two")
+    assert [e["key_id"] for e in first.entries()] == ["one", "two"]
+
+
+def test_the_store_holds_over_a_hundred_keys_and_the_authorizer_reads_them_all(aws) -> None:
+    store = keys.KeyStore(boto3.client("ssm"), NAME)
+    issued = [store.add("operator", key_id=f"op-{i:03d}") for i in range(120)]
+    assert len(store.entries()) == 120
+    parameters.clear_caches()
+    for entry, key in (issued[0], issued[57], issued[119]):
+        assert _authorize(key)["context"]["keyId"] == entry["key_id"]

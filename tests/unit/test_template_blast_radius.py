@@ -73,18 +73,14 @@ def test_default_reservations_leave_the_account_its_unreserved_minimum() -> None
     assert PARAMS["WebhookReservedConcurrency"]["Default"] < PARAMS["DisburseReservedConcurrency"]["Default"] * 2
 
 
-def test_webhook_waf_is_off_by_default() -> None:
-    assert PARAMS["WebhookRateLimit"]["Default"] == 0 and PARAMS["BuffrWebhookSourceCidrs"]["Default"] == ""
-    assert not T.condition("ProtectsWebhookWithWaf")
-    for name in ("WebhookWebAcl", "WebhookWebAclAssociation"):
-        assert RES[name]["Condition"] == "ProtectsWebhookWithWaf"
-    assert RES["BuffrWebhookIpSet"]["Condition"] == "AllowsBuffrSourcesOnly"
+CIDRS = "203.0.113.0/24,198.51.100.7/32"
+NOT_BUFFR = {"NotStatement": {"Statement": {"IPSetReferenceStatement": {
+    "Arn": T.resolve({"Fn::GetAtt": ["BuffrWebhookIpSet", "Arn"]})}}}}
 
 
-def _rules(**parameters: str) -> list[dict[str, Any]]:
+def _rules(**parameters: str) -> dict[str, dict[str, Any]]:
     template = Template(parameters=parameters)
-    assert template.condition("ProtectsWebhookWithWaf")
-    return template.resolve(RES["WebhookWebAcl"]["Properties"]["Rules"])
+    return {r["Name"]: r for r in template.resolve(RES["StageWebAcl"]["Properties"]["Rules"])}
 
 
 def _path_match(statement: dict[str, Any]) -> dict[str, Any]:
@@ -93,29 +89,48 @@ def _path_match(statement: dict[str, Any]) -> dict[str, Any]:
     return match
 
 
-def test_waf_rate_rule_blocks_one_source_ip_on_the_webhook_path_only() -> None:
-    rules = _rules(WebhookRateLimit="2000")
-    assert [r["Name"] for r in rules] == ["webhook-rate-per-ip"]
-    rate = rules[0]["Statement"]["RateBasedStatement"]
-    assert rules[0]["Action"] == {"Block": {}}
-    assert rate["Limit"] == "2000" and rate["AggregateKeyType"] == "IP"
-    _path_match(rate["ScopeDownStatement"])
+def test_one_web_acl_guards_the_whole_stage_with_aws_managed_groups_and_a_rate_per_ip() -> None:
+    acl = RES["StageWebAcl"]
+    assert "Condition" not in acl and "Condition" not in RES["StageWebAclAssociation"]
+    assert "${SmartPayApi.Stage}" in RES["StageWebAclAssociation"]["Properties"]["ResourceArn"]["Fn::Sub"]
+    props = acl["Properties"]
+    assert props["DefaultAction"] == {"Allow": {}} and props["Scope"] == "REGIONAL"
+    assert props["VisibilityConfig"]["SampledRequestsEnabled"] is False  # samples would keep bodies (PII)
+    rules = _rules()
+    assert list(rules) == ["aws-ip-reputation", "aws-known-bad-inputs", "rate-per-ip"]
+    groups = [rules[n]["Statement"]["ManagedRuleGroupStatement"] for n in ("aws-ip-reputation", "aws-known-bad-inputs")]
+    assert [(g["VendorName"], g["Name"]) for g in groups] == [
+        ("AWS", "AWSManagedRulesAmazonIpReputationList"), ("AWS", "AWSManagedRulesKnownBadInputsRuleSet")]
+    rate = rules["rate-per-ip"]["Statement"]["RateBasedStatement"]
+    assert rate["Limit"] == str(PARAMS["ApiRateLimitPerIp"]["Default"]) and rate["AggregateKeyType"] == "IP"
+    assert rate.get("ScopeDownStatement") is None  # no Buffr ranges given (dev): everyone is rate limited
+    for rule in T.resolve(props["Rules"]):
+        assert rule["VisibilityConfig"]["SampledRequestsEnabled"] is False, rule["Name"]
 
 
-def test_waf_allow_list_blocks_webhooks_from_outside_buffrs_ranges_only() -> None:
-    rules = _rules(BuffrWebhookSourceCidrs="203.0.113.0/24,198.51.100.7/32")
-    assert [r["Name"] for r in rules] == ["webhook-from-buffr-only"]
-    on_path, not_buffr = rules[0]["Statement"]["AndStatement"]["Statements"]
+def test_buffrs_ranges_are_exempt_from_every_rate_rule_and_alone_may_send_webhooks() -> None:
+    rules = _rules(BuffrWebhookSourceCidrs=CIDRS, WebhookRateLimit="500")
+    assert list(rules) == ["aws-ip-reputation", "aws-known-bad-inputs", "webhook-from-buffr-only", "rate-per-ip",
+                           "webhook-rate-per-ip"]
+    assert rules["rate-per-ip"]["Statement"]["RateBasedStatement"]["ScopeDownStatement"] == NOT_BUFFR
+    webhook_rate = rules["webhook-rate-per-ip"]["Statement"]["RateBasedStatement"]
+    on_path, not_buffr = webhook_rate["ScopeDownStatement"]["AndStatement"]["Statements"]
     _path_match(on_path)
-    assert not_buffr == {"NotStatement": {"Statement": {"IPSetReferenceStatement": {
-        "Arn": T.resolve({"Fn::GetAtt": ["BuffrWebhookIpSet", "Arn"]})}}}}
+    assert not_buffr == NOT_BUFFR and webhook_rate["Limit"] == "500"
+    on_path, not_buffr = rules["webhook-from-buffr-only"]["Statement"]["AndStatement"]["Statements"]
+    _path_match(on_path)
+    assert not_buffr == NOT_BUFFR and rules["webhook-from-buffr-only"]["Action"] == {"Block": {}}
     assert RES["BuffrWebhookIpSet"]["Properties"]["Addresses"] == {"Ref": "BuffrWebhookSourceCidrs"}
-    both = _rules(BuffrWebhookSourceCidrs="203.0.113.0/24", WebhookRateLimit="500")
-    assert [r["Name"] for r in both] == ["webhook-from-buffr-only", "webhook-rate-per-ip"]
-    acl = RES["WebhookWebAcl"]["Properties"]
-    assert acl["DefaultAction"] == {"Allow": {}} and acl["Scope"] == "REGIONAL"
-    assert acl["VisibilityConfig"]["SampledRequestsEnabled"] is False  # samples would keep bodies (PII)
-    assert "${SmartPayApi.Stage}" in RES["WebhookWebAclAssociation"]["Properties"]["ResourceArn"]["Fn::Sub"]
+    # A webhook rate without Buffr's ranges would block Buffr itself: the rule needs them.
+    assert "webhook-rate-per-ip" not in _rules(WebhookRateLimit="500")
+
+
+def test_blocked_requests_are_alarmed() -> None:
+    alarm = RES["WafBlockedRequestsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/WAFV2", "BlockedRequests")
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
+        "WebACL": {"Fn::Sub": "smartpay-${Stage}"}, "Region": {"Ref": "AWS::Region"}, "Rule": "ALL"}
+    assert T.resolve(RES["StageWebAcl"]["Properties"]["Name"]) == T.resolve(alarm["Dimensions"][0]["Value"])
 
 
 @pytest.mark.parametrize("value, ok", [("203.0.113.0/24", True), ("198.51.100.7/32", True), ("", True),
@@ -125,10 +140,16 @@ def test_buffr_source_cidrs_pattern(value: str, ok: bool) -> None:
 
 
 # --- 2. DynamoDB least privilege -----------------------------------------------------------------
+def _policies(function: str) -> list[Any]:
+    """The policies of the function's own IAM role (``Role: !GetAtt <Role>.Arn``)."""
+    return RES[RES[function]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"].get("Policies", [])
+
+
 def _dynamodb_statements(function: str) -> list[dict[str, Any]]:
     found = []
-    for policy in RES[function]["Properties"].get("Policies", []):
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+    for policy in _policies(function):
+        document = policy.get("PolicyDocument", {}) if isinstance(policy, dict) else {}
+        for statement in document.get("Statement", []):
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             if any(a.startswith("dynamodb:") for a in actions):
                 found.append(statement)
@@ -137,7 +158,7 @@ def _dynamodb_statements(function: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_each_function_may_touch_only_items_of_its_own_idempotency_table(function: str) -> None:
-    policies = json.dumps(RES[function]["Properties"].get("Policies", []))
+    policies = json.dumps(_policies(function))
     assert "DynamoDBCrudPolicy" not in policies and "DynamoDBReadPolicy" not in policies
     assert not re.search(r"dynamodb:(Scan|Query|Batch\w*|\*)", policies), function
     table = _env(function).get("IDEMPOTENCY_TABLE")

@@ -204,7 +204,7 @@ def test_every_function_database_secret_comes_from_a_parameter_or_a_created_secr
             assert template["username"] == role and "password" not in template, logical_id
             role_secrets[role] = created
         assert created in proxy_secrets, f"{logical_id}: the proxy must accept its secret"
-        policies = json.dumps(RES[logical_id]["Properties"]["Policies"])
+        policies = json.dumps(RES[RES[logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]["Policies"])
         assert json.dumps(created) in policies and json.dumps(given) in policies, f"{logical_id} may not read it"
     assert set(role_secrets) <= access.ROLE_NAMES and len(proxy_secrets) == len(role_secrets) + 1
     # migrate sets every created role's password: ROLE_SECRETS maps each role to its secret.

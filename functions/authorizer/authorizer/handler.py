@@ -11,13 +11,21 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerRequestEvent,
 )
 
-from smartpay import auth, coldstart
+from smartpay import auth, coldstart, snapstart
 from smartpay.observability import logger
-from smartpay.settings import secret
+from smartpay.settings import env_int, secret
 
 
 def _key_store() -> list[dict]:
-    return auth.parse_store(secret("API_KEYS"))
+    """Deployed: every SecureString under ``API_KEYS_PATH`` (one per key, cached for
+    ``SECRETS_MAX_AGE``); locally the env-vars file's ``API_KEYS`` list."""
+    path = os.environ.get("API_KEYS_PATH")
+    if not path:
+        return auth.parse_store(secret("API_KEYS"))
+    from aws_lambda_powertools.utilities import parameters
+
+    values = parameters.get_parameters(path, decrypt=True, max_age=env_int("SECRETS_MAX_AGE", 300, minimum=0))
+    return auth.parse_store("[" + ",".join(str(values[name]) for name in sorted(values)) + "]")
 
 
 def _resource_arn(method_arn: str, method: str, path: str) -> str:
@@ -58,4 +66,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return result
 
 
+# SnapStart: primed before the snapshot, connections and secrets renewed after each restore.
+snapstart.register(snapstart.prime_modules("aws_lambda_powertools.utilities.parameters"))
 coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

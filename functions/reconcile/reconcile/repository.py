@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zlib
 from datetime import datetime
 from typing import Any
 
@@ -18,19 +17,9 @@ _NOT_RECORDED = "NOT EXISTS (SELECT 1 FROM reconciliation_records r WHERE r.run_
 _SHARD = "(%(shards)s = 1 OR smartpay_shard(v.id, %(shards)s) = %(shard)s)"
 
 
-def lock_key(shard: int, shards: int, dry_run: bool) -> int:
-    """The advisory-lock key of one shard split: one invocation works on it at a time."""
-    return zlib.crc32(f"smartpay-reconcile:{shard}/{shards}:{dry_run}".encode())
-
-
-def try_lock(conn: psycopg.Connection[Any], key: int) -> bool:
-    """Session-level, so it holds across this invocation's per-page transactions; released by
-    :func:`unlock`, or by the server when a killed Lambda's connection drops."""
-    return bool(conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"])
-
-
-def unlock(conn: psycopg.Connection[Any], key: int) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+def lease_name(shard: int, shards: int, dry_run: bool) -> str:
+    """The lease of one shard split (smartpay/leases.py): one invocation works on it at a time."""
+    return f"reconcile:{shard}/{shards}:{'dry' if dry_run else 'real'}"
 
 
 def running_run(conn: psycopg.Connection[Any], shard: int, shards: int, dry_run: bool) -> dict[str, Any] | None:

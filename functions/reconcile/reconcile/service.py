@@ -3,8 +3,9 @@
 How a run stays exactly-once across invocations, shards and crashes:
 
 * A run belongs to one shard split (``shard``/``shards``/``dry_run``); a unique index allows one
-  unfinished run per split and a session advisory lock lets one invocation work on it at a time
-  (an overlapping scheduled invocation returns at once with ``stopped="busy"``).
+  unfinished run per split and a lease (smartpay/leases.py, never a session lock that would pin
+  the connection behind RDS Proxy) lets one invocation work on it at a time (an overlapping
+  scheduled invocation returns at once with ``stopped="busy"``).
 * Vouchers are walked by keyset pages in id order. Each page's records (UNIQUE(run_id,
   voucher_id)), its heals and the run's counters and cursor commit in one transaction, so a
   crash loses at most the page in flight, which the next invocation checks again.
@@ -30,7 +31,7 @@ from reconcile import repository
 from reconcile.classify import Verdict, classify
 from reconcile.models import ReconcileReply, ReconcileRequest
 from reconcile.redisburse import redisburse
-from smartpay import buffr, db
+from smartpay import buffr, db, leases
 from smartpay.observability import NAMESPACE, logger, metrics
 from smartpay.settings import env_float, env_int
 from smartpay.transitions import Change, transition_many
@@ -105,10 +106,10 @@ def reconcile(request: ReconcileRequest, context: Any) -> ReconcileReply:
     """Check (the rest of) a run within this invocation's time; see the module docstring."""
     started = time.monotonic()
     settings = Settings.for_request(request)
-    key = repository.lock_key(request.shard, request.shards, request.dry_run)
-    with db.autocommit() as conn:  # the shard's advisory lock is the session's; pages are explicit transactions
-        locked = request.mode == "vouchers" or repository.try_lock(conn, key)
-        if not locked:
+    lease = repository.lease_name(request.shard, request.shards, request.dry_run)
+    with db.autocommit() as conn:  # the shard's lease is a row, not a session lock; pages are explicit transactions
+        holder = None if request.mode == "vouchers" else leases.acquire(conn, lease, leases.ttl_for(context, 900))
+        if request.mode != "vouchers" and holder is None:
             run = repository.running_run(conn, request.shard, request.shards, request.dry_run)
             logger.info("another invocation is reconciling this shard", extra={"shard": request.shard,
                                                                                 "shards": request.shards})
@@ -122,8 +123,8 @@ def reconcile(request: ReconcileRequest, context: Any) -> ReconcileReply:
             run = repository.end_invocation(conn, run["id"], int((time.monotonic() - started) * 1000),
                                             completed=remaining == 0)
         finally:
-            if request.mode != "vouchers":
-                repository.unlock(conn, key)
+            if holder is not None:
+                leases.release(conn, lease, holder)
     _emit_metrics(invocation, classes, remaining, time.monotonic() - started)
     logger.info("reconciliation step finished", extra={"checked": invocation["checked"], "remaining": remaining,
                                                        "status": run["status"], "stopped": stopped})

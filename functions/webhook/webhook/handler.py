@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from smartpay import coldstart, signing
+from smartpay import coldstart, signing, snapstart
 from smartpay.api import api_handler, json_reply, make_resolver
 from smartpay.observability import metrics
 from webhook import service
@@ -87,4 +87,7 @@ def receive() -> Response[WebhookReply]:
 lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)
 
 
+# SnapStart: primed before the snapshot, connections and secrets renewed after each restore.
+snapstart.register(snapstart.prime_idempotency("webhook"),
+                   snapstart.prime_modules("aws_lambda_powertools.utilities.parameters", "psycopg_pool"))
 coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

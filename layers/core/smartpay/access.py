@@ -31,12 +31,18 @@ class Role:
 
 # A function's role is named in the template (environment ``DB_ROLE``); the local stack
 # connects each function as that role, and in AWS each role's credentials are its own secret.
+# A function role's timeouts are role settings, applied by the server at login: a client that
+# sent them (a startup ``options`` string or ``SET``) would pin its connection behind RDS Proxy.
+FUNCTION_TIMEOUTS = (("statement_timeout", "5s"), ("lock_timeout", "5s"))
 ROLES: tuple[Role, ...] = (
     Role("smartpay_beneficiaries", "beneficiaries function: reads the registry (incl. PII) and vouchers",
-         (("default_transaction_read_only", "on"),)),
-    Role("smartpay_disburse", "disburse function: issues vouchers and sends them to Buffr"),
-    Role("smartpay_webhook", "webhook function: applies Buffr status events; never reads beneficiaries"),
-    Role("smartpay_reconcile", "reconcile function: compares open vouchers with Buffr; no PII"),
+         (("default_transaction_read_only", "on"), *FUNCTION_TIMEOUTS)),
+    Role("smartpay_disburse", "disburse function: issues vouchers and sends them to Buffr", FUNCTION_TIMEOUTS),
+    Role("smartpay_webhook", "webhook function: applies Buffr status events; never reads beneficiaries",
+         FUNCTION_TIMEOUTS),
+    # A page's records, heals and cursor commit together: longer statements than a request's.
+    Role("smartpay_reconcile", "reconcile function: compares open vouchers with Buffr; no PII",
+         (("statement_timeout", "30s"), ("lock_timeout", "30s"))),
     Role("buffr_readonly", "Buffr (partner): vouchers and a PII-masked beneficiaries view, read-only",
          (("default_transaction_read_only", "on"), ("statement_timeout", "30s"))),
     Role("auditor", "auditors: audit trail, webhook log, reconciliation tables and reports, read-only",
@@ -86,7 +92,10 @@ def ensure_roles(conn: psycopg.Connection[Any],
     """
     roles = ROLES if roles is None else roles
     missing = missing_roles(conn, roles)
-    if not missing or not can_create_roles(conn):
+    if not can_create_roles(conn):
+        return [], missing
+    sync_settings(conn, [role for role in roles if role not in missing])
+    if not missing:
         return [], missing
     created = []
     for role in missing:
@@ -98,6 +107,27 @@ def ensure_roles(conn: psycopg.Connection[Any],
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # created concurrently by another migration: exactly what we wanted
     return created, missing_roles(conn, roles)
+
+
+def sync_settings(conn: psycopg.Connection[Any], roles: list[Role]) -> list[str]:
+    """Bring existing roles' settings to :data:`ROLES` (a role created by an older release keeps
+    its settings otherwise); returns the roles changed. Only differing settings are written."""
+    changed = []
+    for role in roles:
+        row = conn.execute("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (role.name,)).fetchone()
+        current = set((row[0] if not isinstance(row, dict) else row["rolconfig"]) or []) if row else set()
+        wanted = [(key, value) for key, value in role.settings if f"{key}={value}" not in current]
+        if not wanted:
+            continue
+        try:
+            with conn.transaction():
+                for key, value in wanted:
+                    conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                        sql.Identifier(role.name), sql.Identifier(key), sql.Literal(value)))
+            changed.append(role.name)
+        except psycopg.errors.InternalError:
+            pass  # "tuple concurrently updated": another migration wrote the same settings
+    return changed
 
 
 # --- role passwords from generated secrets (template: CreateDatabase=true) ----------------------

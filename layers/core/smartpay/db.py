@@ -7,8 +7,11 @@
   e.g. after a freeze) also gets psycopg_pool's round-trip ping. A ping is a server
   transaction, so pinging every checkout would double the transactions of a one-transaction
   request such as a webhook.
-* Every connection runs with a ``statement_timeout`` so a stuck query cannot eat the
-  Lambda deadline.
+* Every function role has a ``statement_timeout`` and ``lock_timeout`` (role settings,
+  smartpay/access.py) so a stuck query cannot eat the Lambda deadline.
+* Nothing here pins a connection behind RDS Proxy: no startup ``options``, no session ``SET``,
+  and no server-side prepared statements (``prepare_threshold=None``); locks held across
+  transactions are leases (smartpay/leases.py), never session advisory locks.
 * Connection failures and timeouts become :class:`DatabaseUnavailable` (HTTP 503), never a
   500 with a traceback; so does a transaction the server rolled back to serialise it (a deadlock,
   or a claim refused because the registry changed under it): the caller's retry succeeds.
@@ -101,13 +104,12 @@ def get_pool() -> ConnectionPool:
     if _pool is None:
         with _lock:
             if _pool is None:
-                timeout_ms = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
                 _pool = ConnectionPool(
                     conninfo=database_url(),
                     min_size=0,
                     max_size=env_int("DB_POOL_SIZE", 2, minimum=1, maximum=100),
                     kwargs={
-                        "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+                        "prepare_threshold": None,  # a server-side prepare pins behind RDS Proxy
                         "connect_timeout": env_int("DB_CONNECT_TIMEOUT_S", 3, minimum=1),
                         "application_name": os.environ.get("POWERTOOLS_SERVICE_NAME") or "smartpay",
                     },
@@ -152,7 +154,7 @@ def autocommit(timeout: float | None = None) -> Iterator[psycopg.Connection[dict
     """A pooled connection where every statement is its own transaction (one round trip each).
 
     For loops whose every turn is one atomic statement (the disbursement batch) and for
-    session-level advisory locks (reconciliation): no BEGIN and COMMIT round trips around each.
+    leases (reconciliation, cycle chunks): no BEGIN and COMMIT round trips around each.
     The pool's reset hook (:func:`_reset`) hands it to the next borrower transactional again.
     """
     with connection(timeout) as conn:

@@ -1,15 +1,19 @@
 """``smartpay keys add|list|revoke|rotate --stage S``: the deployed API-key store.
 
-The store is the SSM SecureString the authorizer reads (template ``ApiKeysParameterName``,
-``/smartpay/<stage>/api-keys`` in samconfig.toml): a JSON list of entries holding a key's
-SHA-256 hash, never the key (``smartpay.auth``). A new key is generated here, its hash written,
-and the key itself printed once. A revoked key stops working within the authorizer's two caches
+The store is the SSM path the authorizer reads (template ``ApiKeysParameterName``,
+``/smartpay/<stage>/api-keys`` in samconfig.toml): one SecureString parameter per key, named by
+its key id, holding the key's SHA-256 hash, never the key (``smartpay.auth``). Each change is
+one atomic SSM call on one key (create-if-absent, delete), so concurrent operators never undo
+each other (no read-modify-write that could bring back a key just revoked), and the store has
+room for thousands of keys. A new key is generated here, its hash written, and the key itself
+printed once. A revoked key stops working within the authorizer's two caches
 (``AuthorizerTtlSeconds`` + ``AuthorizerStoreMaxAgeSeconds``, 60 s by default).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +30,10 @@ DEFAULT_SCOPES = {
 KNOWN_SCOPES = frozenset(scope for _, _, scope in auth.ROUTE_SCOPES) | {"reconcile:run"}
 #: Revocation bound with the template's defaults (docs/deployment.md "API keys").
 REVOCATION_SECONDS = 60
+
+
+#: What SSM allows in a parameter name's last segment (a key id names its parameter).
+KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 class KeyStoreError(Exception):
@@ -47,23 +55,18 @@ def new_key_id(principal: str) -> str:
 
 @dataclass
 class KeyStore:
-    """Read-modify-write of the SSM parameter (one operator at a time; SSM keeps every version)."""
+    """The SSM path ``name``: one SecureString per key at ``<name>/<key id>`` (SSM keeps versions)."""
 
     ssm: Any
     name: str
 
-    def entries(self) -> list[dict[str, Any]]:
-        try:
-            raw = self.ssm.get_parameter(Name=self.name, WithDecryption=True)["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return []
-        return auth.parse_store(raw)
+    def _parameter(self, key_id: str) -> str:
+        return f"{self.name.rstrip('/')}/{key_id}"
 
-    def _write(self, entries: list[dict[str, Any]]) -> None:
-        auth.parse_store(json.dumps(entries))  # never write what the authorizer would refuse
-        self.ssm.put_parameter(Name=self.name, Value=json.dumps(entries, separators=(",", ":")),
-                               Type="SecureString", Overwrite=True,
-                               Description="SmartPay API-key store (SHA-256 hashes only; smartpay keys)")
+    def entries(self) -> list[dict[str, Any]]:
+        values = [p["Value"] for page in self.ssm.get_paginator("get_parameters_by_path").paginate(
+            Path=self.name, Recursive=False, WithDecryption=True) for p in page["Parameters"]]
+        return sorted(auth.parse_store("[" + ",".join(values) + "]"), key=lambda e: e["key_id"])
 
     def add(self, principal: str, *, scopes: list[str] | None = None, usage_key: str | None = None,
             key_id: str | None = None) -> tuple[dict[str, Any], str]:
@@ -74,31 +77,43 @@ class KeyStore:
         unknown = sorted(set(chosen) - KNOWN_SCOPES)
         if unknown:
             raise KeyStoreError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SCOPES))}")
-        entries = self.entries()
         key_id = key_id or new_key_id(principal)
-        if any(e.get("key_id") == key_id for e in entries):
-            raise KeyStoreError(f"key id {key_id} already exists")
+        if not KEY_ID.match(key_id):
+            raise KeyStoreError("a key id is 1-100 letters, digits, '.', '_' or '-'")
         key = new_key(principal)
         entry: dict[str, Any] = {"key_id": key_id, "principal": principal, "sha256": auth.hash_key(key),
                                  "scopes": sorted(chosen), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         if usage_key:
             entry["usage_key"] = usage_key
-        self._write([*entries, entry])
+        value = json.dumps(entry, separators=(",", ":"))
+        auth.parse_store(f"[{value}]")  # never write what the authorizer would refuse
+        try:  # create-if-absent: one atomic call, never an overwrite
+            self.ssm.put_parameter(Name=self._parameter(key_id), Value=value, Type="SecureString", Overwrite=False,
+                                   Description="SmartPay API key (SHA-256 hash only; smartpay keys)")
+        except self.ssm.exceptions.ParameterAlreadyExists:
+            raise KeyStoreError(f"key id {key_id} already exists") from None
         return entry, key
 
-    def revoke(self, key_id: str) -> dict[str, Any]:
-        entries = self.entries()
-        kept = [e for e in entries if e.get("key_id") != key_id]
-        if len(kept) == len(entries):
+    def _entry(self, key_id: str) -> dict[str, Any]:
+        if not KEY_ID.match(key_id):
             raise KeyStoreError(f"no key {key_id} in {self.name}")
-        self._write(kept)
-        return next(e for e in entries if e.get("key_id") == key_id)
+        try:
+            raw = self.ssm.get_parameter(Name=self._parameter(key_id), WithDecryption=True)["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            raise KeyStoreError(f"no key {key_id} in {self.name}") from None
+        return auth.parse_store(f"[{raw}]")[0]
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        entry = self._entry(key_id)
+        try:  # one atomic call on this key only: a concurrent add cannot bring it back
+            self.ssm.delete_parameter(Name=self._parameter(key_id))
+        except self.ssm.exceptions.ParameterNotFound:
+            raise KeyStoreError(f"no key {key_id} in {self.name}") from None
+        return entry
 
     def rotate(self, key_id: str) -> tuple[dict[str, Any], str]:
         """A new key like ``key_id`` (principal, scopes, usage key); the old one stays until revoked."""
-        old = next((e for e in self.entries() if e.get("key_id") == key_id), None)
-        if old is None:
-            raise KeyStoreError(f"no key {key_id} in {self.name}")
+        old = self._entry(key_id)
         return self.add(old["principal"], scopes=old["scopes"], usage_key=old.get("usage_key"))
 
 
@@ -119,7 +134,8 @@ def usage_key_value(apigateway: Any, usage_key_id: str) -> str:
 def add_commands(command: Any) -> None:
     """Register ``keys``; ``command(name, help, description)`` makes a subcommand parser."""
     p = command("keys", "issue, list, revoke or rotate the deployed API keys (SSM key store; hashes only)",
-                "Edits the key store the authorizer reads (SSM SecureString /smartpay/<stage>/api-keys): only "
+                "Edits the key store the authorizer reads (SSM path /smartpay/<stage>/api-keys, one SecureString "
+                "per key): only "
                 "each key's SHA-256 hash is stored; a new key is printed once and never again. A revoked key "
                 f"stops working within {REVOCATION_SECONDS} s (AuthorizerTtlSeconds + AuthorizerStoreMaxAgeSeconds). "
                 "Uses your AWS credentials; docs/operations.md has the runbook.")
@@ -128,7 +144,7 @@ def add_commands(command: Any) -> None:
                         "like it (the old one works until revoked)")
     p.add_argument("key_id", nargs="?", help="the key to revoke or rotate (add: optional id for the new key)")
     p.add_argument("--stage", required=True, help="the stack's Stage (dev, prod): names the parameter")
-    p.add_argument("--parameter", help="the SSM parameter (default /smartpay/<stage>/api-keys, as in samconfig.toml)")
+    p.add_argument("--parameter", help="the SSM path (default /smartpay/<stage>/api-keys, as in samconfig.toml)")
     p.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     p.add_argument("--principal", choices=auth.PRINCIPALS, help="add: who the key is for")
     p.add_argument("--scopes", nargs="+", help="add: scopes (default: the principal's usual ones)")

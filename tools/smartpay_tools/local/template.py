@@ -228,7 +228,7 @@ class Template:
                 timeout=int(self.resolve(props.get("Timeout", 3))),
                 memory=int(props.get("MemorySize", 128)),
                 environment={k: "" if v is None else str(v) for k, v in self.resolve(env).items()},
-                invokes=invoke_targets(props.get("Policies")),
+                invokes=invoke_targets(props.get("Policies")) | role_invoke_targets(self.role_statements(props)),
             )
             for event_name, event in (props.get("Events") or {}).items():
                 ep = event.get("Properties", {})
@@ -257,6 +257,21 @@ class Template:
             specs[logical_id] = spec
         return specs
 
+    def role_statements(self, props: dict[str, Any]) -> list[dict[str, Any]]:
+        """The statements of the IAM role a function names (``Role: !GetAtt <Role>.Arn``), with the
+        policies of conditions that hold; [] for a function without its own role resource."""
+        role = props.get("Role")
+        if not (isinstance(role, dict) and "Fn::GetAtt" in role):
+            return []
+        found = []
+        for policy in self.resources[role["Fn::GetAtt"][0]]["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and "Fn::If" in policy:
+                cond, yes, no = policy["Fn::If"]
+                policy = yes if self.condition(cond) else no
+            if isinstance(policy, dict) and "PolicyDocument" in policy:
+                found += policy["PolicyDocument"].get("Statement", [])
+        return found
+
     def layer_dirs(self) -> list[Path]:
         return [
             (self.path.parent / r["Properties"]["ContentUri"]).resolve()
@@ -270,8 +285,7 @@ class Template:
             auth = api.get("Properties", {}).get("Auth", {})
             default = auth.get("DefaultAuthorizer", default)
             for name, spec in auth.get("Authorizers", {}).items():
-                arn = spec["FunctionArn"]
-                logical = arn["Fn::GetAtt"][0] if isinstance(arn, dict) else str(arn)
+                logical = _function_of(spec["FunctionArn"])
                 identity = spec.get("Identity", {})
                 found[name] = AuthorizerSpec(name, logical, tuple(h.lower() for h in identity.get("Headers", [])),
                                              int(self.resolve(identity.get("ReauthorizeEvery", 300))))
@@ -305,6 +319,31 @@ class Template:
                       self.resolve(r["Properties"]))
             for logical, r in self._of_type("AWS::DynamoDB::Table").items()
         ]
+
+
+def _function_of(arn: Any) -> str:
+    """The function an ARN reference names: ``!GetAtt F.Arn`` or its published alias ``!Ref F.Alias``
+    (SnapStart; locally the same function)."""
+    if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+        return str(arn["Fn::GetAtt"][0])
+    if isinstance(arn, dict) and "Ref" in arn:
+        return str(arn["Ref"]).removesuffix(".Alias")
+    return str(arn)
+
+
+def role_invoke_targets(statements: list[dict[str, Any]]) -> frozenset[str]:
+    """The functions a role's ``lambda:InvokeFunction`` statements name by ``!GetAtt <Function>.Arn``."""
+    found = set()
+    for statement in statements:
+        actions = statement.get("Action")
+        if statement.get("Effect") != "Allow" or "lambda:InvokeFunction" not in (
+                actions if isinstance(actions, list) else [actions]):
+            continue
+        resources = statement.get("Resource")
+        for resource in resources if isinstance(resources, list) else [resources]:
+            if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+                found.add(str(resource["Fn::GetAtt"][0]))
+    return frozenset(found)
 
 
 def invoke_targets(policies: Any) -> frozenset[str]:

@@ -31,7 +31,7 @@ from disburse import service as disburse_service
 from disburse.cycle_run import repository
 from disburse.cycle_run.models import ChunkMessage
 from disburse.cycle_run.service import reference_of
-from smartpay import buffr, db
+from smartpay import buffr, db, leases
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float, env_int
 
@@ -96,14 +96,15 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
     run_id, chunk_no = str(message.run_id), message.chunk_no
     logger.append_keys(run_id=run_id, chunk_no=chunk_no, message_id=record.message_id)
     with db.autocommit() as conn:
-        if not repository.try_lock_chunk(conn, run_id, chunk_no):
+        holder = repository.try_lock_chunk(conn, run_id, chunk_no, leases.ttl_for(context, 60))
+        if holder is None:
             # Redelivered while another invocation still works on it (a visibility timeout shorter
             # than that invocation): never two senders for one chunk; SQS delivers it again later.
             raise ChunkNotSettled(f"chunk {chunk_no} is being processed by another invocation")
         try:
             _process(conn, record, message, context)
         finally:
-            repository.unlock_chunk(conn, run_id, chunk_no)
+            repository.unlock_chunk(conn, run_id, chunk_no, holder)
 
 
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:

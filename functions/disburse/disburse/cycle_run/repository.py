@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from smartpay import leases
+
 OPEN = ("awaiting_approval", "approved", "enqueuing", "running", "paused")
 EXCEPTION_IDS = 100
 
@@ -195,14 +197,13 @@ def run_status(conn: psycopg.Connection[Any], run_id: str) -> str | None:
     return None if row is None else str(row["status"])
 
 
-def try_lock_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int) -> bool:
-    """A session lock on the chunk (autocommit connection), so one invocation at a time sends it."""
-    return bool(conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 15)) AS ok",
-                             (f"{run_id}:{chunk_no}",)).fetchone()["ok"])
+def try_lock_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, ttl_s: float) -> str | None:
+    """The chunk's lease (smartpay/leases.py, no session lock), so one invocation at a time sends it."""
+    return leases.acquire(conn, f"chunk:{run_id}:{chunk_no}", ttl_s)
 
 
-def unlock_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int) -> None:
-    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 15))", (f"{run_id}:{chunk_no}",))
+def unlock_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, holder: str) -> None:
+    leases.release(conn, f"chunk:{run_id}:{chunk_no}", holder)
 
 
 def chunk_ids(conn: psycopg.Connection[Any], run_id: str, chunk_no: int) -> list[str]:

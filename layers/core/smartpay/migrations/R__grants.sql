@@ -54,6 +54,8 @@ GRANT UPDATE (status, checker_principal, checker_key_id, approved_at, finished_a
 GRANT UPDATE (state, token, message_id, sends, receives, attempts, retries, errors, enqueued_at, done_at,
               updated_at) ON cycle_run_chunks TO smartpay_disburse;
 GRANT USAGE ON SEQUENCE cycle_run_events_id_seq TO smartpay_disburse;
+-- One consumer per cycle-run chunk at a time (smartpay/leases.py).
+GRANT SELECT, INSERT, UPDATE, DELETE ON smartpay_leases TO smartpay_disburse;
 
 -- 4. webhook function: status columns of vouchers, the audit trail and its own log.
 --    No access to beneficiaries at all.
@@ -77,6 +79,8 @@ GRANT SELECT, INSERT, UPDATE ON reconciliation_runs, reconciliation_records TO s
 GRANT USAGE ON SEQUENCE voucher_events_id_seq, reconciliation_records_id_seq TO smartpay_reconcile;
 -- The cycle run a voucher was sent by (sent vs confirmed in the cycle report); read only.
 GRANT SELECT ON cycle_runs, cycle_run_items, cycle_run_chunks TO smartpay_reconcile;
+-- One invocation per shard split at a time (smartpay/leases.py).
+GRANT SELECT, INSERT, UPDATE, DELETE ON smartpay_leases TO smartpay_reconcile;
 
 -- 6. Buffr (partner, read-only): vouchers and the masked registry view. Nothing else.
 GRANT SELECT ON vouchers, beneficiaries_masked TO buffr_readonly;
