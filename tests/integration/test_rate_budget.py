@@ -1,0 +1,139 @@
+"""Buffr's one rate budget on DynamoDB (moto's server, as the local stack runs it): every sender draws
+from it, so together they never exceed it, and a 429 seen by one holds them all."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from smartpay import buffr, rate_budget
+from smartpay_tools.local.services import FAKE_AWS, MotoServer
+
+RATE = 50.0  # per second: small, so the test draws a few seconds of it
+TABLE = "smartpay-rate-budget-test"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = MotoServer().start()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+def _dynamodb(endpoint: str) -> Any:
+    return boto3.client("dynamodb", endpoint_url=endpoint, region_name="af-south-1",
+                        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture()
+def table(moto_endpoint: str) -> Iterator[str]:
+    client = _dynamodb(moto_endpoint)
+    client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    try:
+        yield TABLE
+    finally:
+        client.delete_table(TableName=TABLE)
+
+
+def _budget(endpoint: str) -> rate_budget.RateBudget:
+    """One container's side of the budget: its own store client, the shared table."""
+    return rate_budget.RateBudget(rate_budget.DynamoStore(TABLE, client=_dynamodb(endpoint)), RATE)
+
+
+def _draw(endpoint: str, n: int, kind: str, out: Any) -> None:
+    """A sender process: ``n`` calls, 20 waiting at a time; puts the start time of each."""
+    budget = _budget(endpoint)
+
+    async def main() -> list[float]:
+        gate = asyncio.Semaphore(20)
+        starts: list[float] = []
+
+        async def one() -> None:
+            async with gate:
+                assert await budget.take(kind)
+                starts.append(time.time())
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        return starts
+
+    out.put(asyncio.run(main()))
+
+
+def busiest_second(times: list[float]) -> int:
+    times, busiest, start = sorted(times), 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
+
+
+def test_two_processes_drawing_from_one_budget_never_exceed_it_in_any_second(moto_endpoint: str, table: str) -> None:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    senders = [ctx.Process(target=_draw, args=(moto_endpoint, 120, kind, out))
+               for kind in (rate_budget.PAYMENTS, rate_budget.PAYMENTS)]
+    for p in senders:
+        p.start()
+    starts = [out.get(timeout=60) for _ in senders]
+    for p in senders:
+        p.join(timeout=10)
+    assert [len(s) for s in starts] == [120, 120]
+    # the two really sent side by side: each started calls while the other was still sending
+    assert min(starts[0]) < max(starts[1]) and min(starts[1]) < max(starts[0])
+    assert busiest_second(starts[0] + starts[1]) <= RATE
+
+
+def test_a_429_seen_by_one_sender_holds_every_sender(moto_endpoint: str, table: str) -> None:
+    seen_429, other = _budget(moto_endpoint), _budget(moto_endpoint)
+
+    async def main() -> tuple[float, float]:
+        assert await other.take()  # the other sender is under way, the budget is busy
+        until = time.time() + 1.5
+        await seen_429.slow_down(1.5)
+        assert await other.take()
+        return until, time.time()
+
+    until, next_start = asyncio.run(main())
+    assert next_start >= until - seen_429.late_s
+
+
+def test_buffr_client_holds_the_shared_budget_on_a_429_with_retry_after() -> None:
+    """Two containers' clients on one schedule: Buffr's 429 to the first delays the second's call."""
+    store = rate_budget.MemoryStore()
+    calls: list[tuple[str, float]] = []
+
+    def handler(name: str, status: int) -> Any:
+        def reply(request: httpx.Request) -> httpx.Response:
+            calls.append((name, time.time()))
+            if status == 429:
+                return httpx.Response(429, headers={"Retry-After": "2"})
+            return httpx.Response(200, json={"deliveryId": "dlv_1"})
+        return reply
+
+    settings = buffr.BuffrSettings(url="https://buffr.test", max_attempts=1)
+    first = buffr.BuffrClient(settings, transport=httpx.MockTransport(handler("first", 429)), api_key="k",
+                              budget=rate_budget.RateBudget(store, 100.0))
+    second = buffr.BuffrClient(settings, transport=httpx.MockTransport(handler("second", 200)), api_key="k",
+                               budget=rate_budget.RateBudget(store, 100.0))
+    request = buffr.DisburseRequest("5d0c1a2b-0000-4000-8000-000000000001", 100, "NAD", "44050267085")
+    try:
+        assert first.disburse(request, deadline=time.monotonic() + 10).error == "rate_limited"
+        assert second.disburse(request, deadline=time.monotonic() + 10).outcome == "accepted"
+    finally:
+        first.close()
+        second.close()
+    (_, limited_at), (_, next_at) = calls
+    assert next_at - limited_at >= 2.0 - 0.05
