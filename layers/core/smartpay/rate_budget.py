@@ -16,8 +16,9 @@ status reads — takes a slot from one shared schedule before it starts:
 * Priority by horizon: payments may reserve while ``tat`` is at most ``RATE_BUDGET_HORIZON_S``
   ahead of now; lookups (status reads) only while it is at most ``lease`` ahead — they take
   what payments leave, and never hold slots far ahead of a cycle run.
-* A 429 from Buffr holds the whole budget: ``tat`` moves to now + ``Retry-After`` for every
-  sender, not only for the container that saw it.
+* A 429 from Buffr slows the whole budget, not one container: until now + ``Retry-After`` every
+  sender's reservations are spaced for ``RATE_BUDGET_SLOW_FACTOR`` (0.5) of the rate (the item's
+  ``slow_until``), and the call Buffr refused waits ``Retry-After`` before its retry.
 
 Without ``RATE_BUDGET_TABLE`` (tests, the CLI) the same schedule lives in the process; with
 ``BUFFR_MAX_RATE_PER_S`` 0 or unset there is no budget at all (calls start at once).
@@ -43,37 +44,40 @@ KEY = "buffr"
 
 @dataclass(frozen=True)
 class Grant:
-    """A reservation's answer: ``n`` slots from ``start`` (wall clock), or none and ``retry_in`` seconds."""
+    """A reservation's answer: ``n`` slots ``spacing`` apart from ``start`` (wall clock), or none
+    and ``retry_in`` seconds."""
 
     start: float | None
     n: int = 0
+    spacing: float = 0.0
     retry_in: float = 0.0
 
 
 class Store(Protocol):
-    def reserve(self, n: int, interval: float, now: float, horizon: float) -> Grant: ...
+    def reserve(self, n: int, interval: float, now: float, horizon: float, slow_factor: float) -> Grant: ...
 
-    def hold(self, until: float) -> None: ...
+    def slow(self, until: float) -> None: ...
 
 
 class MemoryStore:
     """The schedule in this process (one process shares it among its threads)."""
 
     def __init__(self) -> None:
-        self.tat = 0.0
+        self.tat = self.slow_until = 0.0
         self._lock = threading.Lock()
 
-    def reserve(self, n: int, interval: float, now: float, horizon: float) -> Grant:
+    def reserve(self, n: int, interval: float, now: float, horizon: float, slow_factor: float) -> Grant:
         with self._lock:
             if self.tat > now + horizon:
                 return Grant(None, retry_in=self.tat - now - horizon)
+            spacing = interval / slow_factor if now < self.slow_until else interval
             start = max(self.tat, now)
-            self.tat = start + n * interval
-            return Grant(start, n)
+            self.tat = start + n * spacing
+            return Grant(start, n, spacing)
 
-    def hold(self, until: float) -> None:
+    def slow(self, until: float) -> None:
         with self._lock:
-            self.tat = max(self.tat, until)
+            self.slow_until = max(self.slow_until, until)
 
 
 class DynamoStore:
@@ -82,13 +86,14 @@ class DynamoStore:
     Two conditional writes cover the two states: a busy budget (``tat`` ahead of now, within the
     horizon) is advanced in place; an idle one (``tat`` in the past, or no item yet) restarts at
     now. Which one is tried first follows the last ``tat`` seen, so a reservation is usually one
-    round trip; a lost race is retried with the state the refusal returned.
+    round trip; a lost race is retried with the state the refusal returned. ``slow_until`` comes
+    back with every answer, so a 429 seen anywhere slows this container's next reservation.
     """
 
     def __init__(self, table: str, key: str = KEY, client: Any = None) -> None:
         self.table, self.key = table, {"id": {"S": key}}
         self._client = client
-        self._last_tat = 0.0
+        self._last_tat = self._slow_until = 0.0
 
     @property
     def client(self) -> Any:
@@ -105,33 +110,38 @@ class DynamoStore:
             reply = client.update_item(
                 TableName=self.table, Key=self.key, UpdateExpression=expression, ConditionExpression=condition,
                 ExpressionAttributeValues={k: {"N": repr(v)} for k, v in values.items()},
-                ReturnValues="UPDATED_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except client.exceptions.ConditionalCheckFailedException as exc:
-            old = exc.response.get("Item", {}).get("tat", {}).get("N")
-            self._last_tat = float(old) if old is not None else 0.0
+            self._seen(exc.response.get("Item", {}))
             return None
-        self._last_tat = float(reply["Attributes"]["tat"]["N"])
+        return self._seen(reply["Attributes"])
+
+    def _seen(self, item: dict[str, Any]) -> float:
+        self._last_tat = float(item.get("tat", {}).get("N", 0.0))
+        self._slow_until = float(item.get("slow_until", {}).get("N", 0.0))
         return self._last_tat
 
-    def reserve(self, n: int, interval: float, now: float, horizon: float) -> Grant:
-        span = n * interval
-        for _ in range(8):  # races with other containers: each lost one tells us the current tat
+    def reserve(self, n: int, interval: float, now: float, horizon: float, slow_factor: float) -> Grant:
+        for _ in range(8):
+            spacing = interval / slow_factor if now < self._slow_until else interval
+            span = n * spacing  # races with other containers: each lost one tells us the current tat
             if self._last_tat > now + horizon:
                 return Grant(None, retry_in=self._last_tat - now - horizon)
             if self._last_tat >= now:
                 tat = self._update("SET tat = tat + :span", "tat >= :now AND tat <= :limit",
                                    {":span": span, ":now": now, ":limit": now + horizon})
                 if tat is not None:
-                    return Grant(tat - span, n)
+                    return Grant(tat - span, n, spacing)
             else:
                 tat = self._update("SET tat = :end", "attribute_not_exists(tat) OR tat < :now",
                                    {":end": now + span, ":now": now})
                 if tat is not None:
-                    return Grant(now, n)
+                    return Grant(now, n, spacing)
         return Grant(None, retry_in=interval)
 
-    def hold(self, until: float) -> None:
-        self._update("SET tat = :until", "attribute_not_exists(tat) OR tat < :until", {":until": until})
+    def slow(self, until: float) -> None:
+        self._update("SET slow_until = :until", "attribute_not_exists(slow_until) OR slow_until < :until",
+                     {":until": until})
 
 
 class RateBudget:
@@ -143,12 +153,12 @@ class RateBudget:
     """
 
     def __init__(self, store: Store, rate: float, *, headroom: float = 0.97, lease_s: float = 0.1,
-                 horizon_s: float = 2.0, late_s: float = 0.025) -> None:
+                 horizon_s: float = 2.0, late_s: float = 0.025, slow_factor: float = 0.5) -> None:
         self.store, self.rate = store, rate
         self.interval = 1.0 / (rate * headroom) if rate > 0 else 0.0
         self.lease = max(1, round(rate * headroom * lease_s))
         self.horizons = {PAYMENTS: horizon_s, LOOKUPS: lease_s}
-        self.late_s = late_s
+        self.late_s, self.slow_factor = late_s, min(max(slow_factor, 0.05), 1.0)
         self.dropped = 0  # slots passed unused (their start would have been late)
         self._slots: dict[str, deque[float]] = {PAYMENTS: deque(), LOOKUPS: deque()}
         self._waiting = {PAYMENTS: 0, LOOKUPS: 0}
@@ -197,13 +207,13 @@ class RateBudget:
             now = time.time()
             try:
                 grant = await asyncio.get_running_loop().run_in_executor(
-                    self._io, self.store.reserve, n, self.interval, now, self.horizons[kind])
+                    self._io, self.store.reserve, n, self.interval, now, self.horizons[kind], self.slow_factor)
             except Exception as exc:  # the store is down: wait one lease, never send unmetered
                 logger.warning("rate budget unavailable", extra={"error": type(exc).__name__})
                 grant = Grant(None, retry_in=self.lease * self.interval)
             if grant.start is not None:
                 drop_before = time.time() - self.late_s  # a slow round trip: slots already past are gone
-                fresh = [grant.start + i * self.interval for i in range(grant.n)]
+                fresh = [grant.start + i * grant.spacing for i in range(grant.n)]
                 slots.extend(s for s in fresh if s >= drop_before)
                 self.dropped += sum(1 for s in fresh if s < drop_before)
                 return
@@ -213,15 +223,11 @@ class RateBudget:
             await asyncio.sleep(max(wait, 0.001))
 
     async def slow_down(self, seconds: float) -> None:
-        """Buffr said 429 (``Retry-After`` ``seconds``): no sender starts a call before then."""
+        """Buffr said 429 (``Retry-After`` ``seconds``): every sender runs slower until then."""
         if not self.interval:
             return
-        until = time.time() + seconds
-        for slots in self._slots.values():
-            while slots and slots[0] < until:
-                slots.popleft()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._io, self.store.hold, until)
+            await asyncio.get_running_loop().run_in_executor(self._io, self.store.slow, time.time() + seconds)
         except Exception as exc:
             logger.warning("rate budget unavailable", extra={"error": type(exc).__name__})
 
@@ -236,4 +242,5 @@ def from_env() -> RateBudget:
     store: Store = DynamoStore(table) if table and rate > 0 else MemoryStore()
     return RateBudget(store, rate, headroom=env_float("RATE_BUDGET_HEADROOM", 0.97),
                       lease_s=env_float("RATE_BUDGET_LEASE_S", 0.1), horizon_s=env_float("RATE_BUDGET_HORIZON_S", 2.0),
-                      late_s=env_float("RATE_BUDGET_LATE_S", 0.025))
+                      late_s=env_float("RATE_BUDGET_LATE_S", 0.025),
+                      slow_factor=env_float("RATE_BUDGET_SLOW_FACTOR", 0.5))

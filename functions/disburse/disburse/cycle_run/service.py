@@ -20,6 +20,7 @@ the principal and key.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +52,13 @@ def reference_of(run_id: str) -> str:
     return f"cycle-run:{run_id}"
 
 
-def _chunk_size() -> int:
-    return env_int("CYCLE_CHUNK_SIZE", 500, minimum=1, maximum=1000)
+def chunk_size(vouchers: int) -> int:
+    """Vouchers per chunk, sized from the run: at most ``CYCLE_CHUNK_SIZE``, and small enough that
+    every consumer the queue may run at once gets a chunk (a small run is spread over all of them,
+    so no one invocation carries the run's tail alone). All of them draw from the one rate budget."""
+    most = env_int("CYCLE_CHUNK_SIZE", 500, minimum=1, maximum=1000)
+    consumers = env_int("CYCLE_QUEUE_MAX_CONCURRENCY", 2, minimum=1)
+    return max(1, min(most, math.ceil(vouchers / consumers)))
 
 
 def _ttl_s() -> int:
@@ -132,7 +138,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
         run_id = repository.insert(conn, {
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
-            "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": _chunk_size(),
+            "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": chunk_size(snap["voucher_count"]),
             "maker_principal": caller.principal, "maker_key_id": caller.key_id, "ttl_s": _ttl_s()})
         if run_id is None:  # a concurrent prepare with the same key is committing its run
             raise Conflict("A request with this idempotency key is still in progress; retry shortly.",
