@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from smartpay import buffr, rate_budget
+from smartpay_tools.buffr_sim.state import busiest_second
 from smartpay_tools.local.services import FAKE_AWS, MotoServer
 
 RATE = 50.0  # per second: small, so the test draws a few seconds of it
@@ -69,15 +70,6 @@ def _draw(endpoint: str, n: int, kind: str, out: Any) -> None:
         return starts
 
     out.put(asyncio.run(main()))
-
-
-def busiest_second(times: list[float]) -> int:
-    times, busiest, start = sorted(times), 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest
 
 
 def test_two_processes_drawing_from_one_budget_never_exceed_it_in_any_second(moto_endpoint: str, table: str) -> None:

@@ -76,3 +76,13 @@ def test_every_function_calling_buffr_draws_from_the_one_rate_budget_table() -> 
         budget = [s for s in statements if s.get("Sid") == "BuffrRateBudget"]
         assert budget == [{"Sid": "BuffrRateBudget", "Effect": "Allow", "Action": ["dynamodb:UpdateItem"],
                            "Resource": {"Fn::GetAtt": ["RateBudgetTable", "Arn"]}}]
+
+
+@pytest.mark.parametrize(("vouchers", "size"), [(300_000, 500), (2_000, 400), (3, 1), (1, 1), (2_499, 500)])
+def test_a_runs_chunks_are_sized_so_every_consumer_gets_one(monkeypatch: pytest.MonkeyPatch, vouchers: int,
+                                                              size: int) -> None:
+    from disburse.cycle_run.service import chunk_size
+
+    monkeypatch.setenv("CYCLE_CHUNK_SIZE", "500")
+    monkeypatch.setenv("CYCLE_QUEUE_MAX_CONCURRENCY", "5")
+    assert chunk_size(vouchers) == size

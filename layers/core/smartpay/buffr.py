@@ -15,6 +15,10 @@ API
   building block the batch pipeline uses to keep N calls in flight.
 * :func:`deadline_from` turns a Lambda context into the monotonic deadline every call takes.
 
+Rate: every attempt first takes a slot of Buffr's one rate budget (:mod:`smartpay.rate_budget`,
+shared by every container of every function): disbursements as payments, status reads after
+them; a 429 slows the budget for every sender.
+
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``), at least ``Retry-After`` when Buffr
 sends one, at most ``BUFFR_MAX_ATTEMPTS`` attempts and never past the deadline (each attempt's
@@ -195,9 +199,9 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 class Pacer:
     """Start calls no faster than ``rate`` per second, evenly spaced (a configurable rate limit).
 
-    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls, a cycle
-    run's consumer passes one to ``submit_disburse_many`` to pace every attempt, retries
-    included, so its share of Buffr's agreed rate holds whatever Buffr answers.
+    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls (a
+    reconciliation's own cap, under the shared rate budget); ``submit_disburse_many`` takes one
+    to pace every attempt, retries included.
 
     Waiters take their turn one at a time (a lock, FIFO) and the next slot is set when a call
     starts, not reserved in advance: when the loop stalls (a busy core, the GIL), the waiters

@@ -93,6 +93,17 @@ class Stats:
         return out
 
 
+def busiest_second(times: list[float]) -> int:
+    """The most calls inside any one-second window of these arrival times (the figure Buffr's
+    agreed rate is held against)."""
+    times, busiest, start = sorted(times), 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
+
+
 class Reply(Exception):
     """Raised by a route to answer immediately with a status and a JSON body."""
 

@@ -25,10 +25,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import TypeAdapter
 
 from disburse import service as disburse_service
 from disburse.cycle_run import repository
-from disburse.cycle_run.models import ChunkMessage
+from disburse.cycle_run import service as run_service
+from disburse.cycle_run.models import ChunkMessage, EnqueueMessage
 from disburse.cycle_run.service import reference_of
 from smartpay import buffr, db
 from smartpay.observability import logger, metrics
@@ -38,6 +40,10 @@ RUNNING = frozenset({"running", "enqueuing"})
 STATUS_EVERY_S = 0.1  # how often a chunk's send loop asks whether its run was paused
 
 processor = BatchProcessor(event_type=EventType.SQS)
+#: A chunk, or the rest of a run's enqueue handed over by approve / resume (extra fields forbidden,
+#: so a body is exactly one of them or neither: a poison message).
+MESSAGE: TypeAdapter[ChunkMessage | EnqueueMessage] = TypeAdapter(ChunkMessage | EnqueueMessage)
+ENQUEUE_MARGIN_S = 5.0  # of the invocation kept back when it continues an enqueue
 
 
 class ChunkNotSettled(Exception):
@@ -67,7 +73,10 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
     """One chunk message (Powertools passes the Lambda context as ``lambda_context``)."""
     context = lambda_context
-    message = ChunkMessage.model_validate_json(record.body)  # not a chunk: a poison message (→ DLQ)
+    message = MESSAGE.validate_json(record.body)  # neither: a poison message (→ DLQ)
+    if isinstance(message, EnqueueMessage):
+        _continue_enqueue(str(message.run_id), record, context)
+        return
     run_id, chunk_no = str(message.run_id), message.chunk_no
     logger.append_keys(run_id=run_id, chunk_no=chunk_no, message_id=record.message_id)
     with db.autocommit() as conn:
@@ -79,6 +88,21 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
             _process(conn, record, message, context)
         finally:
             repository.unlock_chunk(conn, run_id, chunk_no)
+
+
+def _continue_enqueue(run_id: str, record: SQSRecord, context: Any) -> None:
+    """Enqueue the run's remaining chunks on the approver's behalf (the audit names the checker);
+    a run too big for this invocation hands itself on again."""
+    logger.append_keys(run_id=run_id, message_id=record.message_id)
+    with db.connection() as conn:
+        run = repository.get(conn, run_id)
+    if run is None or run["checker_key_id"] is None:
+        logger.warning("enqueue message for no approved run dropped")
+        return
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 25.0
+    caller = run_service.Caller(principal=run["checker_principal"], key_id=run["checker_key_id"],
+                                reference=record.message_id)
+    run_service.enqueue(run_id, caller, within_s=max(remaining - ENQUEUE_MARGIN_S, 1.0))
 
 
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:

@@ -10,6 +10,9 @@
   eligible issued voucher in exactly one chunk — in the same transaction, then enqueues.
 * Enqueuing is resumable and exactly-once per chunk: a chunk's fresh token is committed before
   its message is sent, and the consumer acts only on the current token (see :mod:`.consumer`).
+  A request (approve, resume) enqueues for ``CYCLE_ENQUEUE_IN_REQUEST_S`` at most, then hands the
+  rest to the queue side (one message the consumer continues from), so a national run's
+  approval answers well inside API Gateway's 29 s.
 * ``pause`` / ``resume``: the consumer stops claiming within one turn and parks its chunk;
   resume plans parked chunks again and enqueues what is left.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,7 @@ from disburse.cycle_run import queue, repository
 from disburse.cycle_run.models import (
     CycleRun,
     EligibilityExceptions,
+    EnqueueMessage,
     Party,
     Progress,
     RegionTotal,
@@ -35,7 +40,7 @@ from disburse.cycle_run.models import (
 from smartpay import db
 from smartpay.errors import Conflict, Forbidden, NotFound, ProblemError, Unprocessable
 from smartpay.observability import logger, metrics
-from smartpay.settings import env_int
+from smartpay.settings import env_float, env_int
 
 SEND_BATCH = 10  # SQS's SendMessageBatch maximum
 
@@ -59,6 +64,11 @@ def chunk_size(vouchers: int) -> int:
     most = env_int("CYCLE_CHUNK_SIZE", 500, minimum=1, maximum=1000)
     consumers = env_int("CYCLE_QUEUE_MAX_CONCURRENCY", 2, minimum=1)
     return max(1, min(most, math.ceil(vouchers / consumers)))
+
+
+def _in_request_s() -> float:
+    """How long approve / resume enqueue in the request before the queue side takes over."""
+    return env_float("CYCLE_ENQUEUE_IN_REQUEST_S", 1.0)
 
 
 def _ttl_s() -> int:
@@ -182,7 +192,7 @@ def approve(programme: str, cycle: str, caller: Caller) -> CycleRun:
         raise _refuse(refused.run, caller, refused.reason, refused.error) from None
     if run_id is None:
         return status(programme, cycle)
-    enqueue(run_id, caller)
+    enqueue(run_id, caller, within_s=_in_request_s())
     return status(programme, cycle, run_id=run_id)
 
 
@@ -240,18 +250,24 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
 
 # --- enqueue ---------------------------------------------------------------------------------------
 
-def enqueue(run_id: str, caller: Caller) -> int:
+def enqueue(run_id: str, caller: Caller, *, within_s: float | None = None) -> int:
     """Send the run's chunks that are not on the queue yet; resumable, each chunk processed once.
 
-    Stops (leaving the rest planned) as soon as the run is paused. Returns the chunks sent now.
+    Stops (leaving the rest planned) as soon as the run is paused. With ``within_s``, stops after
+    that long and hands the rest to the queue side: one message whose consumer calls this again
+    (:func:`request_enqueue`). Returns the chunks sent now.
     """
     sent_total = 0
+    ends = None if within_s is None else time.monotonic() + within_s
     with db.autocommit() as conn:
         status_now = repository.run_status(conn, run_id)
         if status_now == "approved":
             repository.set_status(conn, run_id, "enqueuing")
             status_now = "enqueuing"
         while status_now == "enqueuing":
+            if ends is not None and time.monotonic() >= ends:
+                request_enqueue(run_id)
+                break
             claimed = repository.claim_for_sending(conn, run_id, SEND_BATCH)
             if not claimed:
                 break
@@ -281,6 +297,13 @@ def enqueue(run_id: str, caller: Caller) -> int:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
     return sent_total
+
+
+def request_enqueue(run_id: str) -> None:
+    """Hand the rest of the run's enqueue to the queue side (the consumer continues it)."""
+    if not queue.send_batch({"0": EnqueueMessage(run_id=run_id, enqueue=True).model_dump_json()}):
+        raise ProblemError("The cycle queue refused the run's enqueue; resume the run later.",
+                           status=503, title="Cycle queue refused", headers={"Retry-After": "5"})
 
 
 # --- pause / resume --------------------------------------------------------------------------------
@@ -320,7 +343,7 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
                              from_status="paused", to_status=target, reference=caller.reference,
                              detail={"parked_chunks": parked})
             logger.info("cycle run resumed", extra={"run_id": run_id, "by": caller.principal, "parked": parked})
-    enqueue(run_id, caller)  # also finishes an enqueue a crash interrupted
+    enqueue(run_id, caller, within_s=_in_request_s())  # also finishes an enqueue a crash interrupted
     return status(programme, cycle, run_id=run_id)
 
 
