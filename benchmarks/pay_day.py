@@ -14,7 +14,9 @@ Printed:
 
 ``--faults 5xx=0.1,timeout=0.02,429=0.02`` injects faults at the simulator (a timeout holds the
 call ``--hang-ms``); ``--reconcile-during`` runs a full reconciliation while the run sends.
-``--stop-after approve`` times import, prepare and approve only. Ends with one JSON line.
+``--stop-after approve`` times import, prepare and approve only. The consumers' containers are
+started before approval, as Lambda's are warm after the day's first invocations (``--cold`` leaves
+them cold; cold starts are ``benchmarks/cold_start.py``'s). Ends with one JSON line.
 
     python benchmarks/pay_day.py [--vouchers 300000 | --quick] [--rate 200] [--faults ...]
 """
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +61,40 @@ def import_payroll(url: str, n: int) -> tuple[int, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "payroll.csv"
-        datagen.generate_payroll_file(path, n, CYCLE, programme=PROGRAMME)
+        datagen.generate_payroll_file(path, int(n / 0.967) + 1, CYCLE, programme=PROGRAMME)  # ~3 % inactive: left out
         started = time.monotonic()
         report = payroll_import.import_file(url, path)
         return report.vouchers_issued, time.monotonic() - started
+
+
+def warm_consumers(stack: Any, n: int) -> None:
+    """``n`` consumer containers started side by side, each on a stale chunk message it drops."""
+    def record() -> dict[str, Any]:
+        body = json.dumps({"run_id": str(uuid.uuid4()), "chunk_no": 0, "token": str(uuid.uuid4()),
+                           "voucher_ids": [str(uuid.uuid4())]})
+        return {"messageId": str(uuid.uuid4()), "receiptHandle": "warm-up", "body": body, "attributes": {},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:af-south-1:000000000000:warm-up", "awsRegion": stack.region}
+
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(lambda _: stack.invoke("DisburseFunction", {"Records": [record()]}), range(n)))
+
+
+def print_timeline(url: str, run_id: str) -> None:
+    """Where the run's time went, from the database's clock: seconds after the approval."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """SELECT extract(epoch FROM min(c.enqueued_at) - r.approved_at) AS first_enqueued,
+                      extract(epoch FROM max(c.enqueued_at) - r.approved_at) AS last_enqueued,
+                      (SELECT extract(epoch FROM min(e.at) - r.approved_at) FROM voucher_events e
+                        WHERE e.reference = 'cycle-run:' || r.id AND e.to_status = 'pending') AS first_claim,
+                      extract(epoch FROM r.finished_at - r.approved_at) AS completed
+                 FROM cycle_runs r JOIN cycle_run_chunks c ON c.run_id = r.id WHERE r.id = %s
+                GROUP BY r.id""", (run_id,)).fetchone()
+    print("  after approval: first chunk enqueued {:.1f} s, last {:.1f} s; first claim {:.1f} s; completed {:.1f} s"
+          .format(*(float(v or 0) for v in row)), flush=True)
 
 
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -82,6 +116,7 @@ def main() -> int:
     parser.add_argument("--reconcile-during", action="store_true", help="a full reconciliation while the run sends")
     parser.add_argument("--no-webhooks", action="store_true", help="the simulator sends no webhooks")
     parser.add_argument("--stop-after", choices=["approve"], help="stop after this stage")
+    parser.add_argument("--cold", action="store_true", help="leave the consumers' containers cold")
     args = parser.parse_args()
     n_wanted = 20_000 if args.quick else args.vouchers
 
@@ -116,6 +151,8 @@ def main() -> int:
         operator, supervisor = stack.local["OperatorApiKey"], stack.local["SupervisorApiKey"]
         _, stages["prepare"] = timed(api.prepare, operator, "pay-day")
         print(f"prepare      {stages['prepare']:8.1f} s   (API Gateway's limit 29 s; target <= 10 s)", flush=True)
+        if not args.cold:
+            warm_consumers(stack, args.concurrency)
         if args.faults:
             stack.buffr.configure(**args.faults, hang_ms=args.hang_ms)
         started = time.monotonic()
@@ -151,6 +188,8 @@ def main() -> int:
             "report": {"compliance": True, "programme": PROGRAMME, "cycle": CYCLE}})
         print(f"compliance   {stages['compliance']:8.1f} s   arithmetic "
               f"{'ok' if compliance.get('arithmetic', {}).get('ok') else 'FAILED'}", flush=True)
+        sim["started"] = started  # the simulator's clock is this machine's monotonic clock
+        print_timeline(url, run["run_id"])
         return _report(args, n, stages, run, sim, during)
     finally:
         if server is not None:
@@ -165,7 +204,7 @@ def _report(args: argparse.Namespace, n: int, stages: dict[str, float], run: dic
     load = os.getloadavg()[0]
     out: dict[str, Any] = {"benchmark": "pay_day", "vouchers": n, "agreed_rate": args.rate,
                            "consumers": args.concurrency, "latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
-                           "faults": args.faults, "reconcile_during": args.reconcile_during,
+                           "faults": args.faults, "reconcile_during": args.reconcile_during, "cold": args.cold,
                            "stages_s": {k: round(v, 1) for k, v in stages.items()}, "load_average": round(load, 1)}
     ok = stages["prepare"] <= 10 and stages["approve"] <= 10
     if run is not None and sim is not None:
@@ -173,10 +212,14 @@ def _report(args: argparse.Namespace, n: int, stages: dict[str, float], run: dic
         busiest = busiest_second(sim["disburse_times"])
         combined = busiest_second(sim["disburse_times"] + sim["status_times"])
         goodput = sim["credits"] / stages["run"]
+        calls = sorted(sim["disburse_times"])
+        first, last = (calls[0] - sim["started"], calls[-1] - sim["started"]) if calls else (0.0, 0.0)
         print(f"\n{n:,} vouchers, agreed rate {args.rate}/s, {args.concurrency} consumers, Buffr at "
               f"{args.latency_ms:.0f} ± {args.jitter_ms:.0f} ms, faults {args.faults or 'none'} "
               f"(load average {load:.1f})")
         print(f"  run                 {stages['run']:8.1f} s = {stages['run'] / bound:.2f} x N/rate ({bound:.1f} s)")
+        print(f"  Buffr's first call  {first:8.1f} s after approval, last {last:.1f} s; sending "
+              f"{(last - first) / bound:.2f} x N/rate")
         print(f"  goodput             {goodput:8.1f} credits/s = {goodput / args.rate:.2f} x the fault-free bound")
         print(f"  busiest second      {busiest:8d} disburse calls, {combined} calls in all "
               f"({combined / args.rate:.3f} x the agreed rate; limit 1.05)")
@@ -184,7 +227,8 @@ def _report(args: argparse.Namespace, n: int, stages: dict[str, float], run: dic
               f"status; credits {sim['credits']:,}; double credits {len(sim['double_credited'])}")
         out.update({"status": run["status"], "run_s": round(stages["run"], 1), "rate_bound_s": round(bound, 1),
                     "ratio": round(stages["run"] / bound, 3), "goodput_per_s": round(goodput, 1),
-                    "goodput_ratio": round(goodput / args.rate, 3), "busiest_second": busiest,
+                    "goodput_ratio": round(goodput / args.rate, 3),
+                    "first_call_s": round(first, 1), "last_call_s": round(last, 1), "busiest_second": busiest,
                     "busiest_second_all_calls": combined, "disburse_calls": sim["calls"].get("disburse", 0),
                     "status_calls": sim["calls"].get("status", 0), "credits": sim["credits"],
                     "double_credits": len(sim["double_credited"]),

@@ -103,6 +103,10 @@ class DynamoStore:
             self._client = dynamodb_client()
         return self._client
 
+    def connect(self) -> None:
+        """Build the client (loading DynamoDB's service model takes a while on a cold container)."""
+        _ = self.client
+
     def _update(self, expression: str, condition: str, values: dict[str, float]) -> float | None:
         """The new ``tat``; None when the condition did not hold (``_last_tat`` then says why)."""
         client = self.client
@@ -160,11 +164,14 @@ class RateBudget:
         self.horizons = {PAYMENTS: horizon_s, LOOKUPS: lease_s}
         self.late_s, self.slow_factor = late_s, min(max(slow_factor, 0.05), 1.0)
         self.dropped = 0  # slots passed unused (their start would have been late)
+        self.round_trip = 0.01  # the store's, smoothed: slots are asked for from when the answer lands
         self._slots: dict[str, deque[float]] = {PAYMENTS: deque(), LOOKUPS: deque()}
         self._waiting = {PAYMENTS: 0, LOOKUPS: 0}
         self._refill: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._io = ThreadPoolExecutor(1, "rate-budget")
+        if self.interval and hasattr(store, "connect"):
+            self._io.submit(store.connect)  # the store's client is built meanwhile, not on the first call
 
     @property
     def enabled(self) -> bool:
@@ -204,13 +211,15 @@ class RateBudget:
                 return
             await asyncio.sleep(0)  # callers started in the same tick count towards this lease
             n = min(self.lease, max(1, self._waiting[kind]))
-            now = time.time()
+            asked = time.time()
             try:
                 grant = await asyncio.get_running_loop().run_in_executor(
-                    self._io, self.store.reserve, n, self.interval, now, self.horizons[kind], self.slow_factor)
+                    self._io, self.store.reserve, n, self.interval, asked + self.round_trip, self.horizons[kind],
+                    self.slow_factor)
             except Exception as exc:  # the store is down: wait one lease, never send unmetered
                 logger.warning("rate budget unavailable", extra={"error": type(exc).__name__})
                 grant = Grant(None, retry_in=self.lease * self.interval)
+            self.round_trip = min(0.8 * self.round_trip + 0.2 * (time.time() - asked), 0.5)
             if grant.start is not None:
                 drop_before = time.time() - self.late_s  # a slow round trip: slots already past are gone
                 fresh = [grant.start + i * grant.spacing for i in range(grant.n)]

@@ -108,6 +108,7 @@ def _continue_enqueue(run_id: str, record: SQSRecord, context: Any) -> None:
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
     run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
     deadline = disburse_service.call_deadline(context)
+    in_flight = invocation_concurrency()  # first: a new container's Buffr client starts up meanwhile
     run = repository.receive(conn, run_id, chunk_no, token)
     if run is None:
         logger.info("stale or finished chunk message dropped")
@@ -130,7 +131,7 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
 
     sent = disburse_service.send(
         conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
-        reference=reference_of(run_id), in_flight=invocation_concurrency(),
+        reference=reference_of(run_id), in_flight=in_flight,
         keep_claiming=keep_claiming)
     repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
                             errors=dict(sent.errors))
