@@ -129,3 +129,25 @@ def test_buffr_client_slows_the_shared_budget_on_a_429_with_retry_after() -> Non
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "dynamodb"])
+def test_payments_go_first_and_status_reads_take_what_is_left(kind: str, request: pytest.FixtureRequest) -> None:
+    """Payments may book the schedule up to the horizon ahead; a status read gets a slot only when
+    the schedule is about to go idle, so a reconciliation never delays a cycle run's calls."""
+    if kind == "memory":
+        store: Any = rate_budget.MemoryStore()
+    else:
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("table")
+        store = rate_budget.DynamoStore(TABLE, client=_dynamodb(endpoint))
+    budget = rate_budget.RateBudget(store, RATE)
+    payments, lookups = budget.horizons[rate_budget.PAYMENTS], budget.horizons[rate_budget.LOOKUPS]
+    now, interval = time.time(), budget.interval
+    booked = store.reserve(50, interval, now, payments, 0.5)  # one second of payments ahead
+    assert booked.start == pytest.approx(now, abs=1e-6) and booked.n == 50
+    refused = store.reserve(5, interval, now, lookups, 0.5)
+    assert refused.start is None and refused.retry_in == pytest.approx(50 * interval - lookups, abs=1e-3)
+    assert store.reserve(5, interval, now, payments, 0.5).start == pytest.approx(now + 50 * interval, abs=1e-6)
+    later = now + 55 * interval - lookups / 2  # the payments' bookings run out: the status read goes next
+    assert store.reserve(5, interval, later, lookups, 0.5).start == pytest.approx(now + 55 * interval, abs=1e-6)
