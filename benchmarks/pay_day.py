@@ -14,7 +14,7 @@ Printed:
 
 ``--faults 5xx=0.1,timeout=0.02,429=0.02`` injects faults at the simulator (a timeout holds the
 call ``--hang-ms``); ``--reconcile-during`` runs a full reconciliation while the run sends.
-``--stop-after approve`` times import, prepare and approve only. The consumers' containers are
+``--stop-after approve`` times import, prepare and approve only; ``--stop-after run`` ends after the run. The consumers' containers are
 started before approval, as Lambda's are warm after the day's first invocations (``--cold`` leaves
 them cold; cold starts are ``benchmarks/cold_start.py``'s). Ends with one JSON line.
 
@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--hang-ms", type=float, default=2000.0, help="how long an injected timeout holds a call")
     parser.add_argument("--reconcile-during", action="store_true", help="a full reconciliation while the run sends")
     parser.add_argument("--no-webhooks", action="store_true", help="the simulator sends no webhooks")
-    parser.add_argument("--stop-after", choices=["approve"], help="stop after this stage")
+    parser.add_argument("--stop-after", choices=["approve", "run"], help="stop after this stage")
     parser.add_argument("--cold", action="store_true", help="leave the consumers' containers cold")
     args = parser.parse_args()
     n_wanted = 20_000 if args.quick else args.vouchers
@@ -176,6 +176,10 @@ def main() -> int:
         stack.buffr.configure(error_rate=0, timeout_rate=0, rate_429=0)  # the pay day's afterwards is calm
         if args.reconcile_during:
             thread.join(timeout=4 * n / args.rate + 300)
+        sim["started"] = started  # the simulator's clock is this machine's monotonic clock
+        print_timeline(url, run["run_id"])
+        if args.stop_after == "run":
+            return _report(args, n, stages, run, sim, during)
         if not args.no_webhooks:
             flushed, stages["webhooks"] = timed(stack.buffr.flush_webhooks, 4 * n / args.rate + 300)
             print(f"webhooks     {stages['webhooks']:8.1f} s   after the run ({'all answered' if flushed else 'NOT flushed'})",
@@ -188,8 +192,6 @@ def main() -> int:
             "report": {"compliance": True, "programme": PROGRAMME, "cycle": CYCLE}})
         print(f"compliance   {stages['compliance']:8.1f} s   arithmetic "
               f"{'ok' if compliance.get('arithmetic', {}).get('ok') else 'FAILED'}", flush=True)
-        sim["started"] = started  # the simulator's clock is this machine's monotonic clock
-        print_timeline(url, run["run_id"])
         return _report(args, n, stages, run, sim, during)
     finally:
         if server is not None:

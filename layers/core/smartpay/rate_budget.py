@@ -157,7 +157,7 @@ class RateBudget:
     """
 
     def __init__(self, store: Store, rate: float, *, headroom: float = 0.97, lease_s: float = 0.1,
-                 horizon_s: float = 2.0, late_s: float = 0.025, slow_factor: float = 0.5) -> None:
+                 horizon_s: float = 2.0, late_s: float = 0.05, slow_factor: float = 0.5) -> None:
         self.store, self.rate = store, rate
         self.interval = 1.0 / (rate * headroom) if rate > 0 else 0.0
         self.lease = max(1, round(rate * headroom * lease_s))
@@ -251,5 +251,5 @@ def from_env() -> RateBudget:
     store: Store = DynamoStore(table) if table and rate > 0 else MemoryStore()
     return RateBudget(store, rate, headroom=env_float("RATE_BUDGET_HEADROOM", 0.97),
                       lease_s=env_float("RATE_BUDGET_LEASE_S", 0.1), horizon_s=env_float("RATE_BUDGET_HORIZON_S", 2.0),
-                      late_s=env_float("RATE_BUDGET_LATE_S", 0.025),
+                      late_s=env_float("RATE_BUDGET_LATE_S", 0.05),
                       slow_factor=env_float("RATE_BUDGET_SLOW_FACTOR", 0.5))

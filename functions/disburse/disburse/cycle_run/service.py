@@ -225,7 +225,9 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                 "holding cycles:approve must approve it (four eyes).", title="Maker cannot approve",
                 extra={"run_id": run_id}))
         if run["status"] == "awaiting_approval":
-            snap = repository.snapshot(conn, programme, cycle)
+            # One pass over the cycle plans the ledger and checks it is what was prepared; a
+            # changed cycle is refused and the plan rolled back with the approval's transaction.
+            snap = repository.plan(conn, run_id, programme, cycle, run["chunk_size"])
             if snap["fingerprint"] != run["fingerprint"]:
                 raise _Refused(run, "cycle changed since preparation", Conflict(
                     f"{programme} {cycle} changed since run {run_id} was prepared ({snap['voucher_count']} "
@@ -233,7 +235,7 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                     title="Cycle changed since preparation",
                     extra={"run_id": run_id, "prepared": run["voucher_count"], "now": snap["voucher_count"]}))
             repository.approve(conn, run_id, caller.principal, caller.key_id)
-            chunks = repository.plan(conn, run_id, programme, cycle, run["chunk_size"])
+            chunks = snap["chunks"]
             repository.audit(conn, run_id, "approved", principal=caller.principal, key_id=caller.key_id,
                              from_status="awaiting_approval", to_status="approved", reference=caller.reference,
                              detail={"maker_principal": run["maker_principal"], "maker_key_id": run["maker_key_id"],
