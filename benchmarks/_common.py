@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +34,17 @@ def drop(name: str) -> None:
     from smartpay_tools.local.services import drop_database
 
     drop_database(ADMIN_URL, name)
+
+
+def progress_printer(started: float, every_s: float = 15.0) -> Callable[[dict], None]:
+    """An ``on_progress`` for ``CycleApi.watch``: a line every ``every_s`` with the run's counts."""
+    last = [0.0]
+
+    def report(run: dict) -> None:
+        if run.get("progress") and time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            p = run["progress"]
+            print(f"  {time.monotonic() - started:6.0f}s  active {p['active']:,}  queued {p['queued']:,}  "
+                  f"{p['rate_per_s']:.0f}/s", flush=True)
+
+    return report

@@ -26,6 +26,8 @@ import time
 
 import _common
 
+from smartpay_tools.buffr_sim.state import busiest_second
+
 PROGRAMME, CYCLE = "old_age", "2026-11"
 DB = "smartpay_bench_cycle_run"
 
@@ -37,16 +39,6 @@ def seed(url: str, n: int) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         bulk_seed.issued_vouchers(conn, n, cycle=CYCLE, programme=PROGRAMME, first=10**10, reference="benchmark")
-
-
-def busiest_second(times: list[float]) -> int:
-    times = sorted(times)
-    busiest, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest
 
 
 def main() -> int:
@@ -92,17 +84,8 @@ def main() -> int:
         api.prepare(stack.local["OperatorApiKey"], "bench")
         started = time.monotonic()
         api.approve(stack.local["SupervisorApiKey"])
-        last = [0.0]
-
-        def report(run: dict) -> None:
-            if run.get("progress") and time.monotonic() - last[0] >= 15:
-                last[0] = time.monotonic()
-                p = run["progress"]
-                print(f"  {time.monotonic() - started:6.0f}s  active {p['active']:,}  queued {p['queued']:,}  "
-                      f"{p['rate_per_s']:.0f}/s", flush=True)
-
         run = api.watch(stack.local["OperatorApiKey"], every_s=1.0, timeout_s=3 * args.vouchers / args.rate + 300,
-                        on_progress=report)
+                        on_progress=_common.progress_printer(started))
         elapsed = time.monotonic() - started
         api.close()
         stats = stack.buffr.stats(detail=True)

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "payroll_import": ([], ["30000"]),
     "reconcile": ([], ["--n", "20000", "--small", "5000", "--cycle", "0"]),
     "cycle_run": ([], ["--vouchers", "5000"]),
+    "pay_day": ([], ["--quick"]),
     "audit_chain": ([], ["--rounds", "2", "--turn", "100", "--singles", "20"]),
     "audit_chain_ab": ([], ["--blocks", "2", "--block", "40", "--batch", "100"]),
 }

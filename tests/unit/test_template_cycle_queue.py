@@ -45,18 +45,44 @@ def test_the_event_source_reports_partial_failures_and_caps_concurrency_with_the
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "CycleQueueMaxConcurrency"}}
     env = RES["DisburseFunction"]["Properties"]["Environment"]["Variables"]
-    # the consumer divides the rate by the same concurrency the event source is capped at
     assert env["BUFFR_MAX_RATE_PER_S"] == {"Ref": "BuffrMaxRatePerSecond"}
     assert env["CYCLE_QUEUE_MAX_CONCURRENCY"] == {"Ref": "CycleQueueMaxConcurrency"}
     assert env["CYCLE_QUEUE_URL"] == {"Ref": "CycleQueue"}
 
 
-@pytest.mark.parametrize(("fleet", "concurrency", "share"), [(500, 10, 47.5), (200, 2, 95.0), (0, 10, 0.0)])
-def test_each_invocation_keeps_its_share_of_the_fleet_rate(monkeypatch: pytest.MonkeyPatch, fleet: int,
-                                                          concurrency: int, share: float) -> None:
+@pytest.mark.parametrize(("fleet", "in_flight"), [(500, 100), (200, 100), (40, 20), (0, 100)])
+def test_each_invocation_keeps_enough_calls_in_flight_for_the_whole_budget(monkeypatch: pytest.MonkeyPatch,
+                                                                          fleet: int, in_flight: int) -> None:
     from disburse.cycle_run import consumer
+    from smartpay import buffr
 
     monkeypatch.setenv("BUFFR_MAX_RATE_PER_S", str(fleet))
-    monkeypatch.setenv("CYCLE_QUEUE_MAX_CONCURRENCY", str(concurrency))
-    assert consumer.invocation_rate() == pytest.approx(share)
-    assert consumer.invocation_rate() * concurrency <= fleet
+    monkeypatch.setenv("BUFFR_CONCURRENCY", "100")
+    monkeypatch.setenv("BUFFR_API_URL", "https://buffr.test")
+    buffr.reset_client()
+    try:
+        assert consumer.invocation_concurrency() == in_flight
+    finally:
+        buffr.reset_client()
+
+
+def test_every_function_calling_buffr_draws_from_the_one_rate_budget_table() -> None:
+    for function in ("DisburseFunction", "ReconcileFunction"):
+        props = RES[function]["Properties"]
+        env = props["Environment"]["Variables"]
+        assert env["RATE_BUDGET_TABLE"] == {"Ref": "RateBudgetTable"}
+        assert env["BUFFR_MAX_RATE_PER_S"] == {"Ref": "BuffrMaxRatePerSecond"}
+        statements = [s for p in props["Policies"] if isinstance(p, dict) for s in p.get("Statement", [])]
+        budget = [s for s in statements if s.get("Sid") == "BuffrRateBudget"]
+        assert budget == [{"Sid": "BuffrRateBudget", "Effect": "Allow", "Action": ["dynamodb:UpdateItem"],
+                           "Resource": {"Fn::GetAtt": ["RateBudgetTable", "Arn"]}}]
+
+
+@pytest.mark.parametrize(("vouchers", "size"), [(300_000, 500), (2_000, 400), (3, 1), (1, 1), (2_499, 500)])
+def test_a_runs_chunks_are_sized_so_every_consumer_gets_one(monkeypatch: pytest.MonkeyPatch, vouchers: int,
+                                                              size: int) -> None:
+    from disburse.cycle_run.service import chunk_size
+
+    monkeypatch.setenv("CYCLE_CHUNK_SIZE", "500")
+    monkeypatch.setenv("CYCLE_QUEUE_MAX_CONCURRENCY", "5")
+    assert chunk_size(vouchers) == size

@@ -15,6 +15,10 @@ API
   building block the batch pipeline uses to keep N calls in flight.
 * :func:`deadline_from` turns a Lambda context into the monotonic deadline every call takes.
 
+Rate: every attempt first takes a slot of Buffr's one rate budget (:mod:`smartpay.rate_budget`,
+shared by every container of every function): disbursements as payments, status reads after
+them; a 429 slows the budget for every sender.
+
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``), at least ``Retry-After`` when Buffr
 sends one, at most ``BUFFR_MAX_ATTEMPTS`` attempts and never past the deadline (each attempt's
@@ -48,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from smartpay import rate_budget
 from smartpay.buffr_transport import (
     HttpxTransport,
     Origin,
@@ -194,9 +199,9 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 class Pacer:
     """Start calls no faster than ``rate`` per second, evenly spaced (a configurable rate limit).
 
-    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls, a cycle
-    run's consumer passes one to ``submit_disburse_many`` to pace every attempt, retries
-    included, so its share of Buffr's agreed rate holds whatever Buffr answers.
+    Used on one loop at a time (not thread-safe): ``status_many`` paces logical calls (a
+    reconciliation's own cap, under the shared rate budget); ``submit_disburse_many`` takes one
+    to pace every attempt, retries included.
 
     Waiters take their turn one at a time (a lock, FIFO) and the next slot is set when a call
     starts, not reserved in advance: when the loop stalls (a busy core, the GIL), the waiters
@@ -234,8 +239,10 @@ class BuffrClient:
     """
 
     def __init__(self, settings: BuffrSettings | None = None, *, transport: Any = None,
-                 api_key: str | None = None, sleep: Callable[[float], Any] | None = None) -> None:
+                 api_key: str | None = None, sleep: Callable[[float], Any] | None = None,
+                 budget: rate_budget.RateBudget | None = None) -> None:
         self.settings = settings or BuffrSettings.from_env()
+        self.budget = budget or rate_budget.from_env()  # every attempt below takes a slot of it
         self._api_key = api_key
         if transport is None:
             transport = StreamTransport(self.settings.url, max_connections=self.settings.concurrency)
@@ -268,15 +275,23 @@ class BuffrClient:
 
     # --- one logical call, all attempts ---
     async def _call(self, voucher_id: str, deadline: float, line: bytes, tail: bytes, *,
-                    pacer: Pacer | None = None) -> tuple[BuffrResult, Reply | None]:
-        """Send ``line`` + the common headers + ``tail`` (further headers, blank line, body)."""
+                    pacer: Pacer | None = None, kind: str = rate_budget.PAYMENTS) -> tuple[BuffrResult, Reply | None]:
+        """Send ``line`` + the common headers + ``tail`` (further headers, blank line, body).
+
+        Every attempt first takes its slot of the shared rate budget (``kind``: payments before
+        lookups); a retry waits its backoff on its own, then queues for a slot like any call, so
+        a failing call never holds up the others.
+        """
         s = self.settings
         attempt = 0
         error, retry_after, last = "deadline", None, None
         data = line + self._common_headers() + tail
+        budget = self.budget
         while attempt < s.max_attempts:
             if pacer is not None:
                 await pacer.wait()
+            if not await budget.take(kind, deadline - 0.05):
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 break
@@ -296,6 +311,8 @@ class BuffrClient:
                     return BuffrResult("", voucher_id, last.status, attempts=attempt), last
                 error = "rate_limited" if last.status == 429 else "server_error"
                 retry_after = _retry_after(last.headers.get("retry-after"))
+                if last.status == 429:  # Buffr's view of the agreed rate: every sender holds off
+                    await budget.slow_down(retry_after if retry_after is not None else 1.0)
             if attempt >= s.max_attempts:
                 break
             backoff = random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** (attempt - 1)))
@@ -338,7 +355,7 @@ class BuffrClient:
 
     async def status_async(self, voucher_id: str, deadline: float) -> BuffrResult:
         line = self._status_prefix + _path_segment(voucher_id) + _STATUS_SUFFIX
-        result, response = await self._call(voucher_id, deadline, line, b"\r\n")
+        result, response = await self._call(voucher_id, deadline, line, b"\r\n", kind=rate_budget.LOOKUPS)
         if response is None:
             return result
         if response.is_success:
@@ -425,6 +442,7 @@ class BuffrClient:
             self._run(self._transport.aclose(), timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        self.budget.close()
 
 
 _lock = threading.Lock()

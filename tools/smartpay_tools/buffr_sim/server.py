@@ -217,6 +217,7 @@ class BuffrSimulator:
 
     async def status(self, headers: dict[str, str], voucher_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.stats.calls["status"] += 1
+        self.stats.status_times.append(time.monotonic())
         self._authorise(headers)
         await self._faults()
         if self.rng.random() < self.config.timeout_rate:

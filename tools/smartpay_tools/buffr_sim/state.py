@@ -71,6 +71,8 @@ class Stats:
     unauthorized: int = 0
     #: When each disburse call arrived (monotonic seconds): a sender's rate, measured where Buffr sees it.
     disburse_times: list[float] = field(default_factory=list)
+    #: When each status call arrived (same clock): every sender's calls together against one rate.
+    status_times: list[float] = field(default_factory=list)
 
     def summary(self, detail: bool) -> dict[str, Any]:
         doubled = {v: n for v, n in self.credits.items() if n > 1}
@@ -87,7 +89,19 @@ class Stats:
         if detail:
             out["credits_per_voucher"] = dict(self.credits)
             out["disburse_times"] = list(self.disburse_times)
+            out["status_times"] = list(self.status_times)
         return out
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most calls inside any one-second window of these arrival times (the figure Buffr's
+    agreed rate is held against)."""
+    times, busiest, start = sorted(times), 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
 
 
 class Reply(Exception):

@@ -12,75 +12,56 @@ the chunk's current one (re-sent after a crash) or whose chunk is already done i
 Exactly once per voucher towards Buffr rests, as everywhere, on the ``issued → pending`` claim
 and Buffr's ``disburse-<voucher_id>`` key.
 
-Rate: the whole fleet stays under Buffr's agreed rate: each invocation sends at most
-``BUFFR_MAX_RATE_PER_S / CYCLE_QUEUE_MAX_CONCURRENCY`` attempts per second (retries included),
-and the event source runs at most ``CYCLE_QUEUE_MAX_CONCURRENCY`` invocations at once.
+Rate: every attempt draws from Buffr's one rate budget (:mod:`smartpay.rate_budget`), shared with
+every other sender, so one invocation may use the whole agreed rate when it is the only one
+sending (a small run) and many share it when the queue runs many.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import TypeAdapter
 
 from disburse import service as disburse_service
 from disburse.cycle_run import repository
-from disburse.cycle_run.models import ChunkMessage
+from disburse.cycle_run import service as run_service
+from disburse.cycle_run.models import ChunkMessage, EnqueueMessage
 from disburse.cycle_run.service import reference_of
 from smartpay import buffr, db, leases
 from smartpay.observability import logger, metrics
-from smartpay.settings import env_float, env_int
+from smartpay.settings import env_float
 
 RUNNING = frozenset({"running", "enqueuing"})
 STATUS_EVERY_S = 0.1  # how often a chunk's send loop asks whether its run was paused
 
 processor = BatchProcessor(event_type=EventType.SQS)
-
-_lock = threading.Lock()
-_pacer: tuple[float, buffr.Pacer] | None = None
+#: A chunk, or the rest of a run's enqueue handed over by approve / resume (extra fields forbidden,
+#: so a body is exactly one of them or neither: a poison message).
+MESSAGE: TypeAdapter[ChunkMessage | EnqueueMessage] = TypeAdapter(ChunkMessage | EnqueueMessage)
+ENQUEUE_MARGIN_S = 5.0  # of the invocation kept back when it continues an enqueue
 
 
 class ChunkNotSettled(Exception):
     """Some of the chunk's vouchers are not settled yet: SQS delivers the message again."""
 
 
-#: Sends are spaced for 95 % of the share: what Buffr sees is the spacing plus the scheduling
-#: jitter between this process and Buffr, which on the loaded 2-core dev box put up to ~6 % more
-#: arrivals into a one-second window than the spacing alone (tests/integration/test_cycle_runs.py).
-RATE_HEADROOM = 0.95
+#: Calls in flight per invocation, in seconds of the agreed rate: enough to carry the whole rate
+#: through Buffr's latency, its retries' backoff and a few timeouts.
+IN_FLIGHT_S = 0.5
 
 
-def invocation_rate() -> float:
-    """This invocation's share of Buffr's agreed rate (attempts per second, with the headroom)."""
-    fleet = env_float("BUFFR_MAX_RATE_PER_S", 0.0)
-    if fleet <= 0:
-        return 0.0
-    return RATE_HEADROOM * fleet / env_int("CYCLE_QUEUE_MAX_CONCURRENCY", 2, minimum=1)
-
-
-def invocation_concurrency(rate: float) -> int:
-    """Calls in flight per invocation: one second's worth of its rate (at most BUFFR_CONCURRENCY).
-
-    The rate, not this bound, keeps the fleet under Buffr's limit; this only stops the consumer
-    from claiming (issued → pending) far ahead of what it can send.
-    """
+def invocation_concurrency() -> int:
+    """Calls in flight per invocation (at most BUFFR_CONCURRENCY): the budget, not this bound,
+    keeps every sender together under Buffr's rate; this only stops the consumer from claiming
+    (issued → pending) far ahead of what the budget lets it send."""
     ceiling = buffr.client().settings.concurrency
-    return ceiling if rate <= 0 else max(1, min(ceiling, math.ceil(rate)))
-
-
-def _container_pacer(rate: float) -> buffr.Pacer | None:
-    """One pacer per container (kept across warm invocations, so spacing holds across them)."""
-    global _pacer
-    if rate <= 0:
-        return None
-    with _lock:
-        if _pacer is None or _pacer[0] != rate:
-            _pacer = (rate, buffr.Pacer(rate))
-        return _pacer[1]
+    rate = env_float("BUFFR_MAX_RATE_PER_S", 0.0)
+    return ceiling if rate <= 0 else max(1, min(ceiling, math.ceil(rate * IN_FLIGHT_S)))
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -92,7 +73,10 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
     """One chunk message (Powertools passes the Lambda context as ``lambda_context``)."""
     context = lambda_context
-    message = ChunkMessage.model_validate_json(record.body)  # not a chunk: a poison message (→ DLQ)
+    message = MESSAGE.validate_json(record.body)  # neither: a poison message (→ DLQ)
+    if isinstance(message, EnqueueMessage):
+        _continue_enqueue(str(message.run_id), record, context)
+        return
     run_id, chunk_no = str(message.run_id), message.chunk_no
     logger.append_keys(run_id=run_id, chunk_no=chunk_no, message_id=record.message_id)
     with db.autocommit() as conn:
@@ -107,10 +91,25 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
             repository.unlock_chunk(conn, run_id, chunk_no, holder)
 
 
+def _continue_enqueue(run_id: str, record: SQSRecord, context: Any) -> None:
+    """Enqueue the run's remaining chunks on the approver's behalf (the audit names the checker);
+    a run too big for this invocation hands itself on again."""
+    logger.append_keys(run_id=run_id, message_id=record.message_id)
+    with db.connection() as conn:
+        run = repository.get(conn, run_id)
+    if run is None or run["checker_key_id"] is None:
+        logger.warning("enqueue message for no approved run dropped")
+        return
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 25.0
+    caller = run_service.Caller(principal=run["checker_principal"], key_id=run["checker_key_id"],
+                                reference=record.message_id)
+    run_service.enqueue(run_id, caller, within_s=max(remaining - ENQUEUE_MARGIN_S, 1.0))
+
+
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
     run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
-    rate = invocation_rate()
     deadline = disburse_service.call_deadline(context)
+    in_flight = invocation_concurrency()  # first: a new container's Buffr client starts up meanwhile
     run = repository.receive(conn, run_id, chunk_no, token)
     if run is None:
         logger.info("stale or finished chunk message dropped")
@@ -133,8 +132,8 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
 
     sent = disburse_service.send(
         conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
-        reference=reference_of(run_id), in_flight=invocation_concurrency(rate),
-        pacer=_container_pacer(rate), keep_claiming=keep_claiming)
+        reference=reference_of(run_id), in_flight=in_flight,
+        keep_claiming=keep_claiming)
     repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
                             errors=dict(sent.errors))
     disburse_service.count_outcomes(sent.items)

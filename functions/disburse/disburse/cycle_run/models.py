@@ -80,6 +80,15 @@ class CycleRun(BaseModel):
     progress: Progress | None = None
 
 
+class EnqueueMessage(BaseModel):
+    """One SQS message: enqueue the rest of a run's chunks (handed over by approve or resume)."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    run_id: uuid.UUID
+    enqueue: Literal[True]
+
+
 class ChunkMessage(BaseModel):
     """One SQS message: a chunk of a run's vouchers and the chunk's current token."""
 

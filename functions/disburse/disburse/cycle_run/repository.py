@@ -22,6 +22,11 @@ SELECT v.id, v.amount_cents, b.region,
  WHERE v.programme = %(programme)s AND v.cycle = %(cycle)s AND v.status = 'issued'
 """
 
+# What the maker saw and the checker approves: ids, amounts and exceptions of ``c`` (_ISSUED).
+_FINGERPRINT = """encode(sha256(convert_to(coalesce(
+           (SELECT string_agg(id::text || ':' || amount_cents || ':' || coalesce(exception, ''), ',' ORDER BY id)
+              FROM c), ''), 'UTF8')), 'hex')"""
+
 _SNAPSHOT = f"""
 WITH c AS MATERIALIZED ({_ISSUED})
 SELECT (SELECT count(*) FROM c WHERE exception IS NULL) AS voucher_count,
@@ -34,9 +39,16 @@ SELECT (SELECT count(*) FROM c WHERE exception IS NULL) AS voucher_count,
           FROM (SELECT exception, count(*) AS n FROM c WHERE exception IS NOT NULL GROUP BY exception) e) AS by_reason,
        (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb)
           FROM (SELECT id FROM c WHERE exception IS NOT NULL ORDER BY id LIMIT {EXCEPTION_IDS}) x) AS exception_ids,
-       encode(sha256(convert_to(coalesce(
-           (SELECT string_agg(id::text || ':' || amount_cents || ':' || coalesce(exception, ''), ',' ORDER BY id)
-              FROM c), ''), 'UTF8')), 'hex') AS fingerprint
+       {_FINGERPRINT} AS fingerprint
+"""
+
+# The ledger and the fingerprint it was planned from, in one pass over the cycle.
+_PLAN = f"""
+WITH c AS MATERIALIZED ({_ISSUED}),
+     planned AS (INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
+                 SELECT %(run)s, id, ((row_number() OVER (ORDER BY id)) - 1) / %(size)s FROM c WHERE exception IS NULL
+                 RETURNING 1)
+SELECT (SELECT count(*) FROM planned) AS voucher_count, {_FINGERPRINT} AS fingerprint
 """
 
 _RUN = """r.id, r.programme, r.cycle, r.idempotency_key, r.status, r.fingerprint, r.voucher_count,
@@ -48,8 +60,18 @@ def programme_exists(conn: psycopg.Connection[Any], code: str) -> bool:
     return conn.execute("SELECT 1 FROM programmes WHERE code = %s", (code,)).fetchone() is not None
 
 
+#: A national cycle's snapshot and plan are each one statement over ~300,000 vouchers: more than
+#: the function's default statement timeout on a busy database, well inside the request's 29 s.
+WHOLE_CYCLE_TIMEOUT = "20s"
+
+
+def _whole_cycle(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"SET LOCAL statement_timeout = '{WHOLE_CYCLE_TIMEOUT}'")  # this transaction only
+
+
 def snapshot(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
     """What a run of the cycle would send now: count, total, regions, exceptions and fingerprint."""
+    _whole_cycle(conn)
     return conn.execute(_SNAPSHOT, {"programme": programme, "cycle": cycle}).fetchone()
 
 
@@ -123,17 +145,18 @@ def events(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
                              FROM cycle_run_events WHERE run_id = %s ORDER BY id""", (run_id,)).fetchall()
 
 
-def plan(conn: psycopg.Connection[Any], run_id: str, programme: str, cycle: str, chunk_size: int) -> int:
-    """The run's ledger: each eligible issued voucher in exactly one chunk (in id order). Chunks made."""
-    conn.execute(
-        f"""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
-            SELECT %(run)s, id, ((row_number() OVER (ORDER BY id)) - 1) / %(size)s
-              FROM ({_ISSUED}) c WHERE exception IS NULL""",
-        {"run": run_id, "size": chunk_size, "programme": programme, "cycle": cycle})
-    return conn.execute(
+def plan(conn: psycopg.Connection[Any], run_id: str, programme: str, cycle: str, chunk_size: int) -> dict[str, Any]:
+    """The run's ledger: each eligible issued voucher in exactly one chunk (in id order), in the
+    same pass as the fingerprint of what was planned (the caller compares it with the approved
+    one and rolls back on a difference). Returns ``voucher_count``, ``fingerprint``, ``chunks``."""
+    _whole_cycle(conn)
+    planned = conn.execute(_PLAN, {"run": run_id, "size": chunk_size, "programme": programme,
+                                   "cycle": cycle}).fetchone()
+    chunks = conn.execute(
         """INSERT INTO cycle_run_chunks (run_id, chunk_no, size)
            SELECT run_id, chunk_no, count(*) FROM cycle_run_items WHERE run_id = %s GROUP BY run_id, chunk_no""",
         (run_id,)).rowcount
+    return {**planned, "chunks": chunks}
 
 
 def claim_for_sending(conn: psycopg.Connection[Any], run_id: str, limit: int) -> list[tuple[int, str, list[str]]]:

@@ -10,6 +10,9 @@
   eligible issued voucher in exactly one chunk — in the same transaction, then enqueues.
 * Enqueuing is resumable and exactly-once per chunk: a chunk's fresh token is committed before
   its message is sent, and the consumer acts only on the current token (see :mod:`.consumer`).
+  A request (approve, resume) enqueues for ``CYCLE_ENQUEUE_IN_REQUEST_S`` at most, then hands the
+  rest to the queue side (one message the consumer continues from), so a national run's
+  approval answers well inside API Gateway's 29 s.
 * ``pause`` / ``resume``: the consumer stops claiming within one turn and parks its chunk;
   resume plans parked chunks again and enqueues what is left.
 
@@ -20,6 +23,8 @@ the principal and key.
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +32,7 @@ from disburse.cycle_run import queue, repository
 from disburse.cycle_run.models import (
     CycleRun,
     EligibilityExceptions,
+    EnqueueMessage,
     Party,
     Progress,
     RegionTotal,
@@ -34,7 +40,7 @@ from disburse.cycle_run.models import (
 from smartpay import db
 from smartpay.errors import Conflict, Forbidden, NotFound, ProblemError, Unprocessable
 from smartpay.observability import logger, metrics
-from smartpay.settings import env_int
+from smartpay.settings import env_float, env_int
 
 SEND_BATCH = 10  # SQS's SendMessageBatch maximum
 
@@ -51,8 +57,18 @@ def reference_of(run_id: str) -> str:
     return f"cycle-run:{run_id}"
 
 
-def _chunk_size() -> int:
-    return env_int("CYCLE_CHUNK_SIZE", 500, minimum=1, maximum=1000)
+def chunk_size(vouchers: int) -> int:
+    """Vouchers per chunk, sized from the run: at most ``CYCLE_CHUNK_SIZE``, and small enough that
+    every consumer the queue may run at once gets a chunk (a small run is spread over all of them,
+    so no one invocation carries the run's tail alone). All of them draw from the one rate budget."""
+    most = env_int("CYCLE_CHUNK_SIZE", 500, minimum=1, maximum=1000)
+    consumers = env_int("CYCLE_QUEUE_MAX_CONCURRENCY", 2, minimum=1)
+    return max(1, min(most, math.ceil(vouchers / consumers)))
+
+
+def _in_request_s() -> float:
+    """How long approve / resume enqueue in the request before the queue side takes over."""
+    return env_float("CYCLE_ENQUEUE_IN_REQUEST_S", 1.0)
 
 
 def _ttl_s() -> int:
@@ -132,7 +148,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
         run_id = repository.insert(conn, {
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
-            "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": _chunk_size(),
+            "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": chunk_size(snap["voucher_count"]),
             "maker_principal": caller.principal, "maker_key_id": caller.key_id, "ttl_s": _ttl_s()})
         if run_id is None:  # a concurrent prepare with the same key is committing its run
             raise Conflict("A request with this idempotency key is still in progress; retry shortly.",
@@ -176,7 +192,7 @@ def approve(programme: str, cycle: str, caller: Caller) -> CycleRun:
         raise _refuse(refused.run, caller, refused.reason, refused.error) from None
     if run_id is None:
         return status(programme, cycle)
-    enqueue(run_id, caller)
+    enqueue(run_id, caller, within_s=_in_request_s())
     return status(programme, cycle, run_id=run_id)
 
 
@@ -209,7 +225,9 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                 "holding cycles:approve must approve it (four eyes).", title="Maker cannot approve",
                 extra={"run_id": run_id}))
         if run["status"] == "awaiting_approval":
-            snap = repository.snapshot(conn, programme, cycle)
+            # One pass over the cycle plans the ledger and checks it is what was prepared; a
+            # changed cycle is refused and the plan rolled back with the approval's transaction.
+            snap = repository.plan(conn, run_id, programme, cycle, run["chunk_size"])
             if snap["fingerprint"] != run["fingerprint"]:
                 raise _Refused(run, "cycle changed since preparation", Conflict(
                     f"{programme} {cycle} changed since run {run_id} was prepared ({snap['voucher_count']} "
@@ -217,7 +235,7 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                     title="Cycle changed since preparation",
                     extra={"run_id": run_id, "prepared": run["voucher_count"], "now": snap["voucher_count"]}))
             repository.approve(conn, run_id, caller.principal, caller.key_id)
-            chunks = repository.plan(conn, run_id, programme, cycle, run["chunk_size"])
+            chunks = snap["chunks"]
             repository.audit(conn, run_id, "approved", principal=caller.principal, key_id=caller.key_id,
                              from_status="awaiting_approval", to_status="approved", reference=caller.reference,
                              detail={"maker_principal": run["maker_principal"], "maker_key_id": run["maker_key_id"],
@@ -234,18 +252,24 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
 
 # --- enqueue ---------------------------------------------------------------------------------------
 
-def enqueue(run_id: str, caller: Caller) -> int:
+def enqueue(run_id: str, caller: Caller, *, within_s: float | None = None) -> int:
     """Send the run's chunks that are not on the queue yet; resumable, each chunk processed once.
 
-    Stops (leaving the rest planned) as soon as the run is paused. Returns the chunks sent now.
+    Stops (leaving the rest planned) as soon as the run is paused. With ``within_s``, stops after
+    that long and hands the rest to the queue side: one message whose consumer calls this again
+    (:func:`request_enqueue`). Returns the chunks sent now.
     """
     sent_total = 0
+    ends = None if within_s is None else time.monotonic() + within_s
     with db.autocommit() as conn:
         status_now = repository.run_status(conn, run_id)
         if status_now == "approved":
             repository.set_status(conn, run_id, "enqueuing")
             status_now = "enqueuing"
         while status_now == "enqueuing":
+            if ends is not None and time.monotonic() >= ends:
+                request_enqueue(run_id)
+                break
             claimed = repository.claim_for_sending(conn, run_id, SEND_BATCH)
             if not claimed:
                 break
@@ -275,6 +299,13 @@ def enqueue(run_id: str, caller: Caller) -> int:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
     return sent_total
+
+
+def request_enqueue(run_id: str) -> None:
+    """Hand the rest of the run's enqueue to the queue side (the consumer continues it)."""
+    if not queue.send_batch({"0": EnqueueMessage(run_id=run_id, enqueue=True).model_dump_json()}):
+        raise ProblemError("The cycle queue refused the run's enqueue; resume the run later.",
+                           status=503, title="Cycle queue refused", headers={"Retry-After": "5"})
 
 
 # --- pause / resume --------------------------------------------------------------------------------
@@ -314,7 +345,7 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
                              from_status="paused", to_status=target, reference=caller.reference,
                              detail={"parked_chunks": parked})
             logger.info("cycle run resumed", extra={"run_id": run_id, "by": caller.principal, "parked": parked})
-    enqueue(run_id, caller)  # also finishes an enqueue a crash interrupted
+    enqueue(run_id, caller, within_s=_in_request_s())  # also finishes an enqueue a crash interrupted
     return status(programme, cycle, run_id=run_id)
 
 
