@@ -9,7 +9,7 @@ dropped (no chain), ``chained`` has it. Load falls on both alike.
 * webhook: the real handler (signature, Powertools idempotency on moto, state machine,
   PostgreSQL as ``smartpay_webhook``), fresh ``voucher.activated`` events, ``--block`` events per
   block (the pool re-opened at each switch; the first ``--warm`` of a block are not counted);
-* batch: ``service.disburse_batch`` of ``--batch`` issued vouchers per block against the Buffr
+* batch: ``batch.disburse_batch`` of ``--batch`` issued vouchers per block against the Buffr
   simulator (``--latency-ms``, concurrency 100), as ``smartpay_disburse``.
 
 Prints each side's median (webhook p50 of all counted events; batch median of block times) and
@@ -124,7 +124,8 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
         sim.configure(latency_ms=latency_ms)
         os.environ.update({"BUFFR_API_URL": sim.url, "BUFFR_API_KEY": KEY, "BUFFR_CONCURRENCY": "100",
                            "DB_POOL_SIZE": "2", "POWERTOOLS_LOG_LEVEL": "INFO"})
-        from disburse import repository, service
+        from disburse import repository
+        from disburse.logic import batch
         from disburse.models import BatchRequest
 
         # The batch turns' statements (the only place the chain's trigger runs), timed on their own:
@@ -156,7 +157,7 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
                 turns["s"] = 0.0
                 with contextlib.redirect_stdout(io.StringIO()):
                     t0 = time.perf_counter()
-                    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle=cycle, limit=batch),
+                    reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle=cycle, limit=batch),
                                                    reference="bench", context=context)
                     times[kind].append(time.perf_counter() - t0)
                 assert reply.succeeded == batch, reply

@@ -5,7 +5,7 @@
   minimal HTTP/1.1 writer/parser, same event loop and concurrency), probed twice before the
   batch and once after (median);
 * client ceiling = the same N calls through ``BuffrClient`` (no database), probed alike;
-* elapsed        = ``service.disburse_batch`` for N issued vouchers (claims, Buffr calls,
+* elapsed        = ``batch.disburse_batch`` for N issued vouchers (claims, Buffr calls,
   bulk status writes, audit rows); ``ratio_to_wire`` = elapsed / max(latency bound, wire
   ceiling), target ≤ 1.3.
 
@@ -102,13 +102,13 @@ def main() -> int:
 
         os.environ.update({"DATABASE_URL": url, "BUFFR_API_URL": sim.url, "BUFFR_API_KEY": KEY,
                            "BUFFR_CONCURRENCY": str(conc), "DB_POOL_SIZE": "2"})
-        from disburse import service
+        from disburse.logic import batch
         from disburse.models import BatchRequest
         from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
         context = FakeLambdaContext("bench", 1024, "bench", time.time() * 1000 + 600_000)
         started, cpu = time.perf_counter(), time.thread_time()
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11", limit=n),
+        reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11", limit=n),
                                        reference="bench", context=context)
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
         stats = sim.stats()

@@ -180,13 +180,13 @@ def test_the_chain_verifies_after_a_batch_and_1000_concurrent_webhook_deliveries
 
     import httpx
 
-    from disburse import service
+    from disburse.logic import batch
     from disburse.models import BatchRequest
     from smartpay_tools.buffr_sim.webhook_sender import WEBHOOK_PATH, encode, payload, signed_headers
     from tests.fixtures_disburse import lambda_context
 
     ids = [_voucher(pg, cycle="2026-09") for _ in range(300)]
-    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-09", limit=300), reference="chain",
+    reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-09", limit=300), reference="chain",
                                    context=lambda_context(120))
     assert reply.succeeded == 300
     deliveries = []

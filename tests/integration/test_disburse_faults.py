@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from disburse import service
+from disburse.logic import batch, send
 from disburse.models import BatchRequest
 from smartpay.errors import Conflict, ProblemError
 from tests import factories
@@ -35,7 +35,7 @@ def test_hundred_concurrent_in_process_calls_credit_once(disburse_env, pg, sim) 
 
     def call(_: int) -> tuple[str, dict | int]:
         try:
-            result, replayed = service.disburse(v["id"], reference=str(uuid.uuid4()), context=lambda_context())
+            result, replayed = send.disburse(v["id"], reference=str(uuid.uuid4()), context=lambda_context())
             return ("replay" if replayed else "fresh"), result
         except Conflict as exc:
             return "conflict", exc.status
@@ -58,7 +58,7 @@ def test_faulty_buffr_never_double_credits_and_loses_nothing(disburse_env, pg, s
     ids = _cycle_vouchers(pg, 1000, cycle="2026-07")
     sim.configure(error_rate=0.30, timeout_rate=0.10, hang_ms=800, seed=11)
     request = BatchRequest(programme="old_age", cycle="2026-07", limit=1000)
-    first = service.disburse_batch(request, reference="pass-1", context=lambda_context(120))
+    first = batch.disburse_batch(request, reference="pass-1", context=lambda_context(120))
     assert first.attempted == 1000 and first.not_attempted == [] and first.failed == 0
     statuses = {r["id"]: r["status"] for r in pg.execute(
         "SELECT id::text AS id, status FROM vouchers WHERE cycle = '2026-07'").fetchall()}
@@ -76,7 +76,7 @@ def test_faulty_buffr_never_double_credits_and_loses_nothing(disburse_env, pg, s
     lost_replies = [v for v, s in statuses.items() if s == "pending" and v in stats["credits_per_voucher"]]
     assert lost_replies, "no reply was lost after a credit: the duplicate path was not exercised"
     sim.configure(error_rate=0.0, timeout_rate=0.0)
-    second = service.disburse_batch(request, reference="pass-2", context=lambda_context(120))
+    second = batch.disburse_batch(request, reference="pass-2", context=lambda_context(120))
     after = sim.stats(detail=True)
     assert after["calls"]["disburse"] - stats["calls"]["disburse"] == first.pending  # each once, nothing else
     assert after["duplicates_refused"] - stats["duplicates_refused"] == len(lost_replies)
@@ -97,7 +97,7 @@ def test_batch_cut_by_the_deadline_reports_exactly_what_it_did_not_attempt(disbu
     ids = _cycle_vouchers(pg, 300, cycle="2026-06")
     sim.configure(latency_ms=150)
     context = lambda_context(3.0)
-    reply = service.disburse_batch(BatchRequest(voucher_ids=ids), reference="cut", context=context)
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=ids), reference="cut", context=context)
     assert context.get_remaining_time_in_millis() > 0
     attempted = [r.voucher_id for r in reply.results]
     assert reply.stopped_early and 0 < len(attempted) < 300 and reply.not_attempted
@@ -118,13 +118,13 @@ def test_buffr_rejection_fails_the_voucher_with_the_reason(disburse_env, pg, sim
     v = factories.voucher(pg, factories.beneficiary(pg)["id"])
     sim.set_voucher(v["id"], reject="wallet closed")
     with pytest.raises(ProblemError) as raised:
-        service.disburse(v["id"], reference="r", context=lambda_context())
+        send.disburse(v["id"], reference="r", context=lambda_context())
     assert raised.value.status == 422 and raised.value.extra["voucher_status"] == "failed"
     row = pg.execute("SELECT status, failure_reason FROM vouchers WHERE id = %s", (v["id"],)).fetchone()
     assert row == {"status": "failed", "failure_reason": "wallet closed"}
     assert (sim.stats()["calls"], sim.stats()["duplicates_refused"]) == ({"disburse": 1}, 0)
     with pytest.raises(Conflict) as again:
-        service.disburse(v["id"], reference="r2", context=lambda_context())
+        send.disburse(v["id"], reference="r2", context=lambda_context())
     assert again.value.extra["voucher_status"] == "failed"
     assert sim.stats()["calls"] == {"disburse": 1}  # a failed voucher is never sent again
 
@@ -137,7 +137,7 @@ def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_
     v = factories.voucher(pg, factories.beneficiary(pg)["id"])
     sim.configure(hang_ms=500, retry_after_s=0, **faults)
     with pytest.raises(ProblemError) as raised:
-        service.disburse(v["id"], reference="r1", context=lambda_context())
+        send.disburse(v["id"], reference="r1", context=lambda_context())
     assert raised.value.status == status and raised.value.extra == {
         "voucher_id": v["id"], "voucher_status": "pending", "attempts": 3, **({"reason": raised.value.extra.get("reason")}
                                                                       if status == 502 else {})}
@@ -148,7 +148,7 @@ def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_
     assert (stats["calls"], stats["errors_injected"], stats["credits"], stats["duplicates_refused"]) == (
         {"disburse": 3}, {kind: 3}, 0, 0)
     sim.reset()
-    result, replayed = service.disburse(v["id"], reference="r2", context=lambda_context())
+    result, replayed = send.disburse(v["id"], reference="r2", context=lambda_context())
     assert result["status"] == "active" and not replayed
     assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
     stats = sim.stats(detail=True)
@@ -174,7 +174,7 @@ def test_a_batch_logs_every_voucher_id_in_a_few_lines(disburse_env, pg, sim) -> 
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-05", limit=200),
+        reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-05", limit=200),
                                        reference="logged", context=lambda_context())
     finally:
         logger.removeHandler(handler)
@@ -256,7 +256,7 @@ def test_a_batch_records_answers_on_a_spare_connection_while_it_claims(disburse_
     ids = _cycle_vouchers(pg, 400, cycle="2026-03")
     sim.configure(latency_ms=20)
     turns = _recording_turns(monkeypatch)
-    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-03", limit=400),
+    reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-03", limit=400),
                                    reference="spare", context=lambda_context())
     assert (reply.succeeded, reply.pending, reply.failed) == (400, 0, 0)
     claims = {pid for pid, _, claimed in turns if claimed}
@@ -275,7 +275,7 @@ def test_a_batch_with_no_spare_connection_runs_on_its_own(disburse_env, pg, sim,
     turns = _recording_turns(monkeypatch)
     with db.connection() as held:  # the pool's second connection, taken for the whole batch
         held.execute("SELECT 1")
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-02", limit=150),
+        reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-02", limit=150),
                                        reference="no-spare", context=lambda_context())
     assert (reply.succeeded, reply.pending, reply.failed) == (150, 0, 0)
     assert len({pid for pid, _, _ in turns}) == 1
@@ -308,7 +308,7 @@ def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_not
     monkeypatch.setattr(repository, "settle_and_claim", kills_the_spare)
     request = BatchRequest(programme="old_age", cycle="2026-01", limit=400)
     with pytest.raises(DatabaseUnavailable) as raised:
-        service.disburse_batch(request, reference="cut-spare", context=lambda_context())
+        batch.disburse_batch(request, reference="cut-spare", context=lambda_context())
     assert killed and isinstance(raised.value.__cause__, psycopg.OperationalError)  # the killed spare, as a 503
     before = _settled_calls(sim)  # the calls already submitted finish on the client's loop
     status = {r["id"]: r["status"] for r in pg.execute(
@@ -319,7 +319,7 @@ def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_not
     assert all(v in before["credits_per_voucher"] for v, s in status.items() if s == "active")
 
     monkeypatch.setattr(repository, "settle_and_claim", real)
-    second = service.disburse_batch(request, reference="after-cut", context=lambda_context())
+    second = batch.disburse_batch(request, reference="after-cut", context=lambda_context())
     after = sim.stats(detail=True)
     assert second.succeeded == second.requested == 400 - list(status.values()).count("active")
     assert after["calls"]["disburse"] - before["calls"]["disburse"] == second.requested
@@ -380,7 +380,7 @@ def test_a_turn_whose_two_halves_both_fail_logs_the_lost_answers_and_is_503(disb
     logger.addHandler(handler)
     try:
         with pytest.raises(DatabaseUnavailable) as raised:
-            service.disburse_batch(BatchRequest(programme="old_age", cycle="2025-12", limit=200),
+            batch.disburse_batch(BatchRequest(programme="old_age", cycle="2025-12", limit=200),
                                    reference="both", context=lambda_context())
     finally:
         logger.removeHandler(handler)

@@ -177,7 +177,8 @@ def test_registry_import_acts_on_open_vouchers(pg, tmp_path) -> None:
 
 def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
         disburse_env, pg, sim, monkeypatch) -> None:
-    from disburse import repository, service
+    from disburse import repository
+    from disburse.logic import batch
     from disburse.models import BatchRequest
 
     people = [factories.beneficiary(pg) for _ in range(1000)]
@@ -196,7 +197,7 @@ def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
         return real(conn, settle, voucher_ids, reference)
 
     monkeypatch.setattr(repository, "settle_and_claim", settle_and_claim)
-    reply = service.disburse_batch(BatchRequest(voucher_ids=ids), reference="batch-eligibility",
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=ids), reference="batch-eligibility",
                                    context=lambda_context(120))
     assert (reply.requested, reply.succeeded, reply.ineligible, reply.failed, reply.pending) == (1000, 950, 50, 0, 0)
     assert sim.stats()["credits"] == 950 and not sim.stats()["double_credited"]
@@ -212,7 +213,7 @@ def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
 
 
 def test_batch_by_cycle_pays_reinstated_held_vouchers_and_leaves_suspended_ones(disburse_env, pg, sim) -> None:
-    from disburse import service
+    from disburse.logic import batch
     from disburse.models import BatchRequest
 
     people = [factories.beneficiary(pg) for _ in range(4)]
@@ -220,7 +221,7 @@ def test_batch_by_cycle_pays_reinstated_held_vouchers_and_leaves_suspended_ones(
     for p in people[:2]:
         _registry_update(pg, p["id"], status="suspended")
     _registry_update(pg, people[0]["id"], status="active")  # reinstated: its held voucher is paid
-    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11"), reference="cycle",
+    reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11"), reference="cycle",
                                    context=lambda_context())
     assert (reply.requested, reply.succeeded, reply.remaining) == (3, 3, 0)
     assert _voucher(pg, vouchers[1])["status"] == "held"

@@ -14,9 +14,9 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from disburse import service
 from disburse.cycle_run import service as cycle_runs
 from disburse.cycle_run.models import CycleRun
+from disburse.logic import batch, issue, read, send
 from disburse.models import (
     BatchReply,
     BatchRequest,
@@ -72,7 +72,7 @@ def _request_id() -> str:
 @tracer.capture_method
 def issue_voucher(request: IssueRequest, idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
-    voucher, replayed = service.issue(request, idempotency_key.strip(), reference=_request_id(),
+    voucher, replayed = issue.issue(request, idempotency_key.strip(), reference=_request_id(),
                                       context=app.lambda_context)
     return json_reply(201, voucher, replayed=replayed)
 
@@ -86,7 +86,7 @@ def issue_voucher(request: IssueRequest, idempotency_key: IdempotencyKey) -> Res
 def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
     logger.append_keys(voucher_id=str(voucher_id))
-    result, replayed = service.disburse(str(voucher_id), reference=_request_id(), context=app.lambda_context)
+    result, replayed = send.disburse(str(voucher_id), reference=_request_id(), context=app.lambda_context)
     return json_reply(200, result, replayed=replayed)
 
 
@@ -95,14 +95,14 @@ def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[
 @tracer.capture_method
 def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
     require_scope(app, "vouchers:write")
-    return service.disburse_batch(request.selection(), reference=_request_id(), context=app.lambda_context)
+    return batch.disburse_batch(request.selection(), reference=_request_id(), context=app.lambda_context)
 
 
 @app.get("/api/v1/vouchers/<voucher_id>", summary="A voucher: status, amounts, delivery id, audit history")
 @tracer.capture_method
 def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Voucher:
     require_scope(app, "vouchers:read")
-    return service.get(str(voucher_id))
+    return read.get(str(voucher_id))
 
 
 def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     each bad field, and sends nothing). Who may invoke this function directly is IAM's decision."""
     request = event_model(Redisburse, event, what="direct invocation (disburse accepts only reconcile's redisburse)")
     logger.append_keys(run_id=str(request.run_id))
-    reply = service.disburse_batch(BatchRequest(voucher_ids=request.voucher_ids),
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=request.voucher_ids),
                                    reference=f"reconcile-{request.run_id}", context=context)
     return RedisburseReply.model_validate({"results": [r.model_dump() for r in reply.results]}).model_dump(mode="json")
 

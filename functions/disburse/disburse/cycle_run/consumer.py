@@ -27,10 +27,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from disburse import service as disburse_service
 from disburse.cycle_run import repository
 from disburse.cycle_run.models import ChunkMessage
 from disburse.cycle_run.service import reference_of
+from disburse.logic import batch
 from smartpay import buffr, db
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float, env_int
@@ -109,7 +109,7 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
     run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
     rate = invocation_rate()
-    deadline = disburse_service.call_deadline(context)
+    deadline = batch.call_deadline(context)
     run = repository.receive(conn, run_id, chunk_no, token)
     if run is None:
         logger.info("stale or finished chunk message dropped")
@@ -130,13 +130,13 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
             checked[0], checked[1] = now, repository.run_status(conn, run_id) in RUNNING
         return bool(checked[1])
 
-    sent = disburse_service.send(
+    sent = batch.send(
         conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
         reference=reference_of(run_id), in_flight=invocation_concurrency(rate),
         pacer=_container_pacer(rate), keep_claiming=keep_claiming)
     repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
                             errors=dict(sent.errors))
-    disburse_service.count_outcomes(sent.items)
+    batch.count_outcomes(sent.items)
     if sent.stopped:
         _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
         return
