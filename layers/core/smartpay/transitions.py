@@ -11,6 +11,11 @@ an ineligible beneficiary's voucher goes where :data:`lifecycle.WHEN_INELIGIBLE`
 (:data:`lifecycle.BEFORE_BUFFR`), or stays as it is (pending: maybe at Buffr), not re-sent.
 (The one other writer is the registry's trigger, which applies the same rule and the same
 lifecycle when a beneficiary becomes ineligible; see migration 0011.)
+
+One door: the same statement claims a voucher only while it belongs to a run that is approved,
+enqueuing or running (a share lock on the run, so a pause or cancel is never half seen), and
+never past its expiry: an expired issued or held voucher goes to ``expired`` instead; anything
+else is ``refused`` and left as it is (migration 0014, whose trigger refuses the same).
 """
 
 from __future__ import annotations
@@ -39,13 +44,16 @@ SOURCES = frozenset({"disburse", "webhook", "reconcile", "operator"})
 
 @dataclass(frozen=True)
 class TransitionResult:
-    outcome: str  # applied | duplicate | stale | not_found
+    outcome: str  # applied | duplicate | stale | not_found | refused
     voucher_id: str
     from_status: str | None
     to_status: str
     review_reason: str | None = None
     #: Why the beneficiary may not be paid (a move to ``pending`` redirected, or refused).
     ineligible: str | None = None
+    #: Why a move to ``pending`` was refused outright (outcome ``refused``: not part of an approved
+    #: run, or expired after it was sent): the voucher is left as it is.
+    refused: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -96,21 +104,28 @@ WITH req AS (
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
-    SELECT v.id, v.status, v.beneficiary_id, v.programme
+    SELECT v.id, v.status, v.beneficiary_id, v.programme, v.expires_at
       FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
-), target AS (
-    SELECT r.n, r.id, l.id AS found, l.status AS from_status, r.delivery, r.detail, e.reason AS ineligible,
-           CASE WHEN e.reason IS NULL THEN r.to_status WHEN l.status IN ({before_buffr}) THEN {redirect}
-                ELSE l.status END AS to_status,
-           COALESCE(e.reason, r.failure) AS failure
+){runs}, gated AS (
+    SELECT r.*, l.id AS found, l.status AS from_status, e.beneficiary_status, e.lapsed, e.refused,
+           CASE WHEN e.refused IS NULL AND NOT e.lapsed THEN e.reason END AS ineligible
       FROM req r
       LEFT JOIN locked l ON l.id = r.id
       {eligibility}
+), target AS (
+    SELECT g.n, g.id, g.found, g.from_status, g.delivery, g.detail, g.ineligible, g.refused, g.lapsed,
+           CASE WHEN g.refused IS NOT NULL THEN g.from_status WHEN g.lapsed THEN 'expired'
+                WHEN g.ineligible IS NULL THEN g.to_status WHEN g.from_status IN ({before_buffr}) THEN {redirect}
+                ELSE g.from_status END AS to_status,
+           COALESCE(g.ineligible, g.failure) AS failure
+      FROM gated g
 ), decided AS MATERIALIZED (
-    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, d.review,
-           CASE WHEN t.ineligible IS NULL THEN t.detail
+    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, t.refused, d.review,
+           CASE WHEN t.lapsed THEN COALESCE(t.detail, '{{}}') || '{{"reason": "expired before it was sent"}}'
+                WHEN t.ineligible IS NULL THEN t.detail
                 ELSE COALESCE(t.detail, '{{}}') || jsonb_build_object('reason', t.ineligible) END AS detail,
-           CASE WHEN t.found IS NULL THEN 'not_found' ELSE d.outcome END AS outcome
+           CASE WHEN t.found IS NULL THEN 'not_found' WHEN t.refused IS NOT NULL THEN 'refused'
+                ELSE d.outcome END AS outcome
       FROM target t
       LEFT JOIN rule d ON d.from_status = t.from_status AND d.to_status = t.to_status
 ), changed AS (
@@ -134,15 +149,30 @@ WITH req AS (
      WHERE x.outcome = 'applied'
      ORDER BY x.n
 )
-SELECT n, from_status, to_status, outcome, review, ineligible FROM decided ORDER BY n
+SELECT n, from_status, to_status, outcome, review, ineligible, refused FROM decided ORDER BY n
 """
 
-# A move to pending is a payment: the beneficiary must be eligible (migration 0011's rule).
+# A move to pending is a payment: the beneficiary must be eligible (migration 0011's rule), the
+# voucher part of a run that claims (share-locked: a pause waits for this claim or is seen by it)
+# and not expired (migration 0014).
+_RUNS = """, runs AS MATERIALIZED (
+    SELECT i.voucher_id FROM cycle_run_items i JOIN cycle_runs c ON c.id = i.run_id
+     WHERE i.voucher_id = ANY(%(ids)s::uuid[]) AND smartpay_run_claims(c.status)
+       FOR SHARE OF c
+)"""
 _ELIGIBILITY = """LEFT JOIN beneficiaries b ON r.to_status = 'pending' AND b.id = l.beneficiary_id
-      CROSS JOIN LATERAL (SELECT CASE WHEN r.to_status = 'pending' AND l.id IS NOT NULL
-                                      THEN smartpay_ineligibility(b.status, b.programme, l.programme) END,
-                                 b.status) AS e(reason, beneficiary_status)"""
-_NO_ELIGIBILITY = "CROSS JOIN LATERAL (SELECT NULL::text, NULL::text) AS e(reason, beneficiary_status)"
+      CROSS JOIN LATERAL (SELECT r.to_status = 'pending' AND l.id IS NOT NULL) AS p(paying)
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN p.paying THEN smartpay_ineligibility(b.status, b.programme, l.programme) END, b.status,
+                 p.paying AND l.expires_at <= now(),
+                 CASE WHEN NOT p.paying THEN NULL
+                      WHEN NOT EXISTS (SELECT 1 FROM runs g WHERE g.voucher_id = l.id)
+                          THEN 'not part of an approved run'
+                      WHEN l.expires_at <= now() AND l.status NOT IN ({before_buffr})
+                          THEN 'expired after it was sent' END
+      ) AS e(reason, beneficiary_status, lapsed, refused)"""
+_NO_ELIGIBILITY = """CROSS JOIN LATERAL (SELECT NULL::text, NULL::text, false, NULL::text)
+      AS e(reason, beneficiary_status, lapsed, refused)"""
 
 
 def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibility: bool = True) -> str:
@@ -152,13 +182,14 @@ def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibi
     rules = sql.SQL(", ").join(
         sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decisions
     ).as_string()
-    redirect = sql.SQL("CASE e.beneficiary_status {} ELSE {} END").format(
+    redirect = sql.SQL("CASE g.beneficiary_status {} ELSE {} END").format(
         sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v.value))
                           for k, v in WHEN_INELIGIBLE.items()),
         sql.Literal(INELIGIBLE_OTHERWISE.value)).as_string()
     before_buffr = sql.SQL(", ").join(sql.Literal(s.value) for s in sorted(BEFORE_BUFFR)).as_string()
+    gate = _ELIGIBILITY.format(before_buffr=before_buffr) if eligibility else _NO_ELIGIBILITY
     return _TEMPLATE.format(rules=rules.replace("%", "%%"), redirect=redirect, before_buffr=before_buffr,
-                            eligibility=_ELIGIBILITY if eligibility else _NO_ELIGIBILITY)
+                            runs=_RUNS if eligibility else "", eligibility=gate)
 
 
 @cache
@@ -218,8 +249,9 @@ def transition_many(
         "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
         "reference": reference,
     }).fetchall()
-    return [TransitionResult(outcome, vid, from_status, to_status, review, ineligible)
-            for (_n, from_status, to_status, outcome, review, ineligible), vid in zip(rows, ids, strict=True)]
+    return [TransitionResult(outcome, vid, from_status, to_status, review, ineligible, refused)
+            for (_n, from_status, to_status, outcome, review, ineligible, refused), vid
+            in zip(rows, ids, strict=True)]
 
 
 def record_issue(

@@ -283,12 +283,19 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
 
 
 def refused_item(t: Any) -> BatchItem:
-    """A voucher this call did not send: unknown, past pending, or its beneficiary not eligible."""
+    """A voucher this call did not send: unknown, past pending, not in an approved run, expired, or its
+    beneficiary not eligible."""
     if t.ineligible is not None:
         return BatchItem(voucher_id=t.voucher_id, outcome="ineligible",
                          status=t.to_status if t.applied else t.from_status,
                          reason=f"not sent: {t.ineligible}")
     if t.outcome == "not_found":
         return BatchItem(voucher_id=t.voucher_id, outcome="not_found", status=None, reason="no such voucher")
+    if t.refused is not None:
+        return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,
+                         reason=f"not sent: {t.refused}")
+    if t.applied and t.to_status == "expired":
+        return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status="expired",
+                         reason="not sent: expired before it was sent")
     return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,
                      reason=f"voucher is {t.from_status}; not sent again")
