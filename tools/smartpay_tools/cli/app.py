@@ -15,7 +15,6 @@ from smartpay_tools.cli import (
     cycle,
     data,
     demo,
-    disburse,
     invoke,
     keys,
     openapi,
@@ -54,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(command, "import-beneficiaries")
     openapi.add_commands(command)
     replay.add_commands(command)
-    disburse.add_commands(command)
     cycle.add_commands(command, stack_from_args)
     demo.add_commands(command)
 

@@ -9,7 +9,8 @@
    agreed rate (``DEMO_TEMPLATE_PARAMETERS``), watched until complete; after the first programme
    the registry changes mid-cycle (``import-beneficiaries``): some beneficiaries not yet paid are
    suspended or have died (their vouchers are held or cancelled: 0 paid), and a few already paid
-   have died (flagged for review).
+   have died (flagged for review). After the runs, half the suspended are reinstated: their held
+   vouchers are paid by a supplementary run per programme, prepared and approved like any run.
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
@@ -124,7 +125,7 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         t = time.monotonic()
         outcomes, changed = _disburse_as_cycle_runs(stack, base, cycle, seed)
         result.steps.append(Step("disbursement", time.monotonic() - t,
-                                 "as cycle runs (operator prepares, supervisor approves; SQS + the disburse "
+                                 "as cycle runs and supplementary runs (operator prepares, supervisor approves; SQS + the disburse "
                                  f"function at {stack.template.parameters['BuffrMaxRatePerSecond']}/s): "
                                  + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
                                  + "; registry changed mid-cycle: "
@@ -194,18 +195,56 @@ def _disburse_as_cycle_runs(stack: LocalStack, base: str, cycle: str,
     for n, programme in enumerate(programmes):
         if n == 1:  # mid-cycle: the registry changes between two programmes' payments
             changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=programmes[0], seed=seed)
-        api = cycle_cli.CycleApi(base, programme, cycle)
-        try:
-            api.prepare(stack.local["OperatorApiKey"], f"demo-{programme}-{cycle}")
-            api.approve(stack.local["SupervisorApiKey"])
-            run = api.watch(stack.local["OperatorApiKey"], every_s=0.5, timeout_s=600)
-        finally:
-            api.close()
-        _say(f"      {programme}: run {run['run_id']} {run['status']};"
-             + cycle_cli.progress_line(run["progress"]))
+        run = _run(stack, base, programme, cycle, f"demo-{programme}-{cycle}")
         for name in ("active", "failed", "pending", "held", "queued"):
             outcomes[name] = outcomes.get(name, 0) + int(run["progress"][name])
+    reinstated = _reinstate_some(stack, cycle, seed)
+    changed["reinstated after the runs"] = sum(reinstated.values())
+    for programme in sorted(reinstated):  # their held vouchers: a supplementary run each, four eyes again
+        run = _run(stack, base, programme, cycle, f"demo-supplementary-{programme}-{cycle}", supplementary=True)
+        outcomes["held"] -= int(run["progress"]["active"])
+        outcomes["active"] += int(run["progress"]["active"])
     return outcomes, changed
+
+
+def _run(stack: LocalStack, base: str, programme: str, cycle: str, key: str, *,
+         supplementary: bool = False) -> dict[str, Any]:
+    """One run: prepared by the operator, approved (named by id and fingerprint) by the supervisor,
+    watched to the end."""
+    api = cycle_cli.CycleApi(base, programme, cycle)
+    try:
+        prepared = (api.supplementary(stack.local["OperatorApiKey"], key, {"held_eligible_again": True})
+                    if supplementary else api.prepare(stack.local["OperatorApiKey"], key))
+        api.approve(stack.local["SupervisorApiKey"], prepared["run_id"], prepared["fingerprint"])
+        run = api.watch(stack.local["OperatorApiKey"], every_s=0.5, timeout_s=600)
+    finally:
+        api.close()
+    _say(f"      {programme}: {'supplementary ' if supplementary else ''}run {run['run_id']} {run['status']};"
+         + cycle_cli.progress_line(run["progress"]))
+    return run
+
+
+def _reinstate_some(stack: LocalStack, cycle: str, seed: int) -> dict[str, int]:
+    """Half the beneficiaries suspended mid-cycle are reinstated after the runs (a registry CSV
+    again): their held vouchers are paid by a supplementary run. Reinstated per programme."""
+    columns = ", ".join(f"b.{name}" for name in datagen.FIELDS)
+    with psycopg.connect(stack.postgres.url, row_factory=dict_row) as conn:
+        suspended = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.status = 'held' AND b.status = 'suspended' ORDER BY b.id""",
+            (cycle,)).fetchall()
+    chosen = random.Random(seed + 2).sample(suspended, k=len(suspended) // 2)
+    if chosen:
+        with tempfile.TemporaryDirectory() as work:
+            path = Path(work) / "registry-reinstated.csv"
+            with path.open("w", newline="") as handle:
+                datagen.write_csv(iter({**row, "status": "active"} for row in chosen), handle)
+            registry_import.import_file(stack.postgres.url, path)
+    counts: dict[str, int] = {}
+    for row in chosen:
+        counts[row["programme"]] = counts.get(row["programme"], 0) + 1
+    _say(f"      registry update after the runs: reinstated {len(chosen)} suspended beneficiaries")
+    return counts
 
 
 def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RunStatus = Literal["awaiting_approval", "approved", "enqueuing", "running", "paused", "completed", "expired",
                     "cancelled"]
@@ -63,6 +63,8 @@ class CycleRun(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     run_id: uuid.UUID
+    kind: Literal["cycle", "supplementary"] = Field(
+        "cycle", description="cycle: the cycle's issued vouchers; supplementary: the selection it was prepared with")
     programme: str
     cycle: str
     status: RunStatus
@@ -78,6 +80,39 @@ class CycleRun(BaseModel):
     approved_at: datetime | None = None
     finished_at: datetime | None = None
     progress: Progress | None = None
+
+
+Fingerprint = Field(pattern=r"^[0-9a-f]{64}$", description="The run's fingerprint, as the checker saw it")
+
+
+class ApproveRequest(BaseModel):
+    """What the checker reviewed: approval applies to exactly this run and fingerprint (else 409)."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    run_id: uuid.UUID
+    fingerprint: str = Fingerprint
+
+
+class SupplementaryRequest(BaseModel):
+    """A supplementary run's selection: explicit voucher ids (issued or held vouchers of the cycle),
+    or the cycle's held vouchers whose beneficiary is eligible again. Exactly one of the two."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    voucher_ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=1000)
+    held_eligible_again: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> SupplementaryRequest:
+        if (self.voucher_ids is not None) == self.held_eligible_again:
+            raise ValueError("give exactly one of voucher_ids or held_eligible_again: true")
+        return self
+
+    def selection(self) -> dict[str, object]:
+        if self.voucher_ids is not None:
+            return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
+        return {"held_eligible_again": True}
 
 
 class ChunkMessage(BaseModel):

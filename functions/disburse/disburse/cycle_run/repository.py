@@ -11,17 +11,29 @@ from psycopg.rows import tuple_row
 OPEN = ("awaiting_approval", "approved", "enqueuing", "running", "paused")
 EXCEPTION_IDS = 100
 
-# The cycle's issued vouchers and, for each, why the run would leave it out (NULL: eligible),
-# by the one eligibility rule (smartpay_ineligibility, migration 0011).
+# The vouchers a run of the cycle would pay ({scope}) and, for each, why the run would leave it
+# out (NULL: payable): expired, or the one eligibility rule (smartpay_ineligibility, migration 0011).
 _ISSUED = """
 SELECT v.id, v.amount_cents, b.region,
-       smartpay_ineligibility(b.status, b.programme, v.programme) AS exception
+       CASE WHEN v.expires_at <= now() THEN 'expired'
+            ELSE smartpay_ineligibility(b.status, b.programme, v.programme) END AS exception
   FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
- WHERE v.programme = %(programme)s AND v.cycle = %(cycle)s AND v.status = 'issued'
+ WHERE v.programme = %(programme)s AND v.cycle = %(cycle)s AND {scope}
 """
 
-_SNAPSHOT = f"""
-WITH c AS MATERIALIZED ({_ISSUED})
+
+def _scope(selection: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Which vouchers a run pays: a cycle run the cycle's issued ones; a supplementary run the ids
+    it names (issued or held), or the cycle's held vouchers whose beneficiary is eligible again."""
+    if selection is None:
+        return "v.status = 'issued'", {}
+    if selection.get("held_eligible_again"):
+        return ("v.status = 'held' AND smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL", {})
+    return "v.status IN ('issued', 'held') AND v.id = ANY(%(voucher_ids)s::uuid[])", {
+        "voucher_ids": [str(v) for v in selection["voucher_ids"]]}
+
+_SNAPSHOT = """
+WITH c AS MATERIALIZED ({issued})
 SELECT (SELECT count(*) FROM c WHERE exception IS NULL) AS voucher_count,
        (SELECT coalesce(sum(amount_cents), 0) FROM c WHERE exception IS NULL)::bigint AS total_amount_cents,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('region', region, 'vouchers', n, 'amount_cents', amount)
@@ -31,13 +43,13 @@ SELECT (SELECT count(*) FROM c WHERE exception IS NULL) AS voucher_count,
        (SELECT coalesce(jsonb_object_agg(exception, n), '{{}}'::jsonb)
           FROM (SELECT exception, count(*) AS n FROM c WHERE exception IS NOT NULL GROUP BY exception) e) AS by_reason,
        (SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb)
-          FROM (SELECT id FROM c WHERE exception IS NOT NULL ORDER BY id LIMIT {EXCEPTION_IDS}) x) AS exception_ids,
+          FROM (SELECT id FROM c WHERE exception IS NOT NULL ORDER BY id LIMIT {limit}) x) AS exception_ids,
        encode(sha256(convert_to(coalesce(
            (SELECT string_agg(id::text || ':' || amount_cents || ':' || coalesce(exception, ''), ',' ORDER BY id)
               FROM c), ''), 'UTF8')), 'hex') AS fingerprint
 """
 
-_RUN = """r.id, r.programme, r.cycle, r.idempotency_key, r.status, r.fingerprint, r.voucher_count,
+_RUN = """r.id, r.kind, r.selection, r.programme, r.cycle, r.idempotency_key, r.status, r.fingerprint, r.voucher_count,
           r.total_amount_cents, r.region_totals, r.exceptions, r.chunk_size, r.maker_principal, r.maker_key_id,
           r.checker_principal, r.checker_key_id, r.prepared_at, r.expires_at, r.approved_at, r.finished_at"""
 
@@ -46,9 +58,23 @@ def programme_exists(conn: psycopg.Connection[Any], code: str) -> bool:
     return conn.execute("SELECT 1 FROM programmes WHERE code = %s", (code,)).fetchone() is not None
 
 
-def snapshot(conn: psycopg.Connection[Any], programme: str, cycle: str) -> dict[str, Any]:
-    """What a run of the cycle would send now: count, total, regions, exceptions and fingerprint."""
-    return conn.execute(_SNAPSHOT, {"programme": programme, "cycle": cycle}).fetchone()
+def snapshot(conn: psycopg.Connection[Any], programme: str, cycle: str,
+             selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run of the cycle (of ``selection``: :func:`_scope`) would send now: count, total,
+    regions, exceptions and fingerprint."""
+    scope, params = _scope(selection)
+    statement = _SNAPSHOT.format(issued=_ISSUED.format(scope=scope), limit=EXCEPTION_IDS)
+    return conn.execute(statement, {"programme": programme, "cycle": cycle, **params}).fetchone()
+
+
+def not_payable(conn: psycopg.Connection[Any], programme: str, cycle: str, voucher_ids: list[str]) -> list[str]:
+    """Of these ids, those that are not an issued or held voucher of the programme cycle."""
+    rows = conn.cursor(row_factory=tuple_row).execute(
+        """SELECT x.id::text FROM unnest(%s::uuid[]) AS x(id)
+            WHERE NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.id = x.id AND v.programme = %s AND v.cycle = %s
+                                                         AND v.status IN ('issued', 'held'))
+            ORDER BY x.id""", (voucher_ids, programme, cycle)).fetchall()
+    return [r[0] for r in rows]
 
 
 def expire_stale(conn: psycopg.Connection[Any], programme: str, cycle: str) -> list[str]:
@@ -84,14 +110,17 @@ def get(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
 def insert(conn: psycopg.Connection[Any], values: dict[str, Any]) -> str | None:
     """The new run's id, or None when this idempotency key already made one (a concurrent twin)."""
     row = conn.execute(
-        """INSERT INTO cycle_runs (programme, cycle, idempotency_key, fingerprint, voucher_count, total_amount_cents,
-                                   region_totals, exceptions, chunk_size, maker_principal, maker_key_id, expires_at)
-           VALUES (%(programme)s, %(cycle)s, %(idempotency_key)s, %(fingerprint)s, %(voucher_count)s,
+        """INSERT INTO cycle_runs (kind, selection, programme, cycle, idempotency_key, fingerprint, voucher_count,
+                                   total_amount_cents, region_totals, exceptions, chunk_size, maker_principal,
+                                   maker_key_id, expires_at)
+           VALUES (%(kind)s, %(selection)s, %(programme)s, %(cycle)s, %(idempotency_key)s, %(fingerprint)s,
+                   %(voucher_count)s,
                    %(total_amount_cents)s, %(region_totals)s, %(exceptions)s, %(chunk_size)s, %(maker_principal)s,
                    %(maker_key_id)s, now() + make_interval(secs => %(ttl_s)s))
            ON CONFLICT ON CONSTRAINT cycle_runs_key_once DO NOTHING
            RETURNING id""",
-        {**values, "region_totals": json.dumps(values["region_totals"]),
+        {**values, "selection": None if values["selection"] is None else json.dumps(values["selection"]),
+         "region_totals": json.dumps(values["region_totals"]),
          "exceptions": json.dumps(values["exceptions"])}).fetchone()
     return None if row is None else str(row["id"])
 
@@ -121,13 +150,16 @@ def events(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
                              FROM cycle_run_events WHERE run_id = %s ORDER BY id""", (run_id,)).fetchall()
 
 
-def plan(conn: psycopg.Connection[Any], run_id: str, programme: str, cycle: str, chunk_size: int) -> int:
-    """The run's ledger: each eligible issued voucher in exactly one chunk (in id order). Chunks made."""
+def plan(conn: psycopg.Connection[Any], run_id: str, programme: str, cycle: str, chunk_size: int,
+         selection: dict[str, Any] | None = None) -> int:
+    """The run's ledger: each payable voucher of its selection in exactly one chunk (in id order).
+    Chunks made."""
+    scope, params = _scope(selection)
     conn.execute(
         f"""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
             SELECT %(run)s, id, ((row_number() OVER (ORDER BY id)) - 1) / %(size)s
-              FROM ({_ISSUED}) c WHERE exception IS NULL""",
-        {"run": run_id, "size": chunk_size, "programme": programme, "cycle": cycle})
+              FROM ({_ISSUED.format(scope=scope)}) c WHERE exception IS NULL""",
+        {"run": run_id, "size": chunk_size, "programme": programme, "cycle": cycle, **params})
     return conn.execute(
         """INSERT INTO cycle_run_chunks (run_id, chunk_no, size)
            SELECT run_id, chunk_no, count(*) FROM cycle_run_items WHERE run_id = %s GROUP BY run_id, chunk_no""",

@@ -5,8 +5,13 @@
   in ``awaiting_approval`` until ``CYCLE_APPROVAL_TTL_S`` (then ``expired``). The run row is
   the idempotency record (unique per programme, cycle and key, kept as long as the run), so a
   repeated prepare answers the same run whenever it comes, not only within a cache's TTL.
-* ``approve`` (checker, ``cycles:approve``): refused (403) for the maker's key or principal, and
-  (409) when the cycle changed since preparation (fingerprint). Approval plans the ledger — each
+* A **supplementary run** is prepared the same way for a selection of the cycle (explicit voucher
+  ids, or the held vouchers whose beneficiary is eligible again) and approved like any run: the
+  one way to pay a voucher outside the cycle's own run (the database claims a voucher only for a
+  run that is approved, enqueuing or running; migration 0014).
+* ``approve`` (checker, ``cycles:approve``) names the run and fingerprint it reviewed: refused
+  (403) for the maker's key or principal, and (409) for any other run or fingerprint, or when the
+  cycle changed since preparation (fingerprint). Approval plans the ledger — each
   eligible issued voucher in exactly one chunk — in the same transaction, then enqueues.
 * Enqueuing is resumable and exactly-once per chunk: a chunk's fresh token is committed before
   its message is sent, and the consumer acts only on the current token (see :mod:`.consumer`).
@@ -23,8 +28,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from disburse.cycle_run import queue, repository
 from disburse.cycle_run.models import (
+    ApproveRequest,
     CycleRun,
     EligibilityExceptions,
     Party,
@@ -65,7 +73,7 @@ def _view(row: dict[str, Any], progress: Progress | None = None) -> CycleRun:
     exceptions = row["exceptions"] or {}
     checker = (Party(principal=row["checker_principal"], key_id=row["checker_key_id"])
                if row["checker_key_id"] else None)
-    return CycleRun(run_id=row["id"], programme=row["programme"], cycle=row["cycle"], status=row["status"],
+    return CycleRun(run_id=row["id"], kind=row["kind"], programme=row["programme"], cycle=row["cycle"], status=row["status"],
                     voucher_count=row["voucher_count"], total_amount_cents=row["total_amount_cents"],
                     region_totals=[RegionTotal(**r) for r in row["region_totals"] or []],
                     exceptions=EligibilityExceptions(**exceptions), fingerprint=row["fingerprint"],
@@ -93,8 +101,10 @@ def _progress(conn: Any, run_id: str) -> Progress:
 
 # --- prepare ---------------------------------------------------------------------------------------
 
-def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tuple[CycleRun, bool]:
-    """Prepare a run of the cycle for approval; returns (run, replayed)."""
+def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
+            selection: dict[str, Any] | None = None) -> tuple[CycleRun, bool]:
+    """Prepare a run of the cycle for approval (a supplementary run of ``selection``, see
+    :func:`repository._scope`); returns (run, replayed)."""
     if not key:
         raise ProblemError("An idempotency key is required (Idempotency-Key header).", status=400,
                            title="Idempotency key required",
@@ -121,15 +131,24 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
             repository.audit(conn, str(current["id"]), "superseded", principal=caller.principal,
                              key_id=caller.key_id, from_status="awaiting_approval", to_status="cancelled",
                              reference=caller.reference)
-        snap = repository.snapshot(conn, programme, cycle)
+        if selection is not None and "voucher_ids" in selection:
+            unknown = repository.not_payable(conn, programme, cycle, selection["voucher_ids"])
+            if unknown:
+                raise Unprocessable(f"{len(unknown)} of the vouchers named are not issued or held vouchers of "
+                                    f"{programme} {cycle}.", title="Vouchers not payable",
+                                    errors=[{"location": "body.voucher_ids", "message": f"not payable: {v}"}
+                                            for v in unknown[:20]])
+        snap = repository.snapshot(conn, programme, cycle, selection)
         if snap["voucher_count"] == 0:
             # The request is well formed; the cycle's state refuses it (as for a run already open).
-            raise Conflict(f"{programme} {cycle} has no issued vouchers to disburse.",
+            raise Conflict(f"{programme} {cycle} has no {'issued' if selection is None else 'selected'} "
+                           "vouchers to disburse.",
                            title="Nothing to disburse",
                                 extra={"exceptions": int(sum((snap["by_reason"] or {}).values()))})
         exceptions = {"total": int(sum(snap["by_reason"].values())), "by_reason": snap["by_reason"],
                       "voucher_ids": snap["exception_ids"]}
         run_id = repository.insert(conn, {
+            "kind": "cycle" if selection is None else "supplementary", "selection": selection,
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
             "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": _chunk_size(),
@@ -143,7 +162,8 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
                                  "total_amount_cents": snap["total_amount_cents"],
                                  "exceptions": exceptions["total"], "fingerprint": snap["fingerprint"]})
         row = repository.get(conn, run_id)
-    logger.info("cycle run prepared", extra={"run_id": run_id, "programme": programme, "cycle": cycle,
+    logger.info("cycle run prepared", extra={"run_id": run_id, "kind": row["kind"], "programme": programme,
+                                             "cycle": cycle,
                                              "vouchers": snap["voucher_count"], "maker": caller.principal})
     return _view(row), False
 
@@ -168,19 +188,25 @@ class _Refused(Exception):
         self.run, self.reason, self.error = run, reason, error
 
 
-def approve(programme: str, cycle: str, caller: Caller) -> CycleRun:
-    """Release the cycle's prepared run (four eyes), plan its chunks and enqueue them."""
+def approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Caller) -> CycleRun:
+    """Release the run the checker reviewed (four eyes), plan its chunks and enqueue them."""
     try:
-        run_id = _approve(programme, cycle, caller)
+        run_id = _approve(programme, cycle, reviewed, caller)
     except _Refused as refused:  # the approval's transaction is rolled back; the refusal is audited
         raise _refuse(refused.run, caller, refused.reason, refused.error) from None
+    except psycopg.errors.SerializationFailure:
+        # The run changed (prepared again, superseded) after this approval's snapshot: what the
+        # checker reviewed is not what is open now. Nothing was approved or enqueued.
+        raise Conflict(f"Run {reviewed.run_id} of {programme} {cycle} changed while it was being approved; "
+                       "review the cycle's run again.", title="Not the run reviewed",
+                       extra={"run_id": str(reviewed.run_id)}) from None
     if run_id is None:
         return status(programme, cycle)
     enqueue(run_id, caller)
     return status(programme, cycle, run_id=run_id)
 
 
-def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
+def _approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Caller) -> str | None:
     """The approval's transaction; the run id to enqueue (None: the run is already complete)."""
     with db.transaction() as conn:
         # One snapshot for the fingerprint check and the plan: nothing added in between is planned.
@@ -196,7 +222,7 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
             if last["status"] == "expired":
                 raise Conflict(f"Run {last['id']} expired unapproved at {last['expires_at'].isoformat()}; "
                                "prepare it again.", title="Cycle run expired", extra={"run_id": str(last["id"])})
-            if last["status"] == "completed":
+            if last["status"] == "completed" and str(last["id"]) == str(reviewed.run_id):
                 return None
             raise Conflict(f"Run {last['id']} is {last['status']}; prepare a new one.", title="No run to approve",
                            extra={"run_id": str(last["id"]), "run_status": last["status"]})
@@ -208,8 +234,14 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                 f"Run {run_id} was prepared by this {'key' if same_key else 'principal'}; another principal "
                 "holding cycles:approve must approve it (four eyes).", title="Maker cannot approve",
                 extra={"run_id": run_id}))
+        if run_id != str(reviewed.run_id) or run["fingerprint"] != reviewed.fingerprint:
+            raise _Refused(run, "not the run reviewed", Conflict(
+                f"The open run of {programme} {cycle} is {run_id} with fingerprint {run['fingerprint']}, not "
+                f"the run {reviewed.run_id} / fingerprint {reviewed.fingerprint} named; review it and approve "
+                "what you reviewed.", title="Not the run reviewed",
+                extra={"run_id": run_id, "fingerprint": run["fingerprint"]}))
         if run["status"] == "awaiting_approval":
-            snap = repository.snapshot(conn, programme, cycle)
+            snap = repository.snapshot(conn, programme, cycle, run["selection"])
             if snap["fingerprint"] != run["fingerprint"]:
                 raise _Refused(run, "cycle changed since preparation", Conflict(
                     f"{programme} {cycle} changed since run {run_id} was prepared ({snap['voucher_count']} "
@@ -217,7 +249,7 @@ def _approve(programme: str, cycle: str, caller: Caller) -> str | None:
                     title="Cycle changed since preparation",
                     extra={"run_id": run_id, "prepared": run["voucher_count"], "now": snap["voucher_count"]}))
             repository.approve(conn, run_id, caller.principal, caller.key_id)
-            chunks = repository.plan(conn, run_id, programme, cycle, run["chunk_size"])
+            chunks = repository.plan(conn, run_id, programme, cycle, run["chunk_size"], run["selection"])
             repository.audit(conn, run_id, "approved", principal=caller.principal, key_id=caller.key_id,
                              from_status="awaiting_approval", to_status="approved", reference=caller.reference,
                              detail={"maker_principal": run["maker_principal"], "maker_key_id": run["maker_key_id"],

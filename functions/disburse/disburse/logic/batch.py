@@ -2,8 +2,9 @@
 
 Exactly once rests on three guards, each enough on its own for its failure:
 
-1. Powertools idempotency keyed by voucher id (single disburse): concurrent duplicates → 409,
-   repeats after success → the cached reply.
+1. One door: the claim (``issued``/``held`` → ``pending``, or a ``pending`` one re-sent) succeeds
+   only for a voucher of a run that is approved, enqueuing or running, never past its expiry
+   (the claim's statement and a trigger, migration 0014).
 2. The database: ``issued → pending`` is committed (row lock + state machine) *before* the HTTP
    call, so only one writer ever starts a voucher; a voucher past ``pending`` is never re-sent.
 3. Buffr's idempotency: the key is ``disburse-<voucher_id>``, so re-sending a ``pending`` voucher
@@ -128,27 +129,20 @@ def count_outcomes(items: list[BatchItem]) -> None:
 # --- disburse a batch ------------------------------------------------------------------------------
 
 def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> BatchReply:
-    """Disburse many vouchers inside one invocation, resumable.
+    """Re-send these vouchers inside one invocation (reconciliation's re-send), resumable.
 
-    :func:`send` with ``BUFFR_CONCURRENCY`` calls in flight until the deadline: what was never
-    claimed is returned in ``not_attempted`` (untouched: still ``issued``); a claimed voucher
-    whose call the deadline cut is reported ``pending``.
+    :func:`send` with ``BUFFR_CONCURRENCY`` calls in flight until the deadline. The claim sends
+    only vouchers of a run under way (approved, enqueuing, running); what was never claimed is
+    returned in ``not_attempted``; a claimed voucher whose call the deadline cut is ``pending``.
     """
     client = buffr.client()
     settings = client.settings
     deadline = call_deadline(context)
     with db.autocommit() as conn:
-        if request.voucher_ids is not None:
-            ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
-            details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
-        else:
-            rows = repository.candidates(conn, request.programme, request.cycle, request.limit)
-            details = {row[0]: row[1:] for row in rows}
-            ids = [row[0] for row in rows]
+        ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
+        details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
         requested = len(ids)
         sent = send(conn, ids, details, deadline=deadline, reference=reference, in_flight=settings.concurrency)
-        left = (repository.remaining(conn, request.programme, request.cycle)
-                if request.programme is not None else None)
     items, not_attempted, stopped_early = sent.items, sent.not_attempted, sent.stopped_early
     count_outcomes(items)
     outcomes = [i.outcome for i in items]
@@ -159,7 +153,7 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                       pending=outcomes.count("pending"), ineligible=outcomes.count("ineligible"),
                       skipped=outcomes.count("skipped") + outcomes.count("not_found"),
                       stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
-                      remaining=left, results=items)
+                      results=items)
 
 
 @dataclass
