@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 def _voucher(pg, *targets: str, programme: str = "old_age", cycle: str = "2026-11") -> str:
     """A voucher issued (with its creation row) and moved through ``targets`` by the one writer."""
+    runs = pg.execute("SELECT to_regclass('cycle_runs') IS NOT NULL AS ok").fetchone()["ok"]  # 0013 on
     v = factories.voucher(pg, factories.beneficiary(pg, programme=programme)["id"], programme=programme,
-                          cycle=cycle)["id"]
+                          cycle=cycle, claimable=runs and "pending" in targets)["id"]
     for target in targets:
         with pg.transaction():
             assert transition(pg, v, target, source="operator", reference="test").applied
@@ -186,8 +187,8 @@ def test_the_chain_verifies_after_a_batch_and_1000_concurrent_webhook_deliveries
     from tests.fixtures_disburse import lambda_context
 
     ids = [_voucher(pg, cycle="2026-09") for _ in range(300)]
-    reply = batch.disburse_batch(BatchRequest(programme="old_age", cycle="2026-09", limit=300), reference="chain",
-                                   context=lambda_context(120))
+    factories.in_run(pg, ids, cycle="2026-09")
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=ids), reference="chain", context=lambda_context(120))
     assert reply.succeeded == 300
     deliveries = []
     for n, v in enumerate(ids):
