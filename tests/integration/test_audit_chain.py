@@ -160,7 +160,7 @@ def test_migration_chains_the_rows_written_before_it(scratch, monkeypatch) -> No
     migrate.apply(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.row_factory = psycopg.rows.dict_row
-        v = _voucher(conn, "pending", "active")
+        v = _voucher(conn, "active")  # (a claim to pending needs 0014's runs: not there yet)
         _voucher(conn, "cancelled")
         assert "hash" not in [c.name for c in conn.execute("SELECT * FROM voucher_events LIMIT 0").description]
     monkeypatch.undo()
@@ -168,7 +168,7 @@ def test_migration_chains_the_rows_written_before_it(scratch, monkeypatch) -> No
         m.version for m in everything if m.version >= "0012"]
     with psycopg.connect(url, autocommit=True) as conn:
         result = audit_chain.verify(conn)
-        assert result.ok and result.vouchers == 2 and result.events == 5
+        assert result.ok and result.vouchers == 2 and result.events == 4
         with pytest.raises(psycopg.errors.RaiseException):
             conn.execute("UPDATE voucher_events SET reference = 'x' WHERE voucher_id = %s", (v,))
 
