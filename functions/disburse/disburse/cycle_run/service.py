@@ -40,7 +40,7 @@ from disburse.cycle_run.models import (
     RegionTotal,
 )
 from smartpay import db
-from smartpay.errors import Conflict, Forbidden, NotFound, ProblemError, Unprocessable
+from smartpay.errors import Conflict, DatabaseUnavailable, Forbidden, NotFound, ProblemError, Unprocessable
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_int
 
@@ -194,7 +194,9 @@ def approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Caller
         run_id = _approve(programme, cycle, reviewed, caller)
     except _Refused as refused:  # the approval's transaction is rolled back; the refusal is audited
         raise _refuse(refused.run, caller, refused.reason, refused.error) from None
-    except psycopg.errors.SerializationFailure:
+    except DatabaseUnavailable as exc:
+        if not isinstance(exc.__cause__, psycopg.errors.SerializationFailure):
+            raise
         # The run changed (prepared again, superseded) after this approval's snapshot: what the
         # checker reviewed is not what is open now. Nothing was approved or enqueued.
         raise Conflict(f"Run {reviewed.run_id} of {programme} {cycle} changed while it was being approved; "
