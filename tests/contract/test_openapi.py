@@ -145,7 +145,7 @@ def test_fuzzing_every_operation_with_every_check_finds_nothing(gateway_url, api
     declared = _declared_links(document)
     followed = _links_followed(tmp_path / "events.ndjson")
     from_2xx = {link for link, statuses in followed.items() if any(200 <= code < 300 for code in statuses)}
-    assert len(declared) >= 5 and declared <= from_2xx, (
+    assert len(declared) >= 2 and declared <= from_2xx, (
         f"links never followed from a 2xx reply: {sorted(declared - from_2xx)}\nfollowed: {followed}\n{summary}")
     figure = re.search(r"API Links:\s+(\d+) covered / (\d+) selected / (\d+) total", out.stdout)
     assert figure is not None and {int(n) for n in figure.groups()} == {len(declared)}, summary

@@ -285,10 +285,11 @@ def test_read_only_roles_default_to_read_only_transactions(connect_as: Any, worl
 
 @pytest.mark.parametrize("role, source, target", [("smartpay_disburse", "disburse", "pending"),
                                                   ("smartpay_webhook", "webhook", "active"),
-                                                  ("smartpay_reconcile", "reconcile", "pending")])
+                                                  ("smartpay_reconcile", "reconcile", "cancelled")])
 def test_writers_change_status_with_the_shared_transition_code(connect_as: Any, pg: psycopg.Connection[Any],
                                                                world: dict[str, str], role: str,
                                                                source: str, target: str) -> None:
+    factories.in_run(pg, [world["vid"]])  # a claim (to pending) is only for a run's voucher (migration 0014)
     conn = connect_as(role)
     with conn.transaction():
         result = transition(conn, world["vid"], target, source=source, reference="ref-1")
@@ -301,13 +302,16 @@ def test_writers_change_status_with_the_shared_transition_code(connect_as: Any, 
                      {"from_status": "issued", "to_status": target, "source": source}]
 
 
-def test_the_webhook_role_cannot_send_a_voucher_for_payment(connect_as: Any, pg: psycopg.Connection[Any],
-                                                          world: dict[str, str]) -> None:
-    """A move to pending is a payment and reads the registry's eligibility, which the webhook role
-    (no access to beneficiaries) cannot: Buffr's events never ask for it anyway."""
-    conn = connect_as("smartpay_webhook")
+@pytest.mark.parametrize("role", ["smartpay_webhook", "smartpay_reconcile"])
+def test_only_the_disburse_role_can_send_a_voucher_for_payment(connect_as: Any, pg: psycopg.Connection[Any],
+                                                              world: dict[str, str], role: str) -> None:
+    """A move to pending is a payment and reads the registry's eligibility and share-locks the
+    voucher's run, which the webhook role (no access to beneficiaries) and the reconcile role
+    (runs read-only; it re-sends through the disburse function) cannot."""
+    factories.in_run(pg, [world["vid"]])
+    conn = connect_as(role)
     with pytest.raises(REFUSED), conn.transaction():
-        transition(conn, world["vid"], "pending", source="webhook", reference="ref-1")
+        transition(conn, world["vid"], "pending", source=role.removeprefix("smartpay_"), reference="ref-1")
     assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (world["vid"],)).fetchone() == {"status": "issued"}
 
 
