@@ -323,3 +323,18 @@ def test_the_database_allows_pending_in_a_running_run_but_never_past_expiry(
     statuses = {r["id"]: r["status"] for r in pg.execute(
         "SELECT id::text AS id, status FROM vouchers WHERE id = ANY(%s::uuid[])", ([paid, lapsed],))}
     assert statuses == {paid: "pending", lapsed: "issued"}
+
+
+def test_reconcile_re_sends_only_a_pending_voucher_of_a_run_under_way(local_stack: Any, pg: psycopg.Connection[Any],
+                                                                      sim: Any) -> None:
+    under_way, paused = (factories.voucher(pg, factories.beneficiary(pg)["id"], cycle=cycle, status="pending")["id"]
+                         for cycle in ("2026-03", "2026-04"))
+    pg.execute("UPDATE cycle_runs SET status = 'paused' WHERE cycle = '2026-04'")
+    pg.execute("UPDATE vouchers SET status_changed_at = now() - interval '2 hours'")
+    reply = local_stack.invoke("ReconcileFunction", {"voucher_ids": [under_way, paused], "redisburse_pending": True})
+    assert (reply["checked"], reply["redisbursed"], reply["flagged"]) == (2, 1, 1)
+    assert sim.stats(detail=True)["credits_per_voucher"] == {under_way: 1}
+    record = pg.execute("SELECT action, detail FROM reconciliation_records WHERE voucher_id = %s", (paused,)).fetchone()
+    assert record["action"] == "flagged" and "not part of an approved run" in record["detail"]
+    statuses = {r["id"]: r["status"] for r in pg.execute("SELECT id::text AS id, status FROM vouchers")}
+    assert statuses == {under_way: "active", paused: "pending"}
