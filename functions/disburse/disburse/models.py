@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from smartpay.jsontypes import DateTime
+from smartpay.jsontypes import BIGINT_MAX, Count, DateTime
 
 Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
 Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
@@ -31,7 +31,7 @@ class IssueRequest(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
-    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
+    amount_cents: StrictInt = Field(gt=0, le=BIGINT_MAX, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
                                                       "at most the programme's maximum "
                                                       "(reference data; above it: 422)")
     currency: Literal["NAD"]
@@ -111,7 +111,7 @@ class Disbursed(BaseModel):
     voucher_id: uuid.UUID
     status: Literal["active"]
     delivery_id: str
-    attempts: int = Field(ge=0, description="Calls to Buffr it took (a replay repeats the first answer)")
+    attempts: Count = Field(description="Calls to Buffr it took (a replay repeats the first answer)")
 
 
 class AuditEntry(BaseModel):
@@ -137,7 +137,7 @@ class Voucher(BaseModel):
     beneficiary_id: uuid.UUID
     programme: str
     cycle: str
-    amount_cents: int
+    amount_cents: Count
     currency: str
     status: str
     delivery_id: str | None
@@ -146,7 +146,7 @@ class Voucher(BaseModel):
     issued_at: datetime
     expires_at: datetime
     status_changed_at: datetime
-    version: int
+    version: Count
     history: list[AuditEntry] | None = None
 
 
@@ -160,20 +160,20 @@ class BatchItem(BaseModel):
     status: str | None
     delivery_id: str | None = None
     reason: str | None = None
-    attempts: int = 0
+    attempts: Count = 0
 
 
 class BatchReply(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
-    requested: int
-    attempted: int
-    succeeded: int
-    failed: int
-    pending: int
-    ineligible: int = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
-    skipped: int
+    requested: Count
+    attempted: Count
+    succeeded: Count
+    failed: Count
+    pending: Count
+    ineligible: Count = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
+    skipped: Count
     stopped_early: bool
     not_attempted: list[str]
-    remaining: int | None = Field(default=None, description="left to pay in the programme cycle: issued, and held or pending of beneficiaries eligible now")
+    remaining: Count | None = Field(default=None, description="left to pay in the programme cycle: issued, and held or pending of beneficiaries eligible now")
     results: list[BatchItem]

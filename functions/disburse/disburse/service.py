@@ -26,7 +26,7 @@ from typing import Any
 
 from disburse import repository
 from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, Voucher
-from smartpay import buffr, db, idempotency, issuance
+from smartpay import buffr, db, idempotency, issuance, resend
 from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
 from smartpay.lifecycle import VoucherStatus
 from smartpay.observability import count_idempotent_request, logger, metrics
@@ -325,16 +325,32 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     is in. One connection's statements would otherwise bound the batch: recording and claiming
     cost about as much database time per voucher as a call on the wire (docs/performance.md).
     """
+    checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference)  # Buffr's keys age
     with ExitStack() as stack:
         spare = db.spare_autocommit(stack)
         helper = stack.enter_context(ThreadPoolExecutor(1, "batch-settle")) if spare is not None else None
-        return _send(conn, spare, helper, ids, details, deadline=deadline, reference=reference,
-                     in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming)
+        sent = _send(conn, spare, helper, [v for v in ids if v not in checked.skip], details, deadline=deadline,
+                     reference=reference, in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming,
+                     pending=checked.pending)
+    sent.items.extend(_items_looked_up(checked))
+    return sent
+
+
+def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
+    """Pending vouchers not sent again: settled by Buffr's word, or left pending (resend's rules)."""
+    settled = {t.voucher_id: t for t in checked.settled if t.applied}
+    items = []
+    for v in sorted(checked.skip):
+        status = settled[v].to_status if v in settled else "pending"
+        outcome = {"active": "active", "redeemed": "active", "pending": "pending"}.get(status, "skipped")
+        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status,
+                               reason="pending: looked up at Buffr (or waiting to be) before any re-send"))
+    return items
 
 
 def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[str],
           details: dict[str, tuple[Any, ...]], *, deadline: float, reference: str, in_flight: int,
-          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None) -> Sent:
+          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None, pending: set[str]) -> Sent:
     client = buffr.client()
     settings = client.settings
     stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
@@ -405,6 +421,7 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             except queue.Empty:
                 break
         outstanding -= len(results)
+        results = resend.confirm_rejections(results, pending, deadline=deadline)
     out.not_attempted = list(todo)
     return out
 

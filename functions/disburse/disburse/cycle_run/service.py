@@ -117,7 +117,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
                            "under way at a time.", title="Cycle run under way",
                            extra={"run_id": str(current["id"]), "run_status": current["status"]})
         if current is not None:  # prepared again (e.g. the cycle changed): the old one is superseded
-            repository.set_status(conn, str(current["id"]), "cancelled", finished=True)
+            repository.set_status(conn, str(current["id"]), "cancelled", expected="awaiting_approval", finished=True)
             repository.audit(conn, str(current["id"]), "superseded", principal=caller.principal,
                              key_id=caller.key_id, from_status="awaiting_approval", to_status="cancelled",
                              reference=caller.reference)
@@ -242,8 +242,9 @@ def enqueue(run_id: str, caller: Caller) -> int:
     sent_total = 0
     with db.autocommit() as conn:
         status_now = repository.run_status(conn, run_id)
-        if status_now == "approved":
-            repository.set_status(conn, run_id, "enqueuing")
+        if status_now == "approved" and not repository.set_status(conn, run_id, "enqueuing", expected="approved"):
+            status_now = repository.run_status(conn, run_id)  # paused (or moved on) meanwhile
+        elif status_now == "approved":
             status_now = "enqueuing"
         while status_now == "enqueuing":
             claimed = repository.claim_for_sending(conn, run_id, SEND_BATCH)
@@ -260,17 +261,19 @@ def enqueue(run_id: str, caller: Caller) -> int:
             sent_total += len(accepted)
             status_now = repository.run_status(conn, run_id)
         if status_now == "enqueuing" and repository.chunks_left_to_enqueue(conn, run_id) == 0:
-            with conn.transaction():
-                repository.set_status(conn, run_id, "running")
-                repository.audit(conn, run_id, "enqueued", principal=caller.principal, key_id=caller.key_id,
-                                 from_status="enqueuing", to_status="running", reference=caller.reference,
-                                 detail={"messages_now": sent_total})
-            status_now = "running"
+            with conn.transaction():  # only from enqueuing: a pause since the read above stands
+                if repository.set_status(conn, run_id, "running", expected="enqueuing"):
+                    repository.audit(conn, run_id, "enqueued", principal=caller.principal, key_id=caller.key_id,
+                                     from_status="enqueuing", to_status="running", reference=caller.reference,
+                                     detail={"messages_now": sent_total})
+            status_now = repository.run_status(conn, run_id)
         # The last chunk may have finished while the run was still enqueuing (or paused): the
         # consumer completes only a running run, so the run is completed here then.
-        if status_now == "running" and repository.complete_if_done(conn, run_id):
-            repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                             to_status="completed", reference=caller.reference)
+        if status_now == "running":
+            with conn.transaction():  # the completion and its audit row commit together
+                if repository.complete_if_done(conn, run_id):
+                    repository.audit(conn, run_id, "completed", principal="system", key_id=None,
+                                     from_status="running", to_status="completed", reference=caller.reference)
     if sent_total:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
@@ -295,7 +298,7 @@ def pause(programme: str, cycle: str, caller: Caller) -> CycleRun:
         run = _started_run(conn, programme, cycle)
         run_id = str(run["id"])
         if run["status"] != "paused":
-            repository.set_status(conn, run_id, "paused")
+            repository.set_status(conn, run_id, "paused", expected=run["status"])
             repository.audit(conn, run_id, "paused", principal=caller.principal, key_id=caller.key_id,
                              from_status=run["status"], to_status="paused", reference=caller.reference)
             logger.info("cycle run paused", extra={"run_id": run_id, "by": caller.principal})
@@ -309,7 +312,7 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
         if run["status"] == "paused":
             parked = repository.unpark(conn, run_id)
             target = "enqueuing" if repository.chunks_left_to_enqueue(conn, run_id) else "running"
-            repository.set_status(conn, run_id, target)
+            repository.set_status(conn, run_id, target, expected="paused")
             repository.audit(conn, run_id, "resumed", principal=caller.principal, key_id=caller.key_id,
                              from_status="paused", to_status=target, reference=caller.reference,
                              detail={"parked_chunks": parked})
