@@ -9,6 +9,7 @@ poller: each test hands a chunk's message to the consumer itself) and the Buffr 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -144,3 +145,90 @@ def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psy
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE cycle_runs SET status = 'running' WHERE id = %s", (run_id,))
     assert _chunks(pg, run_id) == ["parked"] and _run(pg, run_id)["status"] == "paused"
+
+
+# --- a run always finishes -------------------------------------------------------------------------
+
+def _claim_without_sending(pg: psycopg.Connection[Any], voucher_id: str, run_id: str) -> None:
+    """issued → pending as a consumer's claim, then the process died before its call to Buffr."""
+    from smartpay.transitions import transition
+
+    assert transition(pg, voucher_id, "pending", source="disburse", reference=f"cycle-run:{run_id}").applied
+
+
+def test_a_pending_voucher_of_a_beneficiary_who_died_is_cancelled_and_the_run_completes(
+        runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")  # the claim is old enough to ask Buffr about it
+    cycle = "2027-04"
+    _seed(pg, 5, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    dead = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
+                      (cycle,)).fetchone()
+    _claim_without_sending(pg, dead["id"], run_id)
+    pg.execute("UPDATE beneficiaries SET status = 'deceased' WHERE id = %s", (dead["beneficiary_id"],))
+
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # settles: no redelivery needed
+
+    assert _run(pg, run_id)["status"] == "completed" and _chunks(pg, run_id) == ["done"]
+    assert _statuses(pg, cycle) == {"active": 4, "cancelled": 1}
+    assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (dead["id"],)).fetchone()["status"] == "cancelled"
+    stats = local_stack.buffr.stats(detail=True)
+    assert dead["id"] not in stats["credits_per_voucher"] and stats["credits"] == 4
+    assert stats["calls"]["status"] == 1 and stats["calls"]["disburse"] == 4
+    trail = pg.execute("SELECT from_status, to_status, detail FROM voucher_events WHERE voucher_id = %s ORDER BY id",
+                       (dead["id"],)).fetchall()
+    assert [(t["from_status"], t["to_status"]) for t in trail] == [(None, "issued"), ("issued", "pending"),
+                                                                   ("pending", "cancelled")]
+    assert trail[-1]["detail"]["looked_up"] is True and trail[-1]["detail"]["buffr_status"] is None
+    assert _actions(pg, run_id)[-1] == "completed"
+    # the cycle is free again: a voucher issued since is prepared in a new run
+    factories.voucher(pg, factories.beneficiary(pg)["id"], cycle=cycle)
+    again = runs.service.prepare(PROGRAMME, cycle, f"prep-{uuid.uuid4()}", _caller(runs.service, "maker"))[0]
+    assert again.status == "awaiting_approval" and again.voucher_count == 1 and str(again.run_id) != run_id
+
+
+# --- re-sends and Buffr's key retention ------------------------------------------------------------
+
+def _timed_out_after_credit(runs: Any, pg: psycopg.Connection[Any], sim: Any, cycle: str, n: int) -> str:
+    """A run whose every first call credited at Buffr but timed out: all ``n`` stay pending."""
+    sim.configure(timeout_rate=1.0, timeout_after_credit=True, hang_ms=2500, key_retention_s=5)
+    _seed(pg, n, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    with pytest.raises(runs.consumer.ChunkNotSettled):
+        runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    assert _statuses(pg, cycle) == {"pending": n} and sim.stats()["credits"] == n
+    sim.configure(timeout_rate=0.0)
+    return run_id
+
+
+def test_a_resend_after_buffr_forgot_the_key_credits_nothing_twice(runs: Any, pg: psycopg.Connection[Any],
+                                                                   local_stack: Any, disburse_env: dict) -> None:
+    disburse_env["reconfigure"](BUFFR_MAX_ATTEMPTS="1", BUFFR_RESEND_GRACE_S="2")
+    sim = local_stack.buffr
+    cycle = "2027-05"
+    run_id = _timed_out_after_credit(runs, pg, sim, cycle, 4)
+    time.sleep(10)  # the re-send comes after Buffr's key retention (5 s) and the grace period (2 s)
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # SQS's redelivery
+    stats = sim.stats()
+    assert stats["credits"] == 4 and stats["double_credited"] == {}
+    assert stats["calls"]["disburse"] == 4 and stats["calls"]["status"] == 4  # looked up, not re-sent
+    assert _statuses(pg, cycle) == {"active": 4} and _run(pg, run_id)["status"] == "completed"
+
+
+def test_a_rejection_of_a_resend_is_looked_up_not_failed(runs: Any, pg: psycopg.Connection[Any],
+                                                         local_stack: Any, disburse_env: dict) -> None:
+    # a long grace period: the re-send goes out, Buffr has forgotten the key and refuses the voucher
+    disburse_env["reconfigure"](BUFFR_MAX_ATTEMPTS="1", BUFFR_RESEND_GRACE_S="3600")
+    sim = local_stack.buffr
+    cycle = "2027-06"
+    run_id = _timed_out_after_credit(runs, pg, sim, cycle, 2)
+    ids = [r["id"] for r in pg.execute("SELECT id::text FROM vouchers WHERE cycle = %s", (cycle,))]
+    for v in ids:
+        sim.set_voucher(v, reject="voucher already disbursed")
+    time.sleep(6)  # past the key retention
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    stats = sim.stats()
+    assert stats["credits"] == 2 and stats["double_credited"] == {} and stats["rejected"] == 2
+    assert _statuses(pg, cycle) == {"active": 2} and _run(pg, run_id)["status"] == "completed"
