@@ -232,3 +232,42 @@ def test_a_rejection_of_a_resend_is_looked_up_not_failed(runs: Any, pg: psycopg.
     stats = sim.stats()
     assert stats["credits"] == 2 and stats["double_credited"] == {} and stats["rejected"] == 2
     assert _statuses(pg, cycle) == {"active": 2} and _run(pg, run_id)["status"] == "completed"
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+
+def test_a_run_is_cancelled_only_when_paused_and_only_by_another_principal(runs: Any, pg: psycopg.Connection[Any],
+                                                                          local_stack: Any) -> None:
+    from smartpay.errors import Conflict, Forbidden
+
+    cycle = "2027-07"
+    _seed(pg, 3, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    with pytest.raises(Conflict):  # running: pause first
+        runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))
+    for who in ("maker", "operator"):  # who prepared it, who paused it
+        with pytest.raises(Forbidden):
+            runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, who))
+    assert _run(pg, run_id)["status"] == "paused"
+    cancelled = runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    assert _actions(pg, run_id) == ["prepared", "approved", "enqueued", "paused", "cancel_refused", "cancel_refused",
+                                    "cancelled"]
+    row = pg.execute("SELECT canceller_principal, canceller_key_id FROM cycle_runs WHERE id = %s", (run_id,)).fetchone()
+    assert row == {"canceller_principal": "checker-principal", "canceller_key_id": "checker-key"}
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # its message: parked, nothing sent
+    assert _chunks(pg, run_id) == ["parked"] and local_stack.buffr.stats()["calls"].get("disburse", 0) == 0
+    assert _statuses(pg, cycle) == {"issued": 3}  # what it did not send is left for a later run
+    again = runs.service.prepare(PROGRAMME, cycle, f"prep-{uuid.uuid4()}", _caller(runs.service, "maker"))[0]
+    assert again.voucher_count == 3 and str(again.run_id) != run_id
+
+
+def test_the_database_refuses_a_canceller_who_is_the_maker(runs: Any, pg: psycopg.Connection[Any]) -> None:
+    cycle = "2027-08"
+    _seed(pg, 1, cycle)
+    run_id = _prepare(runs, cycle)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        pg.execute("UPDATE cycle_runs SET canceller_principal = maker_principal, canceller_key_id = 'other' "
+                   "WHERE id = %s", (run_id,))

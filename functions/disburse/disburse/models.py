@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from smartpay.jsontypes import BIGINT_MAX, Count, DateTime
+from smartpay.jsontypes import JSON_INT_MAX, Count, DateTime
 
 Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
 Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
@@ -31,7 +31,7 @@ class IssueRequest(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
-    amount_cents: StrictInt = Field(gt=0, le=BIGINT_MAX, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
+    amount_cents: StrictInt = Field(gt=0, le=JSON_INT_MAX, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
                                                       "at most the programme's maximum "
                                                       "(reference data; above it: 422)")
     currency: Literal["NAD"]

@@ -29,8 +29,8 @@ def _rfc3339_text(value: Any) -> Any:
 #: A date-time with an offset, given as an RFC 3339 string (JSON Schema ``format: date-time``).
 DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
-#: PostgreSQL's bigint: the widest integer any column holds.
-BIGINT_MAX = 2**63 - 1
+#: The largest integer every JSON reader holds exactly (2^53 - 1, within PostgreSQL's bigint).
+JSON_INT_MAX = 2**53 - 1
 #: A count or an amount in cents at the JSON edge, bounded (``minimum``/``maximum`` in the
 #: document): a number no column can hold is refused at the edge (422), never a 500 behind it.
-Count = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+Count = Annotated[int, Field(ge=0, le=JSON_INT_MAX)]

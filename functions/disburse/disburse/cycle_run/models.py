@@ -19,7 +19,7 @@ class RegionTotal(BaseModel):
 
     region: str
     vouchers: Count
-    amount_cents: int
+    amount_cents: Count
 
 
 class EligibilityExceptions(BaseModel):
@@ -69,7 +69,7 @@ class CycleRun(BaseModel):
     cycle: str
     status: RunStatus
     voucher_count: Count
-    total_amount_cents: int
+    total_amount_cents: Count
     region_totals: list[RegionTotal]
     exceptions: EligibilityExceptions
     fingerprint: str

@@ -111,6 +111,20 @@ def approve(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: 
                            approved_at = now(), updated_at = now() WHERE id = %s""", (principal, key_id, run_id))
 
 
+def cancel(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: str) -> None:
+    """``paused → cancelled`` (the caller holds the run's lock and checked it is paused)."""
+    conn.execute("""UPDATE cycle_runs SET status = 'cancelled', canceller_principal = %s, canceller_key_id = %s,
+                           finished_at = now(), updated_at = now() WHERE id = %s AND status = 'paused'""",
+                 (principal, key_id, run_id))
+
+
+def paused_by(conn: psycopg.Connection[Any], run_id: str) -> str | None:
+    """Who paused the run last (the principal of its latest ``paused`` event)."""
+    row = conn.execute("SELECT principal FROM cycle_run_events WHERE run_id = %s AND action = 'paused' "
+                       "ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()
+    return None if row is None else str(row["principal"])
+
+
 def audit(conn: psycopg.Connection[Any], run_id: str, action: str, *, principal: str, key_id: str | None,
           from_status: str | None = None, to_status: str | None = None, reference: str | None = None,
           detail: dict[str, Any] | None = None) -> None:

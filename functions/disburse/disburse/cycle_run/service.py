@@ -150,14 +150,15 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller) -> tupl
 
 # --- approve ---------------------------------------------------------------------------------------
 
-def _refuse(run: dict[str, Any], caller: Caller, reason: str, error: ProblemError) -> ProblemError:
-    """Record a refused approval (its own transaction: the refusal is audited) and return the error."""
+def _refuse(run: dict[str, Any], caller: Caller, reason: str, error: ProblemError,
+            action: str = "approval_refused") -> ProblemError:
+    """Record a refused approval or cancel (its own transaction: the refusal is audited); the error."""
     with db.transaction() as conn:
-        repository.audit(conn, str(run["id"]), "approval_refused", principal=caller.principal, key_id=caller.key_id,
+        repository.audit(conn, str(run["id"]), action, principal=caller.principal, key_id=caller.key_id,
                          from_status=run["status"], reference=caller.reference,
                          detail={"reason": reason, "maker_principal": run["maker_principal"],
                                  "maker_key_id": run["maker_key_id"]})
-    logger.warning("cycle run approval refused", extra={"run_id": str(run["id"]), "reason": reason,
+    logger.warning(f"cycle run {action.replace('_', ' ')}", extra={"run_id": str(run["id"]), "reason": reason,
                                                         "checker": caller.principal})
     return error
 
@@ -319,6 +320,40 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
             logger.info("cycle run resumed", extra={"run_id": run_id, "by": caller.principal, "parked": parked})
     enqueue(run_id, caller)  # also finishes an enqueue a crash interrupted
     return status(programme, cycle, run_id=run_id)
+
+
+def cancel(programme: str, cycle: str, caller: Caller) -> CycleRun:
+    """``paused → cancelled`` for good, by a principal who neither made nor paused the run (four eyes,
+    as for approval). What the run did not send stays issued for a later run; a pending voucher
+    is finished by reconciliation (smartpay.resend's lookups), never re-sent by this run."""
+    try:
+        run_id = _cancel(programme, cycle, caller)
+    except _Refused as refused:
+        raise _refuse(refused.run, caller, refused.reason, refused.error, "cancel_refused") from None
+    return status(programme, cycle, run_id=run_id)
+
+
+def _cancel(programme: str, cycle: str, caller: Caller) -> str:
+    with db.transaction() as conn:
+        run = _started_run(conn, programme, cycle)
+        run_id = str(run["id"])
+        if run["status"] != "paused":
+            raise Conflict(f"Run {run_id} is {run['status']}; only a paused run can be cancelled (pause it first).",
+                           title="Run not paused", extra={"run_id": run_id, "run_status": run["status"]})
+        paused_by = repository.paused_by(conn, run_id)
+        made = caller.key_id == run["maker_key_id"] or caller.principal == run["maker_principal"]
+        if made or caller.principal == paused_by:
+            raise _Refused(run, "same principal as the maker" if made else "same principal as who paused it",
+                           Forbidden(f"Run {run_id} was {'prepared' if made else 'paused'} by this principal; another "
+                                     "principal holding cycles:approve must cancel it (four eyes).",
+                                     title="Cancel needs four eyes", extra={"run_id": run_id}))
+        repository.cancel(conn, run_id, caller.principal, caller.key_id)
+        repository.audit(conn, run_id, "cancelled", principal=caller.principal, key_id=caller.key_id,
+                         from_status="paused", to_status="cancelled", reference=caller.reference,
+                         detail={"maker_principal": run["maker_principal"], "paused_by": paused_by})
+    logger.info("cycle run cancelled", extra={"run_id": run_id, "by": caller.principal})
+    metrics.add_metric(name="CycleRunsCancelled", unit="Count", value=1)
+    return run_id
 
 
 # --- status ----------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ CREATE TRIGGER cycle_runs_no_parked_chunks BEFORE UPDATE OF status ON cycle_runs
     EXECUTE FUNCTION cycle_runs_run_check();
 
 -- 2. A run can be cancelled once paused (four eyes, like approval): the canceller is recorded.
-ALTER TABLE cycle_runs ADD COLUMN canceller_principal text, ADD COLUMN canceller_key_id text;
+ALTER TABLE cycle_runs ADD COLUMN canceller_principal text, ADD COLUMN canceller_key_id text,
+    ADD CONSTRAINT cycle_runs_cancel_four_eyes CHECK (
+        canceller_key_id IS NULL OR (canceller_key_id <> maker_key_id AND canceller_principal <> maker_principal));
 ALTER TABLE cycle_run_events DROP CONSTRAINT cycle_run_events_action_check;
 ALTER TABLE cycle_run_events ADD CONSTRAINT cycle_run_events_action_check CHECK (action IN (
     'prepared', 'approved', 'approval_refused', 'enqueued', 'paused', 'resumed', 'completed', 'expired',
