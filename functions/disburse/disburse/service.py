@@ -338,13 +338,14 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
 
 def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
     """Pending vouchers not sent again: settled by Buffr's word, or left pending (resend's rules)."""
-    settled = {t.voucher_id: t for t in checked.settled if t.applied}
+    settled = {t.voucher_id: t.to_status for t in checked.settled if t.applied}
     items = []
     for v in sorted(checked.skip):
-        status = settled[v].to_status if v in settled else "pending"
-        outcome = {"active": "active", "redeemed": "active", "pending": "pending"}.get(status, "skipped")
-        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status,
-                               reason="pending: looked up at Buffr (or waiting to be) before any re-send"))
+        status = settled.get(v, "pending")
+        outcome = ("active" if status in {"active", "redeemed"} else "ineligible" if v in checked.unpayable
+                   else "pending" if status == "pending" else "skipped")
+        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status, reason=checked.unpayable.get(
+            v, "pending: looked up at Buffr (or waiting to be) before any re-send")))
     return items
 
 

@@ -62,6 +62,7 @@ class Checked:
     skip: set[str] = field(default_factory=set)  # not to be sent now
     pending: set[str] = field(default_factory=set)  # already pending: a rejection may follow a lost success
     unanswered: set[str] = field(default_factory=set)  # may not be sent, and Buffr did not answer
+    unpayable: dict[str, str] = field(default_factory=dict)  # may not be sent: why
     settled: list[TransitionResult] = field(default_factory=list)
 
 
@@ -126,6 +127,8 @@ def before_resend(conn: psycopg.Connection[Any], voucher_ids: Iterable[str], *, 
             out.skip.add(row[0])
         if verdict == "unanswered":
             out.unanswered.add(row[0])
+        if row[2] or row[3] is not None:
+            out.unpayable[row[0]] = f"not sent: {row[3] or 'expired'}"
     if changes:
         out.settled = transition_many(conn, changes, source=source, reference=reference)
     if due:
