@@ -188,6 +188,70 @@ def test_a_pending_voucher_of_a_beneficiary_who_died_is_cancelled_and_the_run_co
     assert again.status == "awaiting_approval" and again.voucher_count == 1 and str(again.run_id) != run_id
 
 
+@pytest.mark.parametrize(("change", "settled"), [
+    ("UPDATE beneficiaries SET status = 'suspended' WHERE id = %(b)s", "pending"),  # cannot be held again
+    ("UPDATE vouchers SET expires_at = issued_at + interval '1 millisecond' WHERE id = %(v)s", "expired"),
+])
+def test_a_pending_voucher_that_may_not_be_sent_never_holds_its_run_open(
+        runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch, change: str,
+        settled: str) -> None:
+    monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")
+    cycle = "2027-09"
+    _seed(pg, 3, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    v = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
+                   (cycle,)).fetchone()
+    _claim_without_sending(pg, v["id"], run_id)
+    pg.execute(change, {"b": v["beneficiary_id"], "v": v["id"]})
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    assert _run(pg, run_id)["status"] == "completed"
+    assert _statuses(pg, cycle) == {"active": 2, settled: 1}
+    stats = local_stack.buffr.stats(detail=True)
+    assert v["id"] not in stats["credits_per_voucher"] and stats["calls"]["disburse"] == 2
+
+
+def test_a_pending_voucher_buffr_credited_is_recorded_active_not_sent_again(
+        runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")
+    cycle = "2027-10"
+    _seed(pg, 2, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    v = pg.execute("SELECT id::text, amount_cents FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
+                   (cycle,)).fetchone()
+    _claim_without_sending(pg, v["id"], run_id)
+    local_stack.buffr.load([{"voucher_id": v["id"], "amount": v["amount_cents"], "status": "active"}])  # it got there
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    assert _statuses(pg, cycle) == {"active": 2} and _run(pg, run_id)["status"] == "completed"
+    stats = local_stack.buffr.stats()
+    assert stats["calls"]["disburse"] == 1 and stats["calls"]["status"] == 1
+    row = pg.execute("SELECT buffr_delivery_id FROM vouchers WHERE id = %s", (v["id"],)).fetchone()
+    assert row["buffr_delivery_id"] == local_stack.buffr.voucher(v["id"])["deliveryId"]
+
+
+def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: psycopg.Connection[Any],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cycle = "2027-11"
+    _seed(pg, 2, cycle)
+    run_id = _prepare(runs, cycle)
+    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    original = runs.repository.audit
+
+    def audit_fails(conn: Any, rid: str, action: str, **kw: Any) -> None:
+        if action == "completed":  # the named point: the run was just completed, its row is next
+            raise RuntimeError("the invocation died here")
+        original(conn, rid, action, **kw)
+
+    monkeypatch.setattr(runs.repository, "audit", audit_fails)
+    with pytest.raises(RuntimeError):
+        runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    assert _run(pg, run_id)["status"] == "running" and _chunks(pg, run_id) == ["enqueued"]
+    monkeypatch.setattr(runs.repository, "audit", original)
+    runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # the redelivery completes it
+    assert _run(pg, run_id)["status"] == "completed" and _actions(pg, run_id)[-1] == "completed"
+
+
 # --- re-sends and Buffr's key retention ------------------------------------------------------------
 
 def _timed_out_after_credit(runs: Any, pg: psycopg.Connection[Any], sim: Any, cycle: str, n: int) -> str:
