@@ -7,7 +7,9 @@ Exactly once rests on three guards, each enough on its own for its failure:
 2. The database: ``issued → pending`` is committed (row lock + state machine) *before* the HTTP
    call, so only one writer ever starts a voucher; a voucher past ``pending`` is never re-sent.
 3. Buffr's idempotency: the key is ``disburse-<voucher_id>``, so re-sending a ``pending`` voucher
-   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice.
+   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice — while
+   Buffr keeps the key: past a grace period a pending voucher is looked up before any re-send,
+   and a rejection that may follow a lost success is looked up too (:mod:`smartpay.resend`).
 
 A voucher Buffr did not answer for stays ``pending`` (never ``failed`` on a guess); a later
 retry, batch or reconciliation finishes it.
@@ -324,6 +326,9 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     turn), each half is one atomic statement as before, and the calls start as soon as the claim
     is in. One connection's statements would otherwise bound the batch: recording and claiming
     cost about as much database time per voucher as a call on the wire (docs/performance.md).
+
+    Pending vouchers go through :func:`smartpay.resend.before_resend` first (looked up at Buffr
+    past the grace period; reported, not sent, when Buffr has them or they may not be paid).
     """
     checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference)  # Buffr's keys age
     with ExitStack() as stack:
@@ -342,10 +347,14 @@ def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
     items = []
     for v in sorted(checked.skip):
         status = settled.get(v, "pending")
-        outcome = ("active" if status in {"active", "redeemed"} else "ineligible" if v in checked.unpayable
-                   else "pending" if status == "pending" else "skipped")
-        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status, reason=checked.unpayable.get(
-            v, "pending: looked up at Buffr (or waiting to be) before any re-send")))
+        if v in checked.unpayable:
+            outcome, reason = "ineligible", checked.unpayable[v]
+        elif status == "pending":
+            outcome, reason = "pending", "not sent again until Buffr says it does not have it"
+        else:
+            outcome = "active" if status in {"active", "redeemed"} else "skipped"
+            reason = f"Buffr has it ({status}): not sent again"
+        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status, reason=reason))
     return items
 
 
