@@ -26,10 +26,10 @@ hook changed, so a negative case stays negative and is judged as one):
 
 * the cycle-run routes (``/api/v1/cycles/{programme}/{cycle}/disbursement…``): a schema-valid
   programme and cycle become the seeded cycle (issued vouchers of a seeded programme), so
-  preparing, approving, pausing and resuming reach their state machine instead of a 404; approval
-  is sent with the supervisor's key (four eyes: the operator key that prepared may not approve),
-  unless the case left the key out or changed it, and names the run (id and fingerprint) a 2xx
-  reply last showed, as a checker names what they reviewed.
+  preparing, approving, pausing, resuming and cancelling reach their state machine instead of a
+  404; approval and cancel are sent with the supervisor's key (four eyes: the operator key that
+  prepared or paused may not), unless the case left the key out or changed it; approval names the
+  run (id and fingerprint) a 2xx reply last showed, as a checker names what they reviewed.
 
 ``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
 ``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets; ``SMARTPAY_FUZZ_KEY`` and
@@ -249,7 +249,7 @@ def _cycle_run(case: Any, path: str) -> None:
         return  # an invalid programme or cycle tests the 422: leave it as generated
     case.path_parameters.update(seeds()["cycle_run"])
     _run_body(case, path)
-    if path.endswith("/approve"):
+    if path.endswith(("/approve", "/cancel")):
         for name, value in list(_headers(case).items()):
             if name.lower() == "x-api-key" and value == os.environ["SMARTPAY_FUZZ_KEY"]:
                 case.headers[name] = os.environ["SMARTPAY_FUZZ_APPROVER_KEY"]

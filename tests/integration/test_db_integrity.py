@@ -133,6 +133,17 @@ def test_not_even_the_owner_issues_to_an_ineligible_beneficiary(pg) -> None:
     assert factories.count(pg, "SELECT count(*) FROM vouchers") == 0
 
 
+def test_not_even_the_owner_issues_above_the_programmes_maximum(pg) -> None:
+    b = factories.beneficiary(pg)
+    maximum = pg.execute("SELECT max_amount_cents FROM programmes WHERE code = 'old_age'").fetchone()["max_amount_cents"]
+    with pytest.raises(psycopg.errors.CheckViolation, match="above the old_age maximum"), pg.transaction():
+        pg.execute("INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at) "
+                   "VALUES (%s, 'old_age', '2027-01', %s, now() + interval '30 days')", (b["id"], maximum + 1))
+    pg.execute("INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at) "
+               "VALUES (%s, 'old_age', '2027-01', %s, now() + interval '30 days')", (b["id"], maximum))
+    assert factories.count(pg, "SELECT count(*) FROM vouchers") == 1
+
+
 def test_nothing_is_marked_pending_for_an_ineligible_beneficiary(pg) -> None:
     """The backstop for a registry change racing a claim: refused as a serialisation failure."""
     b = factories.beneficiary(pg)

@@ -38,7 +38,8 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = {
         "voucher_events": {"SELECT": ALL, "INSERT": ALL},
         "voucher_events_id_seq": {"USAGE": ALL},
         "cycle_runs": {"SELECT": ALL, "INSERT": ALL, "UPDATE": frozenset({
-            "status", "checker_principal", "checker_key_id", "approved_at", "finished_at", "updated_at"})},
+            "status", "checker_principal", "checker_key_id", "canceller_principal", "canceller_key_id",
+            "approved_at", "finished_at", "updated_at"})},
         "cycle_run_events": {"SELECT": ALL, "INSERT": ALL},
         "cycle_run_items": {"SELECT": ALL, "INSERT": ALL},
         "cycle_run_chunks": {"SELECT": ALL, "INSERT": ALL, "UPDATE": frozenset({

@@ -94,6 +94,17 @@ def test_issue_rejections_change_nothing(gateway_url, api_keys, pg) -> None:
     assert factories.count(pg, "SELECT count(*) FROM vouchers") == before[0] + 1
 
 
+def test_an_amount_beyond_any_column_is_a_422_not_a_500(gateway_url, api_keys, pg) -> None:
+    active = factories.beneficiary(pg)
+    before = _db_state(pg)
+    for amount in (398612495850299654144, 2**63, 2**53):
+        reply = _post(gateway_url, api_keys["operator"], "/api/v1/vouchers", _issue_body(active["id"], amount_cents=amount),
+                      {"Idempotency-Key": str(uuid.uuid4())})
+        assert reply.status_code == 422, (amount, reply.text)
+        assert reply.json()["errors"][0]["location"] == "body.amount_cents"
+    assert _db_state(pg) == before
+
+
 def test_buffr_key_is_refused_on_every_disburse_route(gateway_url, api_keys, pg) -> None:
     b = factories.beneficiary(pg)
     v = factories.voucher(pg, b["id"])

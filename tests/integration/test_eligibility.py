@@ -231,4 +231,5 @@ def test_reconcile_never_resends_an_ineligible_voucher(local_stack, pg, sim) -> 
     assert record["discrepancy"] == "pending_unknown" and record["action"] == "flagged"
     assert "beneficiary is deceased" in record["detail"]
     assert sim.stats()["calls"].get("disburse", 0) == 0 and sim.stats()["credits"] == 0
-    assert _voucher(pg, v)["status"] == "pending"
+    # disburse asked Buffr again before any re-send: never received, so the lifecycle cancels it
+    assert _voucher(pg, v)["status"] == "cancelled"

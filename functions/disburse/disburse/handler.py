@@ -139,6 +139,13 @@ def resume_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[C
     return cycle_runs.resume(programme, cycle, _caller("vouchers:write"))
 
 
+@app.post(f"{CYCLE_RUN}/cancel", summary="Cancel a paused run (four eyes: neither its maker nor who paused it; "
+                                        "cycles:approve)")
+@tracer.capture_method
+def cancel_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.cancel(programme, cycle, _caller("cycles:approve"))
+
+
 @app.get(CYCLE_RUN, summary="The cycle's latest run and its progress")
 @tracer.capture_method
 def get_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from smartpay.jsontypes import DateTime
+from smartpay.jsontypes import JSON_INT_MAX, Count, DateTime
 
 Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
 Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
@@ -28,7 +28,7 @@ class IssueRequest(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
-    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
+    amount_cents: StrictInt = Field(gt=0, le=JSON_INT_MAX, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
                                                       "at most the programme's maximum "
                                                       "(reference data; above it: 422)")
     currency: Literal["NAD"]
@@ -75,7 +75,7 @@ class Voucher(BaseModel):
     beneficiary_id: uuid.UUID
     programme: str
     cycle: str
-    amount_cents: int
+    amount_cents: Count
     currency: str
     status: str
     delivery_id: str | None
@@ -84,7 +84,7 @@ class Voucher(BaseModel):
     issued_at: datetime
     expires_at: datetime
     status_changed_at: datetime
-    version: int
+    version: Count
     history: list[AuditEntry] | None = None
 
 
@@ -98,19 +98,19 @@ class BatchItem(BaseModel):
     status: str | None
     delivery_id: str | None = None
     reason: str | None = None
-    attempts: int = 0
+    attempts: Count = 0
 
 
 class BatchReply(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
-    requested: int
-    attempted: int
-    succeeded: int
-    failed: int
-    pending: int
-    ineligible: int = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
-    skipped: int
+    requested: Count
+    attempted: Count
+    succeeded: Count
+    failed: Count
+    pending: Count
+    ineligible: Count = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
+    skipped: Count
     stopped_early: bool
     not_attempted: list[str]
     results: list[BatchItem]

@@ -1,8 +1,11 @@
 """Webhook receipt: authenticate, deduplicate, apply once (docs/architecture.md: voucher-lifecycle, idempotency, webhook-signatures).
 
-Two lines of defence against a repeated delivery: Powertools idempotency (DynamoDB) answers a
-repeat with the first reply and never reaches PostgreSQL; behind it the state machine's row
-lock makes a late or doubled event a ``duplicate`` or ``stale`` no-op.
+Two lines of defence against a repeated delivery: Powertools idempotency (DynamoDB), keyed by
+the signed ``webhook-id``, answers a repeat with the first reply and never reaches PostgreSQL;
+behind it the state machine's row lock makes a late or doubled event a ``duplicate`` or
+``stale`` no-op. An ``Idempotency-Key`` header is not signed, so it never decides dedupe (a
+captured delivery replayed with a key of the replayer's choosing is still the same delivery);
+it is kept in the webhook log for tracing.
 """
 
 from __future__ import annotations
@@ -46,16 +49,16 @@ def authenticate(raw: bytes, headers: Mapping[str, str]) -> str:
 
 def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, headers: Mapping[str, str],
             context: Any) -> tuple[dict[str, Any], bool]:
-    """Apply one verified delivery at most once per idempotency key; returns (reply, replayed)."""
+    """Apply one verified delivery at most once per signed webhook-id; returns (reply, replayed)."""
     metrics.add_metric(name="WebhookReceived", unit="Count", value=1)
     occurred = envelope.data.get("occurred_at") if isinstance(envelope.data, dict) else None
     _latency(occurred, envelope.timestamp or _signed_at(headers))
-    key = header(headers, *KEY_HEADERS) or webhook_id
+    key = (header(headers, *KEY_HEADERS) or webhook_id)[:200]  # the sender's key: traced, never the dedupe key
     logger.append_keys(webhook_id=webhook_id, voucher_id=_uuid_or_none(envelope.data.get("voucher_id")))
     try:
         reply, replayed = idempotency.run(
             IDEMPOTENCY_NAME, apply, data={"key": key, "webhook_id": webhook_id, "payload": payload},
-            context=context, event_key_jmespath="key", payload_validation_jmespath="payload",
+            context=context, event_key_jmespath="webhook_id", payload_validation_jmespath="payload",
         )
     except NotFound:
         metrics.add_metric(name=OUTCOME_METRICS["rejected"], unit="Count", value=1)
@@ -69,7 +72,7 @@ def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, header
 
 
 def apply(data: dict[str, Any]) -> dict[str, Any]:
-    """The business step, run once per key: status change, audit row and log row in one transaction.
+    """The business step, run once per webhook-id: status change, audit row and log row in one transaction.
 
     An unknown voucher is logged as ``rejected`` and answered 404 *after* the commit, so the
     idempotency record is dropped and a later retry (or an operator's replay) can still apply.

@@ -41,6 +41,7 @@ ROUTE_SCOPES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/approve", "cycles:approve"),
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/pause", "vouchers:write"),
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/resume", "vouchers:write"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/cancel", "cycles:approve"),
 )
 
 #: ``supervisor``: the checker of cycle runs (scope ``cycles:approve``), a principal apart from

@@ -1,4 +1,4 @@
-"""``smartpay cycle start|supplementary|approve|status|pause|resume``: the one way to pay, driven by the API.
+"""``smartpay cycle start|supplementary|approve|status|pause|resume|cancel``: the one way to pay, driven by the API.
 
 ``start`` prepares the cycle's run (``POST /api/v1/cycles/{programme}/{cycle}/disbursement`` with
 an Idempotency-Key, as the maker) and prints what it would send; ``supplementary`` prepares a
@@ -8,7 +8,8 @@ releases the run it names (``--run-id`` and ``--fingerprint``, as printed by ``s
 run or fingerprint); SQS and the disburse function then carry it (locally: ``smartpay serve``
 polls the queue as Lambda does). ``status --watch`` follows the progress until the run completes
 or is paused. ``start --approve-with KEY`` does both steps, for the demo and scripts that hold
-both keys.
+both keys. ``cancel`` ends a paused run for good (four eyes again: neither its maker nor whoever
+paused it; what it did not send stays issued).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class CycleApi:
     def resume(self, api_key: str) -> dict[str, Any]:
         return self._send("POST", "resume", api_key)
 
+    def cancel(self, api_key: str) -> dict[str, Any]:
+        return self._send("POST", "cancel", api_key)
+
     def status(self, api_key: str) -> dict[str, Any]:
         return self._send("GET", "", api_key)
 
@@ -121,19 +125,21 @@ def progress_line(p: dict[str, Any]) -> str:
 
 def add_commands(command: Any, stack_factory: Any) -> None:
     """Register ``smartpay cycle …`` (``command(name, help, description)`` makes a subcommand parser)."""
-    p = command("cycle", "pay a cycle (the one way to pay): start, supplementary, approve, status, pause, resume",
+    p = command("cycle", "pay a cycle (the one way to pay): start, supplementary, approve, status, pause, resume, "
+                "cancel",
                 "Four eyes: start prepares the run as the maker; approve must come from another principal "
                 "holding cycles:approve. Then the cycle queue and the disburse function carry it at Buffr's "
                 "agreed rate. Exit codes: 0 done, 1 run not completed, 2 refused, 3 API unavailable.")
-    p.add_argument("action", choices=("start", "supplementary", "approve", "status", "pause", "resume"),
+    p.add_argument("action", choices=("start", "supplementary", "approve", "status", "pause", "resume", "cancel"),
                    help="start: prepare the cycle's run (maker); supplementary: prepare a supplementary run "
-                        "(maker); approve: release the run named (checker); status: progress; pause / resume")
+                        "(maker); approve: release the run named (checker); status: progress; pause / resume; "
+                        "cancel: end a paused run (another principal, cycles:approve)")
     p.add_argument("--programme", required=True, help="programme code, e.g. old_age")
     p.add_argument("--cycle", required=True, metavar="YYYY-MM", help="pay cycle, e.g. 2026-11")
     p.add_argument("--url", default=None, help="API base URL (default: the local gateway, LocalStack.GatewayPort)")
     p.add_argument("--api-key", default=None,
                    help="the caller's key (default: $SMARTPAY_API_KEY, else the env file's OperatorApiKey; "
-                        "approve: SupervisorApiKey)")
+                        "approve, cancel: SupervisorApiKey)")
     p.add_argument("--key", default=None,
                    help="start: the Idempotency-Key (default: cycle-<programme>-<cycle>-<UTC date>; give a new "
                         "one to prepare again after the cycle changed)")
@@ -154,7 +160,7 @@ def add_commands(command: Any, stack_factory: Any) -> None:
 def _key_for(args: argparse.Namespace, stack: Any, action: str) -> str:
     if args.api_key or os.environ.get("SMARTPAY_API_KEY"):
         return str(args.api_key or os.environ["SMARTPAY_API_KEY"])
-    return str(stack.local.get("SupervisorApiKey" if action == "approve" else "OperatorApiKey") or "")
+    return str(stack.local.get("SupervisorApiKey" if action in ("approve", "cancel") else "OperatorApiKey") or "")
 
 
 def cmd_cycle(args: argparse.Namespace, stack: Any) -> int:
@@ -192,6 +198,8 @@ def cmd_cycle(args: argparse.Namespace, stack: Any) -> int:
             run = api.pause(key)
         elif args.action == "resume":
             run = api.resume(key)
+        elif args.action == "cancel":
+            run = api.cancel(key)
         else:
             run = api.status(key)
         if args.watch:

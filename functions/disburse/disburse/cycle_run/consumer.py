@@ -31,7 +31,7 @@ from disburse.cycle_run import repository
 from disburse.cycle_run.models import ChunkMessage
 from disburse.cycle_run.service import reference_of
 from disburse.logic import batch
-from smartpay import buffr, db
+from smartpay import buffr, db, resend
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float, env_int
 
@@ -122,6 +122,11 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
     if sorted(str(v) for v in message.voucher_ids) != ids:
         raise ValueError(f"message for chunk {chunk_no} does not list the chunk's vouchers")
     rows = repository.to_send(conn, ids)
+    # Pending vouchers that may not be sent again (beneficiary ineligible, expired): Buffr is asked
+    # whether it has them, so the run finishes whatever it says (smartpay.resend).
+    sendable = {r[0] for r in rows}
+    unsendable = resend.before_resend(conn, [v for v in ids if v not in sendable], deadline=deadline,
+                                      reference=reference_of(run_id))
     checked = [0.0, True]
 
     def keep_claiming() -> bool:
@@ -140,20 +145,27 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
     if sent.stopped:
         _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
         return
-    left = repository.unsettled(conn, ids)
+    left = repository.unsettled(conn, ids, resend.grace_s()) + len(unsendable.unanswered)
     if left:
         metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
         raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
                               + (" (deadline)" if sent.stopped_early else ""))
-    if repository.finish_chunk(conn, run_id, chunk_no, token):
-        repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                         to_status="completed", reference=record.message_id)
+    with conn.transaction():  # the completion and its audit row commit together
+        completed = repository.finish_chunk(conn, run_id, chunk_no, token)
+        if completed:
+            repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
+                             to_status="completed", reference=record.message_id)
+    if completed:
         logger.info("cycle run completed")
         metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
 
 
 def _park(conn: Any, run_id: str, chunk_no: int, token: str, status: str) -> None:
     """The run is not running (paused, or finished otherwise): set the chunk aside, message done.
-    Resume plans parked chunks again."""
-    repository.park(conn, run_id, chunk_no, token)
-    logger.info("chunk parked", extra={"run_status": status})
+    Resume plans parked chunks again. A run resumed meanwhile is not left with a parked chunk:
+    the message is delivered again and sent then."""
+    outcome = repository.park(conn, run_id, chunk_no, token)
+    if outcome == "running":
+        raise ChunkNotSettled(f"chunk {chunk_no}'s run was resumed while it was being parked")
+    logger.info("chunk parked" if outcome == "parked" else "stale chunk message dropped",
+                extra={"run_status": status})

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 OPEN = ("awaiting_approval", "approved", "enqueuing", "running", "paused")
+RUNNING = ("enqueuing", "running")  # a run whose chunks are being sent
 EXCEPTION_IDS = 100
 
 # The vouchers a run of the cycle would pay ({scope}) and, for each, why the run would leave it
@@ -125,14 +126,32 @@ def insert(conn: psycopg.Connection[Any], values: dict[str, Any]) -> str | None:
     return None if row is None else str(row["id"])
 
 
-def set_status(conn: psycopg.Connection[Any], run_id: str, status: str, *, finished: bool = False) -> None:
-    conn.execute(f"""UPDATE cycle_runs SET status = %s, updated_at = now()
-                     {", finished_at = now()" if finished else ""} WHERE id = %s""", (status, run_id))
+def set_status(conn: psycopg.Connection[Any], run_id: str, status: str, *, expected: str,
+               finished: bool = False) -> bool:
+    """``expected → status`` only if the run is still ``expected``: True if it moved. A move made
+    on a status read earlier (pause, resume and enqueue interleave) never undoes another's."""
+    return conn.execute(f"""UPDATE cycle_runs SET status = %s, updated_at = now()
+                            {", finished_at = now()" if finished else ""} WHERE id = %s AND status = %s""",
+                        (status, run_id, expected)).rowcount == 1
 
 
 def approve(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: str) -> None:
     conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = %s, checker_key_id = %s,
                            approved_at = now(), updated_at = now() WHERE id = %s""", (principal, key_id, run_id))
+
+
+def cancel(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: str) -> None:
+    """``paused → cancelled`` (the caller holds the run's lock and checked it is paused)."""
+    conn.execute("""UPDATE cycle_runs SET status = 'cancelled', canceller_principal = %s, canceller_key_id = %s,
+                           finished_at = now(), updated_at = now() WHERE id = %s AND status = 'paused'""",
+                 (principal, key_id, run_id))
+
+
+def paused_by(conn: psycopg.Connection[Any], run_id: str) -> str | None:
+    """Who paused the run last (the principal of its latest ``paused`` event)."""
+    row = conn.execute("SELECT principal FROM cycle_run_events WHERE run_id = %s AND action = 'paused' "
+                       "ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()
+    return None if row is None else str(row["principal"])
 
 
 def audit(conn: psycopg.Connection[Any], run_id: str, action: str, *, principal: str, key_id: str | None,
@@ -268,21 +287,35 @@ def record_turns(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, *, a
             WHERE run_id = %s AND chunk_no = %s""", (attempts, retries, json.dumps(errors), run_id, chunk_no))
 
 
-def park(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, token: str) -> None:
-    conn.execute("UPDATE cycle_run_chunks SET state = 'parked', updated_at = now() "
-                 "WHERE run_id = %s AND chunk_no = %s AND token = %s AND state IN ('sending', 'enqueued')",
-                 (run_id, chunk_no, token))
+def park(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, token: str) -> str:
+    """Set the chunk aside while its run is not running: ``parked``, ``running`` (the run runs
+    again — a resume came in between — so the chunk is not parked) or ``stale`` (not this
+    token's, or finished). The run row is locked first, as pause and resume lock it, so a
+    resume either comes before (and is seen) or waits for the park (and plans it again)."""
+    with conn.transaction():
+        run = conn.execute("SELECT status FROM cycle_runs WHERE id = %s FOR SHARE", (run_id,)).fetchone()
+        if run is not None and run["status"] in RUNNING:
+            return "running"
+        parked = conn.execute("UPDATE cycle_run_chunks SET state = 'parked', updated_at = now() "
+                              "WHERE run_id = %s AND chunk_no = %s AND token = %s AND state IN ('sending', 'enqueued')",
+                              (run_id, chunk_no, token)).rowcount
+    return "parked" if parked else "stale"
 
 
-def unsettled(conn: psycopg.Connection[Any], voucher_ids: list[str]) -> int:
-    """Of these vouchers, those a run must still finish: pending, or issued / held with a
-    beneficiary who may be paid now (one who may not is held back, not waited for)."""
+def unsettled(conn: psycopg.Connection[Any], voucher_ids: list[str], grace_s: float) -> int:
+    """Of these vouchers, those a run must still finish: issued / held with a beneficiary who may
+    be paid now (one who may not is held back, not waited for), and pending ones still to be sent
+    again or, within the grace period, still to be looked up at Buffr (smartpay.resend). A pending
+    one that may not be sent and that Buffr never received is settled or left by the lookup."""
     row = conn.execute(
         """SELECT count(*) AS n FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
             WHERE v.id = ANY(%s::uuid[])
-              AND (v.status = 'pending' OR (v.status IN ('issued', 'held')
-                   AND smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL))""",
-        (voucher_ids,)).fetchone()
+              AND ((v.status = 'pending' AND (v.status_changed_at > now() - make_interval(secs => %s)
+                                              OR (v.expires_at > now() AND
+                                                  smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL)))
+                   OR (v.status IN ('issued', 'held')
+                       AND smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL))""",
+        (voucher_ids, grace_s)).fetchone()
     return int(row["n"])
 
 

@@ -127,7 +127,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
                            "under way at a time.", title="Cycle run under way",
                            extra={"run_id": str(current["id"]), "run_status": current["status"]})
         if current is not None:  # prepared again (e.g. the cycle changed): the old one is superseded
-            repository.set_status(conn, str(current["id"]), "cancelled", finished=True)
+            repository.set_status(conn, str(current["id"]), "cancelled", expected="awaiting_approval", finished=True)
             repository.audit(conn, str(current["id"]), "superseded", principal=caller.principal,
                              key_id=caller.key_id, from_status="awaiting_approval", to_status="cancelled",
                              reference=caller.reference)
@@ -170,14 +170,15 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
 
 # --- approve ---------------------------------------------------------------------------------------
 
-def _refuse(run: dict[str, Any], caller: Caller, reason: str, error: ProblemError) -> ProblemError:
-    """Record a refused approval (its own transaction: the refusal is audited) and return the error."""
+def _refuse(run: dict[str, Any], caller: Caller, reason: str, error: ProblemError,
+            action: str = "approval_refused") -> ProblemError:
+    """Record a refused approval or cancel (its own transaction: the refusal is audited); the error."""
     with db.transaction() as conn:
-        repository.audit(conn, str(run["id"]), "approval_refused", principal=caller.principal, key_id=caller.key_id,
+        repository.audit(conn, str(run["id"]), action, principal=caller.principal, key_id=caller.key_id,
                          from_status=run["status"], reference=caller.reference,
                          detail={"reason": reason, "maker_principal": run["maker_principal"],
                                  "maker_key_id": run["maker_key_id"]})
-    logger.warning("cycle run approval refused", extra={"run_id": str(run["id"]), "reason": reason,
+    logger.warning(f"cycle run {action.replace('_', ' ')}", extra={"run_id": str(run["id"]), "reason": reason,
                                                         "checker": caller.principal})
     return error
 
@@ -276,8 +277,9 @@ def enqueue(run_id: str, caller: Caller) -> int:
     sent_total = 0
     with db.autocommit() as conn:
         status_now = repository.run_status(conn, run_id)
-        if status_now == "approved":
-            repository.set_status(conn, run_id, "enqueuing")
+        if status_now == "approved" and not repository.set_status(conn, run_id, "enqueuing", expected="approved"):
+            status_now = repository.run_status(conn, run_id)  # paused (or moved on) meanwhile
+        elif status_now == "approved":
             status_now = "enqueuing"
         while status_now == "enqueuing":
             claimed = repository.claim_for_sending(conn, run_id, SEND_BATCH)
@@ -294,17 +296,19 @@ def enqueue(run_id: str, caller: Caller) -> int:
             sent_total += len(accepted)
             status_now = repository.run_status(conn, run_id)
         if status_now == "enqueuing" and repository.chunks_left_to_enqueue(conn, run_id) == 0:
-            with conn.transaction():
-                repository.set_status(conn, run_id, "running")
-                repository.audit(conn, run_id, "enqueued", principal=caller.principal, key_id=caller.key_id,
-                                 from_status="enqueuing", to_status="running", reference=caller.reference,
-                                 detail={"messages_now": sent_total})
-            status_now = "running"
+            with conn.transaction():  # only from enqueuing: a pause since the read above stands
+                if repository.set_status(conn, run_id, "running", expected="enqueuing"):
+                    repository.audit(conn, run_id, "enqueued", principal=caller.principal, key_id=caller.key_id,
+                                     from_status="enqueuing", to_status="running", reference=caller.reference,
+                                     detail={"messages_now": sent_total})
+            status_now = repository.run_status(conn, run_id)
         # The last chunk may have finished while the run was still enqueuing (or paused): the
         # consumer completes only a running run, so the run is completed here then.
-        if status_now == "running" and repository.complete_if_done(conn, run_id):
-            repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                             to_status="completed", reference=caller.reference)
+        if status_now == "running":
+            with conn.transaction():  # the completion and its audit row commit together
+                if repository.complete_if_done(conn, run_id):
+                    repository.audit(conn, run_id, "completed", principal="system", key_id=None,
+                                     from_status="running", to_status="completed", reference=caller.reference)
     if sent_total:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
@@ -329,7 +333,7 @@ def pause(programme: str, cycle: str, caller: Caller) -> CycleRun:
         run = _started_run(conn, programme, cycle)
         run_id = str(run["id"])
         if run["status"] != "paused":
-            repository.set_status(conn, run_id, "paused")
+            repository.set_status(conn, run_id, "paused", expected=run["status"])
             repository.audit(conn, run_id, "paused", principal=caller.principal, key_id=caller.key_id,
                              from_status=run["status"], to_status="paused", reference=caller.reference)
             logger.info("cycle run paused", extra={"run_id": run_id, "by": caller.principal})
@@ -343,13 +347,47 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
         if run["status"] == "paused":
             parked = repository.unpark(conn, run_id)
             target = "enqueuing" if repository.chunks_left_to_enqueue(conn, run_id) else "running"
-            repository.set_status(conn, run_id, target)
+            repository.set_status(conn, run_id, target, expected="paused")
             repository.audit(conn, run_id, "resumed", principal=caller.principal, key_id=caller.key_id,
                              from_status="paused", to_status=target, reference=caller.reference,
                              detail={"parked_chunks": parked})
             logger.info("cycle run resumed", extra={"run_id": run_id, "by": caller.principal, "parked": parked})
     enqueue(run_id, caller)  # also finishes an enqueue a crash interrupted
     return status(programme, cycle, run_id=run_id)
+
+
+def cancel(programme: str, cycle: str, caller: Caller) -> CycleRun:
+    """``paused → cancelled`` for good, by a principal who neither made nor paused the run (four eyes,
+    as for approval). What the run did not send stays issued for a later run; a pending voucher
+    is finished by reconciliation (smartpay.resend's lookups), never re-sent by this run."""
+    try:
+        run_id = _cancel(programme, cycle, caller)
+    except _Refused as refused:
+        raise _refuse(refused.run, caller, refused.reason, refused.error, "cancel_refused") from None
+    return status(programme, cycle, run_id=run_id)
+
+
+def _cancel(programme: str, cycle: str, caller: Caller) -> str:
+    with db.transaction() as conn:
+        run = _started_run(conn, programme, cycle)
+        run_id = str(run["id"])
+        if run["status"] != "paused":
+            raise Conflict(f"Run {run_id} is {run['status']}; only a paused run can be cancelled (pause it first).",
+                           title="Run not paused", extra={"run_id": run_id, "run_status": run["status"]})
+        paused_by = repository.paused_by(conn, run_id)
+        made = caller.key_id == run["maker_key_id"] or caller.principal == run["maker_principal"]
+        if made or caller.principal == paused_by:
+            raise _Refused(run, "same principal as the maker" if made else "same principal as who paused it",
+                           Forbidden(f"Run {run_id} was {'prepared' if made else 'paused'} by this principal; another "
+                                     "principal holding cycles:approve must cancel it (four eyes).",
+                                     title="Cancel needs four eyes", extra={"run_id": run_id}))
+        repository.cancel(conn, run_id, caller.principal, caller.key_id)
+        repository.audit(conn, run_id, "cancelled", principal=caller.principal, key_id=caller.key_id,
+                         from_status="paused", to_status="cancelled", reference=caller.reference,
+                         detail={"maker_principal": run["maker_principal"], "paused_by": paused_by})
+    logger.info("cycle run cancelled", extra={"run_id": run_id, "by": caller.principal})
+    metrics.add_metric(name="CycleRunsCancelled", unit="Count", value=1)
+    return run_id
 
 
 # --- status ----------------------------------------------------------------------------------------

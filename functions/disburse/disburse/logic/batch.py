@@ -8,7 +8,9 @@ Exactly once rests on three guards, each enough on its own for its failure:
 2. The database: ``issued → pending`` is committed (row lock + state machine) *before* the HTTP
    call, so only one writer ever starts a voucher; a voucher past ``pending`` is never re-sent.
 3. Buffr's idempotency: the key is ``disburse-<voucher_id>``, so re-sending a ``pending`` voucher
-   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice.
+   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice — while
+   Buffr keeps the key: past a grace period a pending voucher is looked up before any re-send,
+   and a rejection that may follow a lost success is looked up too (:mod:`smartpay.resend`).
 
 A voucher Buffr did not answer for stays ``pending`` (never ``failed`` on a guess); a later
 retry, batch or reconciliation finishes it.
@@ -27,7 +29,7 @@ from typing import Any
 
 from disburse import repository
 from disburse.models import BatchItem, BatchReply, BatchRequest
-from smartpay import buffr, db
+from smartpay import buffr, db, resend
 from smartpay.lifecycle import VoucherStatus
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float
@@ -191,17 +193,41 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     turn), each half is one atomic statement as before, and the calls start as soon as the claim
     is in. One connection's statements would otherwise bound the batch: recording and claiming
     cost about as much database time per voucher as a call on the wire (docs/performance.md).
+
+    Pending vouchers go through :func:`smartpay.resend.before_resend` first (looked up at Buffr
+    past the grace period; reported, not sent, when Buffr has them or they may not be paid).
     """
+    checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference)  # Buffr's keys age
     with ExitStack() as stack:
         spare = db.spare_autocommit(stack)
         helper = stack.enter_context(ThreadPoolExecutor(1, "batch-settle")) if spare is not None else None
-        return _send(conn, spare, helper, ids, details, deadline=deadline, reference=reference,
-                     in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming)
+        sent = _send(conn, spare, helper, [v for v in ids if v not in checked.skip], details, deadline=deadline,
+                     reference=reference, in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming,
+                     pending=checked.pending)
+    sent.items.extend(_items_looked_up(checked))
+    return sent
+
+
+def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
+    """Pending vouchers not sent again: settled by Buffr's word, or left pending (resend's rules)."""
+    settled = {t.voucher_id: t.to_status for t in checked.settled if t.applied}
+    items = []
+    for v in sorted(checked.skip):
+        status = settled.get(v, "pending")
+        if v in checked.unpayable:
+            outcome, reason = "ineligible", checked.unpayable[v]
+        elif status == "pending":
+            outcome, reason = "pending", "not sent again until Buffr says it does not have it"
+        else:
+            outcome = "active" if status in {"active", "redeemed"} else "skipped"
+            reason = f"Buffr has it ({status}): not sent again"
+        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status, reason=reason))
+    return items
 
 
 def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[str],
           details: dict[str, tuple[Any, ...]], *, deadline: float, reference: str, in_flight: int,
-          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None) -> Sent:
+          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None, pending: set[str]) -> Sent:
     client = buffr.client()
     settings = client.settings
     stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
@@ -272,6 +298,7 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             except queue.Empty:
                 break
         outstanding -= len(results)
+        results = resend.confirm_rejections(results, pending, deadline=deadline)
     out.not_attempted = list(todo)
     return out
 

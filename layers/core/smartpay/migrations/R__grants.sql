@@ -49,7 +49,8 @@ GRANT USAGE ON SEQUENCE voucher_events_id_seq TO smartpay_disburse;
 -- totals, maker) is never rewritten: only the run's progress columns may change; its audit
 -- trail and its voucher ledger are append-only for this role.
 GRANT SELECT, INSERT ON cycle_runs, cycle_run_events, cycle_run_items, cycle_run_chunks TO smartpay_disburse;
-GRANT UPDATE (status, checker_principal, checker_key_id, approved_at, finished_at, updated_at) ON cycle_runs
+GRANT UPDATE (status, checker_principal, checker_key_id, canceller_principal, canceller_key_id, approved_at,
+              finished_at, updated_at) ON cycle_runs
     TO smartpay_disburse;
 GRANT UPDATE (state, token, message_id, sends, receives, attempts, retries, errors, enqueued_at, done_at,
               updated_at) ON cycle_run_chunks TO smartpay_disburse;
