@@ -52,6 +52,15 @@ def _prepare(runs: Any, cycle: str) -> str:
     return str(run.run_id)
 
 
+def _approve(runs: Any, cycle: str) -> None:
+    """Approve the cycle's open run as the checker, naming what was reviewed (its id and fingerprint)."""
+    from disburse.cycle_run.models import ApproveRequest
+
+    run = runs.service.status(PROGRAMME, cycle)
+    runs.service.approve(PROGRAMME, cycle, ApproveRequest(run_id=run.run_id, fingerprint=run.fingerprint),
+                         _caller(runs.service, "checker"))
+
+
 def _record(pg: psycopg.Connection[Any], run_id: str, chunk_no: int = 0) -> SQSRecord:
     """The chunk's current message, as SQS hands it to the consumer."""
     token = pg.execute("SELECT token::text FROM cycle_run_chunks WHERE run_id = %s AND chunk_no = %s",
@@ -98,7 +107,7 @@ def test_a_pause_while_enqueue_finishes_is_not_undone_by_enqueue(runs: Any, pg: 
         return original(conn, rid)
 
     monkeypatch.setattr(runs.repository, "chunks_left_to_enqueue", paused_meanwhile)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     assert _run(pg, run_id)["status"] == "paused"  # not turned back to running by enqueue
     assert _actions(pg, run_id) == ["prepared", "approved", "paused"]
 
@@ -109,7 +118,7 @@ def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: ps
     cycle = "2027-02"
     _seed(pg, 5, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))
     record = _record(pg, run_id)
     original = runs.repository.park
@@ -136,7 +145,7 @@ def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psy
     cycle = "2027-03"
     _seed(pg, 3, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     assert _run(pg, run_id)["status"] == "running"
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE cycle_run_chunks SET state = 'parked' WHERE run_id = %s", (run_id,))
@@ -162,7 +171,7 @@ def test_a_pending_voucher_of_a_beneficiary_who_died_is_cancelled_and_the_run_co
     cycle = "2027-04"
     _seed(pg, 5, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     dead = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
                       (cycle,)).fetchone()
     _claim_without_sending(pg, dead["id"], run_id)
@@ -199,7 +208,7 @@ def test_a_pending_voucher_that_may_not_be_sent_never_holds_its_run_open(
     cycle = "2027-09"
     _seed(pg, 3, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     v = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
                    (cycle,)).fetchone()
     _claim_without_sending(pg, v["id"], run_id)
@@ -217,7 +226,7 @@ def test_a_pending_voucher_buffr_credited_is_recorded_active_not_sent_again(
     cycle = "2027-10"
     _seed(pg, 2, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     v = pg.execute("SELECT id::text, amount_cents FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
                    (cycle,)).fetchone()
     _claim_without_sending(pg, v["id"], run_id)
@@ -235,7 +244,7 @@ def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: ps
     cycle = "2027-11"
     _seed(pg, 2, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     original = runs.repository.audit
 
     def audit_fails(conn: Any, rid: str, action: str, **kw: Any) -> None:
@@ -259,7 +268,7 @@ def _timed_out_after_credit(runs: Any, pg: psycopg.Connection[Any], sim: Any, cy
     sim.configure(timeout_rate=1.0, timeout_after_credit=True, hang_ms=2500, key_retention_s=5)
     _seed(pg, n, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     with pytest.raises(runs.consumer.ChunkNotSettled):
         runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
     assert _statuses(pg, cycle) == {"pending": n} and sim.stats()["credits"] == n
@@ -307,7 +316,7 @@ def test_a_run_is_cancelled_only_when_paused_and_only_by_another_principal(runs:
     cycle = "2027-07"
     _seed(pg, 3, cycle)
     run_id = _prepare(runs, cycle)
-    runs.service.approve(PROGRAMME, cycle, _caller(runs.service, "checker"))
+    _approve(runs, cycle)
     with pytest.raises(Conflict):  # running: pause first
         runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, "checker"))
     runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))

@@ -61,6 +61,7 @@ ROUTE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/approve"): "approve",
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/pause"): None,
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/resume"): None,
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/cancel"): None,
     ("POST", "/api/v1/webhooks/buffr"): {"type": "voucher.activated"},
 }
 
@@ -280,7 +281,7 @@ def test_an_expired_voucher_at_the_claim_is_expired_and_never_sent(disburse_env:
     outcomes = {r.voucher_id: (r.outcome, r.status, r.reason) for r in reply.results}
     assert outcomes == {fresh: ("active", "active", None),
                         lapsed: ("skipped", "expired", "not sent: expired before it was sent"),
-                        lapsed_pending: ("skipped", "pending", "not sent: expired after it was sent")}
+                        lapsed_pending: ("skipped", "pending", "not sent: expired")}
     assert sim.stats(detail=True)["credits_per_voucher"] == {fresh: 1}
     assert sim.stats()["calls"] == {"disburse": 1}
     audit = pg.execute("SELECT from_status, to_status, source, detail FROM voucher_events WHERE voucher_id = %s "

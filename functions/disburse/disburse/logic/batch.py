@@ -214,8 +214,9 @@ def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
     items = []
     for v in sorted(checked.skip):
         status = settled.get(v, "pending")
-        if v in checked.unpayable:
-            outcome, reason = "ineligible", checked.unpayable[v]
+        if v in checked.unpayable:  # expired is not the beneficiary's eligibility: skipped, as at the claim
+            reason = checked.unpayable[v]
+            outcome = "skipped" if reason == "not sent: expired" else "ineligible"
         elif status == "pending":
             outcome, reason = "pending", "not sent again until Buffr says it does not have it"
         else:
