@@ -70,25 +70,11 @@ def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, *, claimable: bo
 
 def in_run(conn: psycopg.Connection[Any], voucher_ids: list[str], *, programme: str = "old_age",
            cycle: str = "2026-11", status: str = "running") -> str:
-    """Put these vouchers in the cycle's run under way (one made, approved by another principal,
-    if there is none), so they may be claimed. Returns the run id."""
-    found = conn.execute(
-        """SELECT id FROM cycle_runs WHERE programme = %s AND cycle = %s
-              AND status IN ('awaiting_approval', 'approved', 'enqueuing', 'running', 'paused')""",
-        (programme, cycle)).fetchone()
-    if found is None:
-        found = conn.execute(
-            """INSERT INTO cycle_runs (programme, cycle, idempotency_key, status, fingerprint, voucher_count,
-                                       total_amount_cents, chunk_size, maker_principal, maker_key_id,
-                                       checker_principal, checker_key_id, approved_at, expires_at)
-               VALUES (%s, %s, %s, %s, repeat('0', 64), 0, 0, 500, 'test-maker', 'test-maker-key',
-                       'test-checker', 'test-checker-key', now(), now() + interval '1 day')
-            RETURNING id""", (programme, cycle, f"test-{uuid.uuid4()}", status)).fetchone()
-    run_id = str(found["id"] if isinstance(found, dict) else found[0])
-    conn.execute("""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
-                    SELECT %s, v, 0 FROM unnest(%s::uuid[]) AS v ON CONFLICT DO NOTHING""",
-                 (run_id, [str(v) for v in voucher_ids]))
-    return run_id
+    """Put these vouchers in the cycle's run under way (:func:`bulk_seed.running_run`), so they may
+    be claimed. Returns the run id."""
+    from smartpay_tools.data import bulk_seed
+
+    return bulk_seed.running_run(conn, voucher_ids, cycle=cycle, programme=programme, status=status)
 
 
 def count(conn: psycopg.Connection[Any], sql: str, *params: Any) -> int:

@@ -60,7 +60,8 @@ def test_the_trigger_allows_exactly_the_lifecycles_transitions_on_every_pair(pg:
             if current == target:
                 continue
             v = factories.voucher(pg, b["id"], cycle=f"20{10 + list(VoucherStatus).index(current)}-"
-                                                     f"{list(VoucherStatus).index(target) + 1:02d}", status=current)
+                                                     f"{list(VoucherStatus).index(target) + 1:02d}", status=current,
+                                  claimable=target == VoucherStatus.PENDING)  # a claim needs a run (0014)
             try:
                 with pg.transaction():
                     pg.execute("UPDATE vouchers SET status = %s WHERE id = %s", (target, v["id"]))
@@ -147,7 +148,7 @@ def test_not_even_the_owner_issues_above_the_programmes_maximum(pg) -> None:
 def test_nothing_is_marked_pending_for_an_ineligible_beneficiary(pg) -> None:
     """The backstop for a registry change racing a claim: refused as a serialisation failure."""
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])["id"]
+    v = factories.voucher(pg, b["id"], claimable=True)["id"]
     with pg.transaction():
         pg.execute("SET LOCAL session_replication_role = replica")  # the registry trigger missed it
         pg.execute("UPDATE beneficiaries SET status = 'suspended' WHERE id = %s", (b["id"],))

@@ -35,3 +35,27 @@ def issued_vouchers(conn: Any, n: int, *, cycle: str, programme: str = "old_age"
     rows = conn.execute(_SEED, {"n": n, "first": first, "programme": programme, "cycle": cycle,
                                 "amount": PROGRAMMES[programme][1], "reference": reference}).fetchall()
     return [str(r["voucher_id"] if isinstance(r, dict) else r[0]) for r in rows]
+
+
+def running_run(conn: Any, voucher_ids: list[str], *, cycle: str, programme: str = "old_age",
+                status: str = "running") -> str:
+    """Put these vouchers in the programme cycle's run under way (one made, approved by another
+    principal, when the cycle has none), so the claim may send them (migration 0014: only a run's
+    vouchers are claimed). Returns the run id."""
+    found = conn.execute(
+        """SELECT id FROM cycle_runs WHERE programme = %s AND cycle = %s
+              AND status IN ('awaiting_approval', 'approved', 'enqueuing', 'running', 'paused')""",
+        (programme, cycle)).fetchone()
+    if found is None:
+        found = conn.execute(
+            """INSERT INTO cycle_runs (programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+                                       total_amount_cents, chunk_size, maker_principal, maker_key_id,
+                                       checker_principal, checker_key_id, approved_at, expires_at)
+               VALUES (%s, %s, 'seed-' || gen_random_uuid(), %s, repeat('0', 64), 0, 0, 500, 'seed-maker',
+                       'seed-maker-key', 'seed-checker', 'seed-checker-key', now(), now() + interval '1 day')
+            RETURNING id""", (programme, cycle, status)).fetchone()
+    run_id = str(found["id"] if isinstance(found, dict) else found[0])
+    conn.execute("""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
+                    SELECT %s, v, 0 FROM unnest(%s::uuid[]) AS v ON CONFLICT DO NOTHING""",
+                 (run_id, [str(v) for v in voucher_ids]))
+    return run_id

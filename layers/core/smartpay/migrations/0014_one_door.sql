@@ -33,6 +33,8 @@ BEGIN
     RETURN NEW;
 END;
 $$;
-CREATE TRIGGER vouchers_in_run BEFORE UPDATE OF status ON vouchers FOR EACH ROW
+-- Named to fire after vouchers_lifecycle and vouchers_payable (triggers fire in name order): a move
+-- the lifecycle or the registry refuses is refused for that reason first.
+CREATE TRIGGER vouchers_run_gate BEFORE UPDATE OF status ON vouchers FOR EACH ROW
     WHEN (NEW.status = 'pending' AND OLD.status IS DISTINCT FROM 'pending')
     EXECUTE FUNCTION vouchers_check_in_run();
