@@ -132,7 +132,7 @@ def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: ps
     assert _actions(pg, run_id) == ["prepared", "approved", "enqueued", "paused", "resumed", "completed"]
 
 
-def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psycopg.Connection[Any]) -> None:
+def test_the_database_refuses_a_parked_chunk_in_a_running_run_and_a_run_resumed_by_no_one(runs: Any, pg: psycopg.Connection[Any]) -> None:
     cycle = "2027-03"
     _seed(pg, 3, cycle)
     run_id = _prepare(runs, cycle)
@@ -145,6 +145,11 @@ def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psy
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE cycle_runs SET status = 'running' WHERE id = %s", (run_id,))
     assert _chunks(pg, run_id) == ["parked"] and _run(pg, run_id)["status"] == "paused"
+    pg.execute("UPDATE cycle_run_chunks SET state = 'planned' WHERE run_id = %s", (run_id,))
+    with pytest.raises(psycopg.errors.CheckViolation, match="only through a resume"):
+        pg.execute("UPDATE cycle_runs SET status = 'enqueuing' WHERE id = %s", (run_id,))  # no resumed event
+    runs.service.resume(PROGRAMME, cycle, _caller(runs.service, "operator"))
+    assert _run(pg, run_id)["status"] == "running"
 
 
 # --- a run always finishes -------------------------------------------------------------------------
