@@ -30,7 +30,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from smartpay import buffr
-from smartpay.lifecycle import VoucherStatus, can_move, ineligible_target
+from smartpay.lifecycle import VoucherStatus, unsent_target
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float
 from smartpay.transitions import Change, TransitionResult, transition_many
@@ -64,14 +64,6 @@ class Checked:
     unanswered: set[str] = field(default_factory=set)  # may not be sent, and Buffr did not answer
     unpayable: dict[str, str] = field(default_factory=dict)  # may not be sent: why
     settled: list[TransitionResult] = field(default_factory=list)
-
-
-def unsent_target(beneficiary_status: str | None) -> VoucherStatus | None:
-    """Where a pending voucher Buffr never received goes when its beneficiary may not be paid:
-    the lifecycle's ineligible target if it can go there from pending (forward only), else
-    nowhere (None: a suspended beneficiary's stays pending, unsent, looked up again later)."""
-    target = ineligible_target(beneficiary_status or "")
-    return target if can_move(VoucherStatus.PENDING, target) else None
 
 
 def _found(voucher_id: str, result: buffr.BuffrResult) -> Change:
