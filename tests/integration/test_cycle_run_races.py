@@ -61,6 +61,19 @@ def _approve(runs: Any, cycle: str) -> None:
                          _caller(runs.service, "checker"))
 
 
+def _approved(runs: Any, pg: psycopg.Connection[Any], cycle: str, n: int) -> str:
+    """A run of ``n`` fresh vouchers, prepared and approved: its chunk's message is on the queue."""
+    _seed(pg, n, cycle)
+    run_id = _prepare(runs, cycle)
+    _approve(runs, cycle)
+    return run_id
+
+
+def _first(pg: psycopg.Connection[Any], cycle: str) -> dict[str, Any]:
+    return pg.execute("SELECT id::text, beneficiary_id, amount_cents FROM vouchers WHERE cycle = %s ORDER BY id "
+                      "LIMIT 1", (cycle,)).fetchone()
+
+
 def _record(pg: psycopg.Connection[Any], run_id: str, chunk_no: int = 0) -> SQSRecord:
     """The chunk's current message, as SQS hands it to the consumer."""
     token = pg.execute("SELECT token::text FROM cycle_run_chunks WHERE run_id = %s AND chunk_no = %s",
@@ -116,9 +129,7 @@ def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: ps
                                                                 local_stack: Any,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     cycle = "2027-02"
-    _seed(pg, 5, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
+    run_id = _approved(runs, pg, cycle, 5)
     runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))
     record = _record(pg, run_id)
     original = runs.repository.park
@@ -141,11 +152,9 @@ def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: ps
     assert _actions(pg, run_id) == ["prepared", "approved", "enqueued", "paused", "resumed", "completed"]
 
 
-def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psycopg.Connection[Any]) -> None:
+def test_the_database_refuses_a_parked_chunk_in_a_running_run_and_a_run_resumed_by_no_one(runs: Any, pg: psycopg.Connection[Any]) -> None:
     cycle = "2027-03"
-    _seed(pg, 3, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
+    run_id = _approved(runs, pg, cycle, 3)
     assert _run(pg, run_id)["status"] == "running"
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE cycle_run_chunks SET state = 'parked' WHERE run_id = %s", (run_id,))
@@ -154,6 +163,11 @@ def test_the_database_refuses_a_parked_chunk_in_a_running_run(runs: Any, pg: psy
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE cycle_runs SET status = 'running' WHERE id = %s", (run_id,))
     assert _chunks(pg, run_id) == ["parked"] and _run(pg, run_id)["status"] == "paused"
+    pg.execute("UPDATE cycle_run_chunks SET state = 'planned' WHERE run_id = %s", (run_id,))
+    with pytest.raises(psycopg.errors.CheckViolation, match="only through a resume"):
+        pg.execute("UPDATE cycle_runs SET status = 'enqueuing' WHERE id = %s", (run_id,))  # no resumed event
+    runs.service.resume(PROGRAMME, cycle, _caller(runs.service, "operator"))
+    assert _run(pg, run_id)["status"] == "running"
 
 
 # --- a run always finishes -------------------------------------------------------------------------
@@ -169,11 +183,8 @@ def test_a_pending_voucher_of_a_beneficiary_who_died_is_cancelled_and_the_run_co
         runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")  # the claim is old enough to ask Buffr about it
     cycle = "2027-04"
-    _seed(pg, 5, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
-    dead = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
-                      (cycle,)).fetchone()
+    run_id = _approved(runs, pg, cycle, 5)
+    dead = _first(pg, cycle)
     _claim_without_sending(pg, dead["id"], run_id)
     pg.execute("UPDATE beneficiaries SET status = 'deceased' WHERE id = %s", (dead["beneficiary_id"],))
 
@@ -206,11 +217,8 @@ def test_a_pending_voucher_that_may_not_be_sent_never_holds_its_run_open(
         settled: str) -> None:
     monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")
     cycle = "2027-09"
-    _seed(pg, 3, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
-    v = pg.execute("SELECT id::text, beneficiary_id FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
-                   (cycle,)).fetchone()
+    run_id = _approved(runs, pg, cycle, 3)
+    v = _first(pg, cycle)
     _claim_without_sending(pg, v["id"], run_id)
     pg.execute(change, {"b": v["beneficiary_id"], "v": v["id"]})
     runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
@@ -224,11 +232,8 @@ def test_a_pending_voucher_buffr_credited_is_recorded_active_not_sent_again(
         runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUFFR_RESEND_GRACE_S", "0")
     cycle = "2027-10"
-    _seed(pg, 2, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
-    v = pg.execute("SELECT id::text, amount_cents FROM vouchers WHERE cycle = %s ORDER BY id LIMIT 1",
-                   (cycle,)).fetchone()
+    run_id = _approved(runs, pg, cycle, 2)
+    v = _first(pg, cycle)
     _claim_without_sending(pg, v["id"], run_id)
     local_stack.buffr.load([{"voucher_id": v["id"], "amount": v["amount_cents"], "status": "active"}])  # it got there
     runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
@@ -242,9 +247,7 @@ def test_a_pending_voucher_buffr_credited_is_recorded_active_not_sent_again(
 def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: psycopg.Connection[Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cycle = "2027-11"
-    _seed(pg, 2, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
+    run_id = _approved(runs, pg, cycle, 2)
     original = runs.repository.audit
 
     def audit_fails(conn: Any, rid: str, action: str, **kw: Any) -> None:
@@ -266,9 +269,7 @@ def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: ps
 def _timed_out_after_credit(runs: Any, pg: psycopg.Connection[Any], sim: Any, cycle: str, n: int) -> str:
     """A run whose every first call credited at Buffr but timed out: all ``n`` stay pending."""
     sim.configure(timeout_rate=1.0, timeout_after_credit=True, hang_ms=2500, key_retention_s=5)
-    _seed(pg, n, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
+    run_id = _approved(runs, pg, cycle, n)
     with pytest.raises(runs.consumer.ChunkNotSettled):
         runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
     assert _statuses(pg, cycle) == {"pending": n} and sim.stats()["credits"] == n
@@ -314,9 +315,7 @@ def test_a_run_is_cancelled_only_when_paused_and_only_by_another_principal(runs:
     from smartpay.errors import Conflict, Forbidden
 
     cycle = "2027-07"
-    _seed(pg, 3, cycle)
-    run_id = _prepare(runs, cycle)
-    _approve(runs, cycle)
+    run_id = _approved(runs, pg, cycle, 3)
     with pytest.raises(Conflict):  # running: pause first
         runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, "checker"))
     runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))

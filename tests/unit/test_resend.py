@@ -43,7 +43,7 @@ class _Lookups:
     def __init__(self, answers: dict[str, BuffrResult]) -> None:
         self.answers, self.asked = answers, []
 
-    def status_many(self, ids: list[str], *, deadline: float) -> list[BuffrResult]:
+    def status_many(self, ids: list[str], *, deadline: float, pacer: Any = None) -> list[BuffrResult]:
         self.asked.extend(ids)
         return [self.answers[i] for i in ids]
 

@@ -30,7 +30,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from smartpay import buffr
-from smartpay.lifecycle import VoucherStatus, can_move, ineligible_target
+from smartpay.lifecycle import VoucherStatus, unsent_target
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float
 from smartpay.transitions import Change, TransitionResult, transition_many
@@ -66,14 +66,6 @@ class Checked:
     settled: list[TransitionResult] = field(default_factory=list)
 
 
-def unsent_target(beneficiary_status: str | None) -> VoucherStatus | None:
-    """Where a pending voucher Buffr never received goes when its beneficiary may not be paid:
-    the lifecycle's ineligible target if it can go there from pending (forward only), else
-    nowhere (None: a suspended beneficiary's stays pending, unsent, looked up again later)."""
-    target = ineligible_target(beneficiary_status or "")
-    return target if can_move(VoucherStatus.PENDING, target) else None
-
-
 def _found(voucher_id: str, result: buffr.BuffrResult) -> Change:
     seen = str(result.body.get("status") or "")
     target = VoucherStatus(seen) if seen in BUFFR_STATUSES else VoucherStatus.ACTIVE
@@ -105,9 +97,10 @@ def decide(row: tuple[str, bool, bool, str | None, str | None], result: buffr.Bu
 
 
 def before_resend(conn: psycopg.Connection[Any], voucher_ids: Iterable[str], *, deadline: float,
-                  reference: str, source: str = "disburse") -> Checked:
+                  reference: str, source: str = "disburse", pacer: buffr.Pacer | None = None) -> Checked:
     """Look up the pending vouchers among these that are past the grace period (or may not be
-    sent), record what Buffr says, and say which not to send now (see the module's rules)."""
+    sent), record what Buffr says, and say which not to send now (see the module's rules).
+    ``pacer``: the sender's, so lookups and sends share its rate."""
     ids = list(voucher_ids)
     out = Checked()
     if not ids:
@@ -117,7 +110,8 @@ def before_resend(conn: psycopg.Connection[Any], voucher_ids: Iterable[str], *, 
         return out
     out.pending = {r[0] for r in rows}
     due = [r for r in rows if r[1]]
-    answers = {r.voucher_id: r for r in buffr.client().status_many([r[0] for r in due], deadline=deadline)} if due else {}
+    answers = {r.voucher_id: r for r in buffr.client().status_many([r[0] for r in due], deadline=deadline,
+                                                                    pacer=pacer)} if due else {}
     changes = []
     for row in rows:
         change, verdict = decide(row, answers.get(row[0]) if row[1] else None)
@@ -139,8 +133,8 @@ def before_resend(conn: psycopg.Connection[Any], voucher_ids: Iterable[str], *, 
     return out
 
 
-def confirm_rejections(results: list[buffr.BuffrResult], pending: set[str], *,
-                       deadline: float) -> list[buffr.BuffrResult]:
+def confirm_rejections(results: list[buffr.BuffrResult], pending: set[str], *, deadline: float,
+                       pacer: buffr.Pacer | None = None) -> list[buffr.BuffrResult]:
     """Buffr's rejections that may follow a lost success (the voucher was already pending, or an
     earlier attempt of this call got no answer) replaced by what a lookup says: Buffr has it →
     accepted (its delivery id); unknown → the rejection stands; no answer → unavailable (pending)."""
@@ -148,7 +142,7 @@ def confirm_rejections(results: list[buffr.BuffrResult], pending: set[str], *,
     if not doubtful:
         return results
     answers = {a.voucher_id: a for a in buffr.client().status_many([r.voucher_id for r in doubtful],
-                                                                    deadline=deadline)}
+                                                                    deadline=deadline, pacer=pacer)}
     confirmed = {}
     for r in doubtful:
         a = answers[r.voucher_id]

@@ -126,7 +126,7 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
     # whether it has them, so the run finishes whatever it says (smartpay.resend).
     sendable = {r[0] for r in rows}
     unsendable = resend.before_resend(conn, [v for v in ids if v not in sendable], deadline=deadline,
-                                      reference=reference_of(run_id))
+                                      reference=reference_of(run_id), pacer=_container_pacer(rate))
     checked = [0.0, True]
 
     def keep_claiming() -> bool:

@@ -197,7 +197,7 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     Pending vouchers go through :func:`smartpay.resend.before_resend` first (looked up at Buffr
     past the grace period; reported, not sent, when Buffr has them or they may not be paid).
     """
-    checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference)  # Buffr's keys age
+    checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference, pacer=pacer)
     with ExitStack() as stack:
         spare = db.spare_autocommit(stack)
         helper = stack.enter_context(ThreadPoolExecutor(1, "batch-settle")) if spare is not None else None
@@ -299,7 +299,7 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             except queue.Empty:
                 break
         outstanding -= len(results)
-        results = resend.confirm_rejections(results, pending, deadline=deadline)
+        results = resend.confirm_rejections(results, pending, deadline=deadline, pacer=pacer)
     out.not_attempted = list(todo)
     return out
 

@@ -2,7 +2,8 @@
 --
 -- 1. No chunk is parked while its run is running: a chunk is parked only while its run is not
 --    (the run row is read under a share lock, as pause and resume take it), and a run starts
---    running again only once its parked chunks are planned again (resume does both).
+--    running again only once its parked chunks are planned again (resume does both), and only
+--    through a resume.
 CREATE FUNCTION cycle_run_chunks_park_check() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM cycle_runs r WHERE r.id = NEW.run_id AND r.status IN ('enqueuing', 'running')
@@ -29,6 +30,26 @@ $$;
 CREATE TRIGGER cycle_runs_no_parked_chunks BEFORE UPDATE OF status ON cycle_runs FOR EACH ROW
     WHEN (NEW.status IN ('enqueuing', 'running') AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION cycle_runs_run_check();
+
+-- A paused run runs again only through a resume: at commit, a 'resumed' event of the run must
+-- follow its last 'paused' one (deferred, so the event may be written before or after the move).
+CREATE FUNCTION cycle_runs_resumed_check() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cycle_run_events e
+                    WHERE e.run_id = NEW.id AND e.action = 'resumed'
+                      AND e.id > coalesce((SELECT max(p.id) FROM cycle_run_events p
+                                            WHERE p.run_id = NEW.id AND p.action = 'paused'), 0)) THEN
+        RAISE EXCEPTION 'cycle run % may leave paused only through a resume (no resumed event)', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE CONSTRAINT TRIGGER cycle_runs_resumed AFTER UPDATE OF status ON cycle_runs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status = 'paused' AND NEW.status IN ('enqueuing', 'running'))
+    EXECUTE FUNCTION cycle_runs_resumed_check();
 
 -- 2. A run can be cancelled once paused (four eyes, like approval): the canceller is recorded.
 ALTER TABLE cycle_runs ADD COLUMN canceller_principal text, ADD COLUMN canceller_key_id text,
