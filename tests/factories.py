@@ -56,11 +56,6 @@ def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, **overrides: Any
     )
     if row["status"] != "issued":
         conn.execute("UPDATE vouchers SET status = %(status)s WHERE id = %(id)s", row)
-    conn.execute(
-        "INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-        "VALUES (%s, NULL, 'issued', 'operator', 'test')",
-        (row["id"],),
-    )
     return row
 
 

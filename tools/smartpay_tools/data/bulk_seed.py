@@ -19,13 +19,13 @@ WITH b AS (
            (ARRAY['Oshana', 'Khomas', 'Kavango East'])[1 + i %% 3], %(programme)s
       FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS i
     RETURNING id),
+ctx AS MATERIALIZED (  -- the 'issued' audit rows the database writes
+    SELECT set_config('smartpay.source', 'operator', true), set_config('smartpay.reference', %(reference)s, true)),
 v AS (
     INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-    SELECT id, %(programme)s, %(cycle)s, %(amount)s, now() + interval '30 days' FROM b
+    SELECT id, %(programme)s, %(cycle)s, %(amount)s, now() + interval '30 days' FROM b, ctx
     RETURNING id)
-INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-SELECT id, NULL, 'issued', 'operator', %(reference)s FROM v
-RETURNING voucher_id
+SELECT id AS voucher_id FROM v
 """
 
 

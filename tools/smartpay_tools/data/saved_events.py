@@ -72,10 +72,11 @@ _PATH = {"issued": [], "pending": ["pending"], "active": ["pending", "active"]}
 
 def seed(conninfo: str) -> dict[str, int]:
     """Insert what is missing (as the schema owner); returns how many rows were added."""
-    from smartpay.transitions import record_issues, transition
+    from smartpay.transitions import audit_as, transition
 
     added = {"beneficiaries": 0, "vouchers": 0, "runs": 0, "cycle_runs": 0}
     with psycopg.connect(conninfo) as conn, conn.transaction():
+        audit_as(conn, source="operator", reference=REFERENCE)  # the 'issued' rows the database writes
         for person in PEOPLE:
             added["beneficiaries"] += conn.execute(
                 """INSERT INTO beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme, status)
@@ -90,7 +91,6 @@ def seed(conninfo: str) -> dict[str, int]:
             if not fresh:
                 continue
             added["vouchers"] += 1
-            record_issues(conn, [voucher.id], source="operator", reference=REFERENCE)
             for step in _PATH[voucher.status]:
                 result = transition(conn, voucher.id, step, source="operator", reference=REFERENCE,
                                     delivery_id=f"seed_{voucher.id[-4:]}" if step == "pending" else None)

@@ -145,9 +145,7 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
         metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
         raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
                               + (" (deadline)" if sent.stopped_early else ""))
-    if repository.finish_chunk(conn, run_id, chunk_no, token):
-        repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                         to_status="completed", reference=record.message_id)
+    if repository.finish_chunk(conn, run_id, chunk_no, token, reference=record.message_id):
         logger.info("cycle run completed")
         metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
 
