@@ -31,7 +31,7 @@ from disburse import service as disburse_service
 from disburse.cycle_run import repository
 from disburse.cycle_run.models import ChunkMessage
 from disburse.cycle_run.service import reference_of
-from smartpay import buffr, db
+from smartpay import anchors, buffr, db
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float, env_int
 
@@ -146,6 +146,7 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
         raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
                               + (" (deadline)" if sent.stopped_early else ""))
     if repository.finish_chunk(conn, run_id, chunk_no, token, reference=record.message_id):
+        anchors.write_after(conn, kind="cycle-run", reference=run_id)
         logger.info("cycle run completed")
         metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
 

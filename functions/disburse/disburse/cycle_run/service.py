@@ -32,7 +32,7 @@ from disburse.cycle_run.models import (
     Progress,
     RegionTotal,
 )
-from smartpay import db
+from smartpay import anchors, db
 from smartpay.errors import Conflict, Forbidden, NotFound, ProblemError, Unprocessable
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_int
@@ -249,8 +249,8 @@ def enqueue(run_id: str, caller: Caller) -> int:
             status_now = "running"
         # The last chunk may have finished while the run was still enqueuing (or paused): the
         # consumer completes only a running run, so the run is completed here then.
-        if status_now == "running":
-            repository.complete_if_done(conn, run_id, reference=caller.reference)
+        if status_now == "running" and repository.complete_if_done(conn, run_id, reference=caller.reference):
+            anchors.write_after(conn, kind="cycle-run", reference=run_id)
     if sent_total:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
