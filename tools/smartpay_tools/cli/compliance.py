@@ -69,6 +69,8 @@ def add_audit_command(command: Any, url_factory: Any) -> None:
     v.add_argument("--anchors", action="store_true",
                    help="also compare every anchor in the anchor bucket (S3, Object Lock) with the heads "
                         "recomputed as of its row: catches history rewritten with every later hash recomputed")
+    v.add_argument("--anchors-since", metavar="WHEN",
+                   help="with --anchors: only anchors written since (ISO-8601, or 90m / 6h / 3d)")
     v.add_argument("--anchor-bucket", metavar="BUCKET",
                    help="the anchor bucket (default: $AUDIT_ANCHOR_BUCKET; endpoint: $AWS_ENDPOINT_URL)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -94,8 +96,9 @@ def cmd_audit_verify(args: argparse.Namespace, url: str, stop: Any = None) -> in
 
     try:
         since = parse_since(args.since) if args.since else None
+        anchors_since = parse_since(args.anchors_since) if getattr(args, "anchors_since", None) else None
     except ValueError:
-        print(f"error: --since {args.since!r} is not ISO-8601 nor 90m / 6h / 3d", file=sys.stderr)
+        print("error: --since / --anchors-since take ISO-8601 or 90m / 6h / 3d", file=sys.stderr)
         return EXIT_USAGE
     use_anchors = bool(getattr(args, "anchors", False))
     checked = None
@@ -106,6 +109,8 @@ def cmd_audit_verify(args: argparse.Namespace, url: str, stop: Any = None) -> in
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
+            if anchors_since is not None:
+                found = [a for a in found if datetime.fromisoformat(a["written_at"]) >= anchors_since]
         with psycopg.connect(auditor_url(url), autocommit=True) as conn:
             result = audit_chain.verify(conn, programme=args.programme, cycle=args.cycle, since=since,
                                         upto=args.upto)
