@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from smartpay import anchors
+from smartpay import anchors, compliance, compliance_render
 from smartpay_tools.cli import main
 from smartpay_tools.local.scheduler import scheduled_event
 from tests.fixtures_reconcile import at_buffr, seed_vouchers
@@ -76,6 +76,11 @@ def test_a_rewritten_history_passes_verify_but_not_verify_anchors(local_stack, p
     verify = ["--database-url", pg_url, "audit", "verify", "--anchors", "--anchors-since", started.isoformat()]
     assert main(verify) == 0
     assert f"latest {anchor['key']}" in capsys.readouterr().out
+    report = compliance.report(pg, "old_age", "2026-11", anchors=written)
+    assert report["anchors"]["latest_verified"]["key"] == anchor["key"]
+    assert compliance.checks(report)["latest anchor agrees"]
+    assert f"latest verified anchor {anchor['key']} (up to row {anchor['upto_event_id']}" in \
+        compliance_render.to_text(report)
 
     _rewrite_history(pg, ids[0])
     assert main(["--database-url", pg_url, "audit", "verify"]) == 0  # its limit: a consistent rewrite passes
@@ -84,3 +89,7 @@ def test_a_rewritten_history_passes_verify_but_not_verify_anchors(local_stack, p
     err = capsys.readouterr().err
     assert f"anchors DISAGREE: s3://{bucket}/{anchor['key']} (up to row {anchor['upto_event_id']}" in err
     assert "old_age 2026-11" in err
+    report = compliance.report(pg, "old_age", "2026-11", anchors=written)
+    assert report["audit_chain"]["ok"] and report["anchors"]["latest_verified"] is None
+    assert not compliance.checks(report)["latest anchor agrees"]
+    assert "anchors: none of 1 verifies; 1 newer DISAGREE" in compliance_render.to_text(report)

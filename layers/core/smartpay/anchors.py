@@ -170,3 +170,19 @@ def write_after(conn: psycopg.Connection[Any], *, kind: str, reference: str) -> 
         logger.exception("audit anchor not written", extra={"kind": kind, "reference": reference})
         metrics.add_metric(name="AuditAnchorFailed", unit="Count", value=1)
         return None
+
+
+def latest_verified(conn: psycopg.Connection[Any], anchors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest anchor that agrees with the heads recomputed now, walking back from the newest
+    (an edit to any row it covers changes that voucher's later hashes, so one anchor that agrees
+    vouches for every row up to it), and how many newer ones disagree."""
+    newer_disagreeing = 0
+    for anchor in reversed(anchors):
+        now = heads(conn, int(anchor["upto_event_id"]))
+        if now.global_head == anchor["global"] and now.cycles == anchor.get("cycles", {}):
+            return {"configured": True, "anchors": len(anchors), "newer_disagreeing": newer_disagreeing,
+                    "latest_verified": {k: anchor[k] for k in ("key", "upto_event_id", "written_at", "global")}
+                    | {"cycles": anchor.get("cycles", {})}}
+        newer_disagreeing += 1
+    return {"configured": True, "anchors": len(anchors), "newer_disagreeing": newer_disagreeing,
+            "latest_verified": None}

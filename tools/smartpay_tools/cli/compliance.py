@@ -77,8 +77,9 @@ def add_audit_command(command: Any, url_factory: Any) -> None:
     v.set_defaults(func=lambda args: cmd_audit_verify(args, *url_factory(args)))
 
 
-def read_anchors(bucket: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """(bucket, every anchor in it); the bucket from the argument or $AUDIT_ANCHOR_BUCKET."""
+def read_anchors(bucket: str | None, client: Any = None) -> tuple[str, list[dict[str, Any]]]:
+    """(bucket, every anchor in it); the bucket from the argument or $AUDIT_ANCHOR_BUCKET, the
+    endpoint from the environment ($AWS_ENDPOINT_URL: the local stack's moto) unless ``client``."""
     import os
 
     from smartpay import anchors
@@ -86,7 +87,7 @@ def read_anchors(bucket: str | None) -> tuple[str, list[dict[str, Any]]]:
     bucket = bucket or os.environ.get("AUDIT_ANCHOR_BUCKET", "")
     if not bucket:
         raise ValueError("no anchor bucket: pass --anchor-bucket or set AUDIT_ANCHOR_BUCKET")
-    return bucket, anchors.read_all(anchors.s3_client(), bucket)
+    return bucket, anchors.read_all(client or anchors.s3_client(), bucket)
 
 
 def cmd_audit_verify(args: argparse.Namespace, url: str, stop: Any = None) -> int:
@@ -105,7 +106,7 @@ def cmd_audit_verify(args: argparse.Namespace, url: str, stop: Any = None) -> in
     try:
         if use_anchors:
             try:
-                bucket, found = read_anchors(getattr(args, "anchor_bucket", None))
+                bucket, found = read_anchors(getattr(args, "anchor_bucket", None), getattr(args, "s3", None))
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
@@ -153,6 +154,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "hit rates (repeatable)")
     p.add_argument("--cloudwatch", action="store_true",
                    help="with --compliance: read the idempotency hit rates from CloudWatch (deployed stack)")
+    p.add_argument("--anchor-bucket", metavar="BUCKET",
+                   help="with --compliance: name the latest audit anchor of this bucket the database agrees "
+                        "with (default: $AUDIT_ANCHOR_BUCKET; none: the report says no bucket is configured)")
 
 
 def cmd_report(args: argparse.Namespace, url: str, stop: Any = None) -> int:
@@ -175,9 +179,14 @@ def cmd_report(args: argparse.Namespace, url: str, stop: Any = None) -> int:
         import boto3
 
         metrics = compliance.cloudwatch_totals(boto3.client("cloudwatch"), NAMESPACE, compliance.ROUTE_SERVICES)
+    import os
+
+    found = None
+    if getattr(args, "anchor_bucket", None) or os.environ.get("AUDIT_ANCHOR_BUCKET"):
+        found = read_anchors(getattr(args, "anchor_bucket", None))[1]
     try:
         with psycopg.connect(auditor_url(url), autocommit=True) as conn:
-            report = compliance.report(conn, args.programme, args.cycle, metrics=metrics)
+            report = compliance.report(conn, args.programme, args.cycle, metrics=metrics, anchors=found)
     finally:
         if stop:
             stop()
