@@ -102,13 +102,19 @@ def seed(conninfo: str) -> dict[str, int]:
         added["runs"] = conn.execute(
             """INSERT INTO reconciliation_runs (id, mode, status, finished_at)
                VALUES (%s, 'full', 'completed', now()) ON CONFLICT DO NOTHING""", (REPORT_RUN_ID,)).rowcount
+        # born awaiting approval (the database refuses anything else; its events are the database's),
+        # then expired unapproved
+        conn.execute("SELECT set_config('smartpay.actor', 'operator', true), "
+                     "set_config('smartpay.actor_key', 'operator-local', true)")
         added["cycle_runs"] = conn.execute(
-            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
                                        total_amount_cents, chunk_size, maker_principal, maker_key_id,
                                        prepared_at, expires_at)
-               VALUES (%s, 'old_age', '2026-10', %s, 'expired', repeat('0', 64), 1, 140000, 500, 'operator',
+               VALUES (%s, 'old_age', '2026-10', %s, repeat('0', 64), 1, 140000, 500, 'operator',
                        'operator-local', now() - interval '2 days', now() - interval '1 day')
                ON CONFLICT DO NOTHING""", (CYCLE_RUN_ID, REFERENCE)).rowcount
+        conn.execute("UPDATE cycle_runs SET status = 'expired', finished_at = now() "
+                     "WHERE id = %s AND status = 'awaiting_approval'", (CYCLE_RUN_ID,))
     return added
 
 
