@@ -198,8 +198,9 @@ def transition_many(
 
     Each change is decided by the lifecycle table exactly as a single transition would be;
     the applied ones are updated and audited in the same statement, so a batch of N costs the
-    database one lock scan, one UPDATE and one INSERT, and the caller one round trip however
-    large N is. Results are in input order.
+    database one lock scan, one UPDATE and one call of the audit trigger (one INSERT of N rows),
+    and the caller one round trip however large N is. Results are in input order. A redemption's
+    ``amount_cents`` other than the voucher's adds an ``amount mismatch`` review reason.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
