@@ -69,6 +69,19 @@ def test_a_role_cannot_change_a_voucher_without_an_audit_row(connect_as: Any, pg
     assert audit_chain.verify(pg).ok
 
 
+@pytest.mark.parametrize("role, foreign", [("smartpay_webhook", "reconcile"), ("smartpay_reconcile", "operator"),
+                                           ("smartpay_disburse", "webhook")])
+def test_a_role_names_only_its_own_source(connect_as: Any, pg: psycopg.Connection[Any], role: str,
+                                          foreign: str) -> None:
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"], status="pending")["id"]
+    conn = _as(connect_as, role)
+    conn.execute("SELECT set_config('smartpay.source', %s, false)", (foreign,))
+    with pytest.raises(REFUSED, match=f"the audit source {foreign} is not {role}'s"):
+        conn.execute("UPDATE vouchers SET buffr_delivery_id = 'dlv_forged' WHERE id = %s", (v,))
+    conn.rollback()
+    assert [t[1] for t in _trail(pg, v)] == ["issued", "pending"]
+
+
 def test_detail_is_per_voucher_and_used_once(pg: psycopg.Connection[Any]) -> None:
     v, w = (factories.voucher(pg, factories.beneficiary(pg)["id"], status="pending")["id"] for _ in range(2))
     with pg.transaction():

@@ -6,6 +6,7 @@
 --    transaction with set_config(..., true):
 --      smartpay.source     required (disburse, webhook, reconcile, operator, registry): a change
 --                          without it is refused, so no audit row is ever written without a source;
+--                          a function's role may name only its own (disburse: disburse, operator);
 --      smartpay.reference  optional;
 --      smartpay.detail     optional, a JSON object {voucher id: detail}; read and cleared by the
 --                          trigger, so one statement's details never reach the next one's rows.
@@ -44,6 +45,15 @@ BEGIN
           WHERE (o.status, o.review_reason, o.buffr_delivery_id, o.amount_cents)
                 IS DISTINCT FROM (n.status, n.review_reason, n.buffr_delivery_id, n.amount_cents)
           LIMIT 1;
+    END IF;
+    -- A function's role names only its own sources (an issue through the API is the operator's).
+    IF src IS NOT NULL AND NOT src = ANY (CASE session_user::text
+            WHEN 'smartpay_disburse' THEN ARRAY['disburse', 'operator']
+            WHEN 'smartpay_webhook' THEN ARRAY['webhook']
+            WHEN 'smartpay_reconcile' THEN ARRAY['reconcile']
+            ELSE ARRAY[src] END) THEN
+        RAISE EXCEPTION 'the audit source % is not %''s', src, session_user
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF src IS NULL THEN
         IF FOUND THEN
