@@ -60,11 +60,6 @@ def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, *, claimable: bo
         in_run(conn, [row["id"]], programme=row["programme"], cycle=row["cycle"])
     if row["status"] != "issued":
         conn.execute("UPDATE vouchers SET status = %(status)s WHERE id = %(id)s", row)
-    conn.execute(
-        "INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-        "VALUES (%s, NULL, 'issued', 'operator', 'test')",
-        (row["id"],),
-    )
     return row
 
 

@@ -90,8 +90,6 @@ def seed_vouchers(pg: psycopg.Connection[Any], n: int, *, status: str = "active"
                             WHERE id = ANY(%s::uuid[])""",
                         (status, _ago(age_seconds), status == "pending", ids))
         _seeded += n
-        cur.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-                    "SELECT id, NULL, 'issued', 'operator', 'seed' FROM unnest(%s::uuid[]) AS id", (ids,))
     return ids
 
 

@@ -233,7 +233,8 @@ def test_a_cycle_started_twice_with_one_key_is_one_run_sending_each_voucher_once
     assert factories.count(pg, "SELECT count(*) FROM cycle_runs WHERE cycle = %s", cycle) == 1
     assert factories.count(pg, "SELECT count(*) FROM cycle_run_chunks WHERE sends <> 1") == 0
     assert [(e["action"], e["principal"]) for e in _events(pg, first["run_id"])] == [
-        ("prepared", "operator"), ("approved", "supervisor"), ("enqueued", "supervisor"), ("completed", "system")]
+        ("prepared", "operator"), ("approved", "supervisor"), ("enqueuing", "supervisor"), ("enqueued", "supervisor"),
+        ("completed", "system")]
     approved = _events(pg, first["run_id"])[1]["detail"]
     assert approved["maker_principal"] == "operator" and approved["checker_principal"] == "supervisor"
     # every voucher's audit row names the run that sent it

@@ -132,7 +132,15 @@ def test_redeemed_amount_mismatch_applies_with_a_reason(webhook, pg, voucher) ->
     v = voucher["id"]
     r = webhook.deliver(payload("voucher.redeemed", v, delivery_id="b", amount_cents=1, channel="wallet"))
     assert r.body["outcome"] == "applied"
-    assert pg.execute("SELECT reason FROM webhook_events").fetchone()["reason"].startswith("amount mismatch")
+    reason = "amount mismatch: Buffr reported 1, voucher is 140000"
+    assert pg.execute("SELECT reason FROM webhook_events").fetchone()["reason"] == reason
+    # flagged for review on the voucher, and the audit row (written by the database) says so
+    assert pg.execute("SELECT status, review_reason FROM vouchers WHERE id = %s", (v,)).fetchone() == {
+        "status": "redeemed", "review_reason": reason}
+    last = pg.execute("SELECT from_status, to_status, source, detail FROM voucher_events WHERE voucher_id = %s "
+                      "ORDER BY id DESC LIMIT 1", (v,)).fetchone()
+    assert (last["from_status"], last["to_status"], last["source"]) == ("pending", "redeemed", "webhook")
+    assert last["detail"]["review_reason"] == reason and last["detail"]["amount_cents"] == 1
 
 
 def _unchanged(pg, voucher_id: str) -> None:

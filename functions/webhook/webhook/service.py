@@ -20,7 +20,7 @@ from smartpay.api import header
 from smartpay.errors import NotFound, Unauthenticated
 from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import secret
-from smartpay.transitions import transition
+from smartpay.transitions import TransitionResult, transition
 from webhook import repository
 from webhook.models import KINDS, Envelope, EventData, RedeemedData, event_type
 
@@ -94,9 +94,10 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
             conn, voucher_id, kind.target, source="webhook", reference=webhook_id,
             detail=_detail(type_, event), delivery_id=event.delivery_id,
             failure_reason=getattr(event, "reason", None) if kind.target == "failed" else None,
+            amount_cents=event.amount_cents if isinstance(event, RedeemedData) else None,
         )
         outcome = "rejected" if result.outcome == "not_found" else result.outcome
-        reason = _reason(conn, result.outcome, result.from_status, event, voucher_id)
+        reason = _reason(result, event)
         repository.record(conn, **log, voucher_id=voucher_id, delivery_id=event.delivery_id,
                           occurred_at=event.occurred_at, outcome=outcome, reason=reason)
     logger.info(f"webhook {outcome}", extra={"type": type_, "from_status": result.from_status,
@@ -108,18 +109,20 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
     return _reply(webhook_id, type_, outcome, voucher_id, status, result.review_reason)
 
 
-def _reason(conn: Any, outcome: str, current: str | None, event: EventData, voucher_id: str) -> str | None:
-    if outcome == "not_found":
+def _reason(result: TransitionResult, event: EventData) -> str | None:
+    """The log row's reason. A redemption of another amount than the voucher's is applied and
+    flagged for review by the transition itself (review_reason and its audit row)."""
+    if result.outcome == "not_found":
         return "unknown voucher"
-    if outcome == "stale":
-        return f"voucher is already {current}"
-    if outcome == "applied" and isinstance(event, RedeemedData):
-        amount = repository.voucher_amount(conn, voucher_id)
-        if amount is not None and amount != event.amount_cents:
-            metrics.add_metric(name="WebhookAmountMismatch", unit="Count", value=1)
-            logger.warning("redeemed amount differs from the voucher",
-                           extra={"voucher_amount_cents": amount, "reported_amount_cents": event.amount_cents})
-            return f"amount mismatch: Buffr reported {event.amount_cents}, voucher is {amount}"
+    if result.outcome == "stale":
+        return f"voucher is already {result.from_status}"
+    mismatch = next((part for part in (result.review_reason or "").split("; ") if part.startswith("amount mismatch")),
+                    None)
+    if result.applied and mismatch:
+        metrics.add_metric(name="WebhookAmountMismatch", unit="Count", value=1)
+        logger.warning("redeemed amount differs from the voucher",
+                       extra={"reported_amount_cents": getattr(event, "amount_cents", None)})
+        return mismatch
     return None
 
 

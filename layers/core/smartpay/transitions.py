@@ -2,7 +2,10 @@
 
 Every writer (disburse, webhook, reconcile, operator) calls :func:`transition` inside its own
 transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two concurrent writers are
-serialised; the lifecycle table decides; the update and its audit row commit together.
+serialised; the lifecycle table decides; the update and its audit row commit together. The audit row
+is written by the database (the ``vouchers`` trigger of migration 0016) from the source, reference
+and detail the statement sets for its transaction (``smartpay.source``, ``smartpay.reference``,
+``smartpay.detail``): no role may write one itself, nor change a voucher without one.
 
 A move to ``pending`` is a payment (the voucher goes to Buffr next), so it is decided on the
 beneficiary's eligibility too, in the same statement (``smartpay_ineligibility``, the one rule):
@@ -69,6 +72,8 @@ class Change:
     delivery_id: str | None = None
     failure_reason: str | None = None
     detail: dict[str, Any] | None = None
+    #: What Buffr reported the voucher's amount to be (a redemption): a different amount flags it for review.
+    amount_cents: int | None = None
 
 
 def transition(
@@ -81,17 +86,19 @@ def transition(
     detail: dict[str, Any] | None = None,
     delivery_id: str | None = None,
     failure_reason: str | None = None,
+    amount_cents: int | None = None,
 ) -> TransitionResult:
     """Move one voucher towards ``target`` if the lifecycle allows it; audit it in the same transaction."""
-    change = Change(str(voucher_id), target, delivery_id, failure_reason, detail)
+    change = Change(str(voucher_id), target, delivery_id, failure_reason, detail, amount_cents)
     return transition_many(conn, [change], source=source, reference=reference)[0]
 
 
 # One statement: lock the rows (in id order, so two batches cannot deadlock), decide each change
 # by the lifecycle table (its decisions written into the statement once, at import, as
 # literals: nothing to send or parse per call), update the applied ones and write their audit
-# rows. Locking re-reads a row a concurrent writer just committed (READ COMMITTED), so decisions
-# are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
+# rows (``ctx`` hands the database the source, reference and each row's detail; the vouchers
+# trigger writes the rows as the statement ends). Locking re-reads a row a concurrent writer just
+# committed (READ COMMITTED), so decisions are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
 # FOR NO KEY UPDATE (what an UPDATE of non-key columns takes anyway): writers still queue behind
 # one another, but a foreign-key check (reconciliation records, webhook rows referencing a
 # voucher) never waits on a transition, so no deadlock between a batch and such a transaction.
@@ -100,27 +107,31 @@ def transition(
 _TEMPLATE = """
 WITH req AS (
     SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb)
-        AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb)
+        AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb, amount bigint)
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
-    SELECT v.id, v.status, v.beneficiary_id, v.programme, v.expires_at
+    SELECT v.id, v.status, v.beneficiary_id, v.programme, v.expires_at, v.amount_cents
       FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
 ){runs}, gated AS (
     SELECT r.*, l.id AS found, l.status AS from_status, e.beneficiary_status, e.lapsed, e.refused,
-           CASE WHEN e.refused IS NULL AND NOT e.lapsed THEN e.reason END AS ineligible
+           CASE WHEN e.refused IS NULL AND NOT e.lapsed THEN e.reason END AS ineligible,
+           CASE WHEN r.amount <> l.amount_cents THEN format('amount mismatch: Buffr reported %%s, voucher is %%s',
+                                                           r.amount, l.amount_cents) END AS mismatch
       FROM req r
       LEFT JOIN locked l ON l.id = r.id
       {eligibility}
 ), target AS (
-    SELECT g.n, g.id, g.found, g.from_status, g.delivery, g.detail, g.ineligible, g.refused, g.lapsed,
+    SELECT g.n, g.id, g.found, g.from_status, g.delivery, g.detail, g.ineligible, g.refused, g.lapsed, g.mismatch,
            CASE WHEN g.refused IS NOT NULL THEN g.from_status WHEN g.lapsed THEN 'expired'
                 WHEN g.ineligible IS NULL THEN g.to_status WHEN g.from_status IN ({before_buffr}) THEN {redirect}
                 ELSE g.from_status END AS to_status,
            COALESCE(g.ineligible, g.failure) AS failure
       FROM gated g
 ), decided AS MATERIALIZED (
-    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, t.refused, d.review,
+    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, t.refused,
+           CASE WHEN d.outcome = 'applied' AND t.mismatch IS NOT NULL THEN concat_ws('; ', d.review, t.mismatch)
+                ELSE d.review END AS review,
            CASE WHEN t.lapsed THEN COALESCE(t.detail, '{{}}') || '{{"reason": "expired before it was sent"}}'
                 WHEN t.ineligible IS NULL THEN t.detail
                 ELSE COALESCE(t.detail, '{{}}') || jsonb_build_object('reason', t.ineligible) END AS detail,
@@ -128,6 +139,14 @@ WITH req AS (
                 ELSE d.outcome END AS outcome
       FROM target t
       LEFT JOIN rule d ON d.from_status = t.from_status AND d.to_status = t.to_status
+), ctx AS MATERIALIZED (
+    SELECT set_config('smartpay.source', %(source)s, true), set_config('smartpay.reference', coalesce(%(reference)s::text, ''), true),
+           set_config('smartpay.detail', coalesce(jsonb_object_agg(x.id, x.audit)::text, ''), true)
+      FROM (SELECT x.id, NULLIF(COALESCE(x.detail, '{{}}')
+                                || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
+                                        ELSE jsonb_build_object('review_reason', x.review) END, '{{}}') AS audit
+              FROM decided x WHERE x.outcome = 'applied') x
+     WHERE x.audit IS NOT NULL
 ), changed AS (
     UPDATE vouchers AS v
        SET status = x.to_status,
@@ -137,17 +156,8 @@ WITH req AS (
            failure_reason = CASE WHEN x.from_status = 'held' THEN x.failure
                                  ELSE COALESCE(x.failure, v.failure_reason) END,
            review_reason = COALESCE(x.review, v.review_reason)
-      FROM decided x
+      FROM decided x, ctx
      WHERE v.id = x.id AND x.outcome = 'applied'
-), audited AS (
-    INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
-    SELECT x.id, x.from_status, x.to_status, %(source)s, %(reference)s,
-           NULLIF(COALESCE(x.detail, '{{}}') || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
-                                                   ELSE jsonb_build_object('review_reason', x.review) END,
-                  '{{}}')
-      FROM decided x
-     WHERE x.outcome = 'applied'
-     ORDER BY x.n
 )
 SELECT n, from_status, to_status, outcome, review, ineligible, refused FROM decided ORDER BY n
 """
@@ -219,8 +229,9 @@ def transition_many(
 
     Each change is decided by the lifecycle table exactly as a single transition would be;
     the applied ones are updated and audited in the same statement, so a batch of N costs the
-    database one lock scan, one UPDATE and one INSERT, and the caller one round trip however
-    large N is. Results are in input order.
+    database one lock scan, one UPDATE and one call of the audit trigger (one INSERT of N rows),
+    and the caller one round trip however large N is. Results are in input order. A redemption's
+    ``amount_cents`` other than the voucher's adds an ``amount mismatch`` review reason.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
@@ -243,6 +254,8 @@ def transition_many(
             request["failure"] = change.failure_reason
         if change.detail:
             request["detail"] = change.detail
+        if change.amount_cents is not None:
+            request["amount"] = change.amount_cents
         requests.append(request)
     statement = _transition_many_statement(paying)
     rows = conn.cursor(row_factory=tuple_row).execute(statement, {
@@ -254,24 +267,11 @@ def transition_many(
             in zip(rows, ids, strict=True)]
 
 
-def record_issue(
-    conn: psycopg.Connection[Any], voucher_id: str | uuid.UUID, *, source: str, reference: str | None
-) -> None:
-    """The audit row for a voucher's creation (from ``None`` to ``issued``)."""
-    conn.execute(
-        """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-           VALUES (%s, NULL, 'issued', %s, %s)""",
-        (str(voucher_id), source, reference),
-    )
 
-
-def record_issues(
-    conn: psycopg.Connection[Any], voucher_ids: list[str], *, source: str, reference: str | None
-) -> None:
-    """:func:`record_issue` for many new vouchers in one statement (bulk payroll import)."""
-    if voucher_ids:
-        conn.execute(
-            """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-               SELECT id, NULL, 'issued', %s, %s FROM unnest(%s::uuid[]) AS id""",
-            (source, reference, [str(v) for v in voucher_ids]),
-        )
+def audit_as(conn: psycopg.Connection[Any], *, source: str, reference: str | None) -> None:
+    """Name the source and reference of the audit rows the database writes for this transaction's
+    voucher changes (a raw ``UPDATE vouchers`` or ``INSERT`` outside :func:`transition_many` and
+    :func:`smartpay.issuance.issue`, which set them in their own statement). Transaction-local:
+    call it inside the transaction."""
+    conn.execute("SELECT set_config('smartpay.source', %s, true), set_config('smartpay.reference', %s, true)",
+                 (source, reference or ""))

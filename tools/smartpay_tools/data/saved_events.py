@@ -76,25 +76,36 @@ SEND_RUNS = {"2026-11": ("c7c1e000-0000-4000-8000-000000000011", "completed"),
 
 def seed(conninfo: str) -> dict[str, int]:
     """Insert what is missing (as the schema owner); returns how many rows were added."""
-    from smartpay.transitions import record_issues, transition
+    from smartpay.transitions import audit_as, transition
 
     added = {"beneficiaries": 0, "vouchers": 0, "runs": 0, "cycle_runs": 0}
     with psycopg.connect(conninfo) as conn, conn.transaction():
+        audit_as(conn, source="operator", reference=REFERENCE)  # the 'issued' rows the database writes
         for person in PEOPLE:
             added["beneficiaries"] += conn.execute(
                 """INSERT INTO beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme, status)
                    VALUES (%s, %s, %s, %s, %s, 'Khomas', 'old_age', 'active') ON CONFLICT DO NOTHING""",
                 (person.id, person.id_number, person.first_name, person.last_name, person.msisdn)).rowcount
         expires = datetime.now(UTC) + timedelta(days=60)
+        # Each sending run is born awaiting approval (the database refuses anything else and writes
+        # its events), approved by the supervisor, then enqueued and running.
+        conn.execute("SELECT set_config('smartpay.actor', 'supervisor', true), "
+                     "set_config('smartpay.actor_key', 'supervisor-local', true)")
         for cycle, (run_id, _) in SEND_RUNS.items():
-            added["cycle_runs"] += conn.execute(
-                """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+            fresh_run = conn.execute(
+                """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
                                            total_amount_cents, chunk_size, maker_principal, maker_key_id,
-                                           checker_principal, checker_key_id, prepared_at, approved_at, expires_at)
-                   VALUES (%s, 'old_age', %s, %s, 'running', repeat('0', 64), 0, 0, 500, 'operator',
-                           'operator-local', 'supervisor', 'supervisor-local', now() - interval '3 days',
-                           now() - interval '3 days', now() - interval '2 days')
+                                           prepared_at, expires_at)
+                   VALUES (%s, 'old_age', %s, %s, repeat('0', 64), 0, 0, 500, 'operator',
+                           'operator-local', now() - interval '3 days', now() - interval '2 days')
                    ON CONFLICT DO NOTHING""", (run_id, cycle, f"{REFERENCE}-{cycle}")).rowcount
+            added["cycle_runs"] += fresh_run
+            if fresh_run:
+                conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = 'supervisor',
+                                       checker_key_id = 'supervisor-local', approved_at = now() - interval '3 days'
+                                 WHERE id = %s""", (run_id,))
+                for step in ("enqueuing", "running"):
+                    conn.execute("UPDATE cycle_runs SET status = %s WHERE id = %s", (step, run_id))
         for voucher in VOUCHERS:
             fresh = conn.execute(
                 """INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, expires_at)
@@ -103,7 +114,6 @@ def seed(conninfo: str) -> dict[str, int]:
             if not fresh:
                 continue
             added["vouchers"] += 1
-            record_issues(conn, [voucher.id], source="operator", reference=REFERENCE)
             if _PATH[voucher.status]:
                 conn.execute("INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no) VALUES (%s, %s, 0) "
                              "ON CONFLICT DO NOTHING", (SEND_RUNS[voucher.cycle][0], voucher.id))
@@ -121,13 +131,19 @@ def seed(conninfo: str) -> dict[str, int]:
         added["runs"] = conn.execute(
             """INSERT INTO reconciliation_runs (id, mode, status, finished_at)
                VALUES (%s, 'full', 'completed', now()) ON CONFLICT DO NOTHING""", (REPORT_RUN_ID,)).rowcount
+        # born awaiting approval (the database refuses anything else; its events are the database's),
+        # then expired unapproved
+        conn.execute("SELECT set_config('smartpay.actor', 'operator', true), "
+                     "set_config('smartpay.actor_key', 'operator-local', true)")
         added["cycle_runs"] += conn.execute(
-            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
                                        total_amount_cents, chunk_size, maker_principal, maker_key_id,
                                        prepared_at, expires_at)
-               VALUES (%s, 'old_age', '2026-10', %s, 'expired', repeat('0', 64), 1, 140000, 500, 'operator',
+               VALUES (%s, 'old_age', '2026-10', %s, repeat('0', 64), 1, 140000, 500, 'operator',
                        'operator-local', now() - interval '2 days', now() - interval '1 day')
                ON CONFLICT DO NOTHING""", (CYCLE_RUN_ID, REFERENCE)).rowcount
+        conn.execute("UPDATE cycle_runs SET status = 'expired', finished_at = now() "
+                     "WHERE id = %s AND status = 'awaiting_approval'", (CYCLE_RUN_ID,))
     return added
 
 

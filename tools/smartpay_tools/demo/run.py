@@ -15,8 +15,10 @@
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
 6. Prints the end-of-cycle report with each programme's compliance section (as the read-only
-   auditor role) and writes it as CSV and as one self-contained HTML page; then runs
-   ``smartpay audit verify`` over the whole audit trail, which must pass (else the demo fails).
+   auditor role, naming the latest audit anchor it verifies) and writes it as CSV and as one
+   self-contained HTML page; then runs ``smartpay audit verify --anchors`` over the whole audit
+   trail and every anchor the cycle runs and reconciliation wrote to the stack's Object Lock bucket
+   (moto), which must pass (else the demo fails).
 
 Every figure in the report is read back from PostgreSQL or from the simulator's own counters;
 nothing is computed on the side.
@@ -39,7 +41,7 @@ from psycopg.rows import dict_row
 
 from smartpay_tools import PROJECT_ROOT
 from smartpay_tools.cli import cycle as cycle_cli
-from smartpay_tools.cli.compliance import cmd_audit_verify
+from smartpay_tools.cli.compliance import cmd_audit_verify, read_anchors
 from smartpay_tools.data import datagen, payroll_import, registry_import
 from smartpay_tools.demo.figures import check, collect, compliance_reports
 from smartpay_tools.demo.report import render_html, render_text, write_csv
@@ -148,8 +150,10 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
 
         t = time.monotonic()
         buffr_stats = stack.buffr.stats(detail=True)
+        bucket, s3 = anchor_bucket(stack)
         result.report = {**collect(stack.postgres.url, cycle, run_ids, buffr_stats), "buffr_only": buffr_only,
-                         "compliance": compliance_reports(stack.postgres.url, cycle, buffr_stats)}
+                         "compliance": compliance_reports(stack.postgres.url, cycle, buffr_stats,
+                                                          read_anchors(bucket, s3)[1])}
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         csv_path, html_path = out_dir / f"demo-{stamp}.csv", out_dir / f"demo-{stamp}.html"
@@ -160,9 +164,10 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say("[6/6] report\n")
         _say(render_text(result.report))
         problems = check(result.report, flushed)
-        _say("\n$ smartpay audit verify")
-        if not verify_audit_trail(stack.postgres.url):
-            problems.append("smartpay audit verify failed: the audit trail's hash chains do not verify")
+        _say("\n$ smartpay audit verify --anchors")
+        if not verify_audit_trail(stack.postgres.url, bucket, s3):
+            problems.append("smartpay audit verify --anchors failed: the audit trail's hash chains or its "
+                            "anchors do not verify")
         result.ok = not problems
         for problem in problems:
             _say(f"PROBLEM: {problem}")
@@ -178,9 +183,20 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         stack.stop()
 
 
-def verify_audit_trail(database_url: str) -> bool:
-    """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor); prints its lines."""
-    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
+def anchor_bucket(stack: LocalStack) -> tuple[str, Any]:
+    """The stack's audit anchor bucket and an S3 client on its moto."""
+    import boto3
+
+    (bucket, _days), = stack.template.object_lock_buckets()
+    return bucket, boto3.client("s3", endpoint_url=stack.moto.endpoint, region_name=stack.region,
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def verify_audit_trail(database_url: str, bucket: str | None = None, s3: Any = None) -> bool:
+    """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor), and
+    ``--anchors`` when the stack's anchor bucket is given; prints its lines."""
+    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False,
+                              anchors=bucket is not None, anchors_since=None, anchor_bucket=bucket, s3=s3)
     return cmd_audit_verify(args, database_url) == 0
 
 

@@ -31,7 +31,7 @@ from disburse.cycle_run import repository
 from disburse.cycle_run.models import ChunkMessage
 from disburse.cycle_run.service import reference_of
 from disburse.logic import batch
-from smartpay import buffr, db, resend
+from smartpay import anchors, buffr, db, resend
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float, env_int
 
@@ -150,12 +150,10 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
         metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
         raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
                               + (" (deadline)" if sent.stopped_early else ""))
-    with conn.transaction():  # the completion and its audit row commit together
-        completed = repository.finish_chunk(conn, run_id, chunk_no, token)
-        if completed:
-            repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                             to_status="completed", reference=record.message_id)
+    with conn.transaction():  # the chunk's end and the run's completion (its audit row is the database's) commit together
+        completed = repository.finish_chunk(conn, run_id, chunk_no, token, reference=record.message_id)
     if completed:
+        anchors.write_after(conn, kind="cycle-run", reference=run_id)
         logger.info("cycle run completed")
         metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
 

@@ -55,6 +55,22 @@ _RUN = """r.id, r.kind, r.selection, r.programme, r.cycle, r.idempotency_key, r.
           r.checker_principal, r.checker_key_id, r.prepared_at, r.expires_at, r.approved_at, r.finished_at"""
 
 
+# Who makes the run's next status move, set by the moving statement itself (transaction-local): the
+# cycle_runs trigger (migration 0016) writes the move's cycle_run_events row from it, with
+# ``run_detail`` merged into the row's detail. Expiry and completion are the system's.
+_ACTOR = """(SELECT set_config('smartpay.actor', coalesce(%(actor)s::text, ''), true) AS a,
+                    set_config('smartpay.actor_key', coalesce(%(actor_key)s::text, ''), true) AS k,
+                    set_config('smartpay.run_reference', coalesce(%(run_reference)s::text, ''), true) AS r,
+                    set_config('smartpay.run_detail', coalesce(%(run_detail)s::text, ''), true) AS d) AS actor"""
+
+
+def _actor(by: Any = None, detail: dict[str, Any] | None = None, reference: str | None = None) -> dict[str, Any]:
+    """The actor parameters: ``by`` (principal, key_id, reference) or the system (None)."""
+    return {"actor": getattr(by, "principal", None), "actor_key": getattr(by, "key_id", None),
+            "run_reference": getattr(by, "reference", None) if reference is None else reference,
+            "run_detail": None if detail is None else json.dumps(detail)}
+
+
 def programme_exists(conn: psycopg.Connection[Any], code: str) -> bool:
     return conn.execute("SELECT 1 FROM programmes WHERE code = %s", (code,)).fetchone() is not None
 
@@ -78,12 +94,15 @@ def not_payable(conn: psycopg.Connection[Any], programme: str, cycle: str, vouch
     return [r[0] for r in rows]
 
 
-def expire_stale(conn: psycopg.Connection[Any], programme: str, cycle: str) -> list[str]:
+def expire_stale(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
+                 reference: str | None = None) -> list[str]:
     """Runs of the cycle left unapproved past their expiry: expired now (ids returned)."""
     rows = conn.execute(
-        """UPDATE cycle_runs SET status = 'expired', finished_at = now(), updated_at = now()
-            WHERE programme = %s AND cycle = %s AND status = 'awaiting_approval' AND expires_at <= now()
-        RETURNING id""", (programme, cycle)).fetchall()
+        f"""UPDATE cycle_runs SET status = 'expired', finished_at = now(), updated_at = now()
+             FROM {_ACTOR}
+            WHERE programme = %(programme)s AND cycle = %(cycle)s AND status = 'awaiting_approval'
+              AND expires_at <= now()
+        RETURNING id""", {"programme": programme, "cycle": cycle, **_actor(reference=reference)}).fetchall()
     return [str(r["id"]) for r in rows]
 
 
@@ -108,43 +127,50 @@ def get(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
     return conn.execute(f"SELECT {_RUN} FROM cycle_runs r WHERE id = %s", (run_id,)).fetchone()
 
 
-def insert(conn: psycopg.Connection[Any], values: dict[str, Any]) -> str | None:
-    """The new run's id, or None when this idempotency key already made one (a concurrent twin)."""
+def insert(conn: psycopg.Connection[Any], values: dict[str, Any], by: Any) -> str | None:
+    """The new run's id, or None when this idempotency key already made one (a concurrent twin).
+    Its 'prepared' event is the database's, naming ``by``."""
     row = conn.execute(
-        """INSERT INTO cycle_runs (kind, selection, programme, cycle, idempotency_key, fingerprint, voucher_count,
-                                   total_amount_cents, region_totals, exceptions, chunk_size, maker_principal,
-                                   maker_key_id, expires_at)
-           VALUES (%(kind)s, %(selection)s, %(programme)s, %(cycle)s, %(idempotency_key)s, %(fingerprint)s,
-                   %(voucher_count)s,
-                   %(total_amount_cents)s, %(region_totals)s, %(exceptions)s, %(chunk_size)s, %(maker_principal)s,
-                   %(maker_key_id)s, now() + make_interval(secs => %(ttl_s)s))
+        f"""INSERT INTO cycle_runs (kind, selection, programme, cycle, idempotency_key, fingerprint, voucher_count,
+                                    total_amount_cents, region_totals, exceptions, chunk_size, maker_principal,
+                                    maker_key_id, expires_at)
+            SELECT %(kind)s, %(selection)s::jsonb, %(programme)s, %(cycle)s, %(idempotency_key)s, %(fingerprint)s,
+                   %(voucher_count)s, %(total_amount_cents)s, %(region_totals)s::jsonb, %(exceptions)s::jsonb,
+                   %(chunk_size)s, %(maker_principal)s, %(maker_key_id)s, now() + make_interval(secs => %(ttl_s)s)
+              FROM {_ACTOR}
            ON CONFLICT ON CONSTRAINT cycle_runs_key_once DO NOTHING
            RETURNING id""",
         {**values, "selection": None if values["selection"] is None else json.dumps(values["selection"]),
          "region_totals": json.dumps(values["region_totals"]),
-         "exceptions": json.dumps(values["exceptions"])}).fetchone()
+         "exceptions": json.dumps(values["exceptions"]), **_actor(by)}).fetchone()
     return None if row is None else str(row["id"])
 
 
-def set_status(conn: psycopg.Connection[Any], run_id: str, status: str, *, expected: str,
-               finished: bool = False) -> bool:
+def set_status(conn: psycopg.Connection[Any], run_id: str, status: str, *, expected: str, by: Any,
+               finished: bool = False, detail: dict[str, Any] | None = None) -> bool:
     """``expected → status`` only if the run is still ``expected``: True if it moved. A move made
-    on a status read earlier (pause, resume and enqueue interleave) never undoes another's."""
-    return conn.execute(f"""UPDATE cycle_runs SET status = %s, updated_at = now()
-                            {", finished_at = now()" if finished else ""} WHERE id = %s AND status = %s""",
-                        (status, run_id, expected)).rowcount == 1
+    on a status read earlier (pause, resume and enqueue interleave) never undoes another's. Its
+    event (naming ``by``, with ``detail``) is written by the database."""
+    return conn.execute(f"""UPDATE cycle_runs SET status = %(status)s, updated_at = now()
+                            {", finished_at = now()" if finished else ""} FROM {_ACTOR}
+                            WHERE id = %(id)s AND status = %(expected)s""",
+                        {"status": status, "id": run_id, "expected": expected, **_actor(by, detail)}).rowcount == 1
 
 
-def approve(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: str) -> None:
-    conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = %s, checker_key_id = %s,
-                           approved_at = now(), updated_at = now() WHERE id = %s""", (principal, key_id, run_id))
+def approve(conn: psycopg.Connection[Any], run_id: str, by: Any, detail: dict[str, Any] | None = None) -> None:
+    conn.execute(f"""UPDATE cycle_runs SET status = 'approved', checker_principal = %(principal)s,
+                            checker_key_id = %(key_id)s, approved_at = now(), updated_at = now()
+                       FROM {_ACTOR} WHERE id = %(id)s""",
+                 {"principal": by.principal, "key_id": by.key_id, "id": run_id, **_actor(by, detail)})
 
 
-def cancel(conn: psycopg.Connection[Any], run_id: str, principal: str, key_id: str) -> None:
-    """``paused → cancelled`` (the caller holds the run's lock and checked it is paused)."""
-    conn.execute("""UPDATE cycle_runs SET status = 'cancelled', canceller_principal = %s, canceller_key_id = %s,
-                           finished_at = now(), updated_at = now() WHERE id = %s AND status = 'paused'""",
-                 (principal, key_id, run_id))
+def cancel(conn: psycopg.Connection[Any], run_id: str, by: Any, detail: dict[str, Any] | None = None) -> None:
+    """``paused → cancelled`` (the caller holds the run's lock and checked it is paused); its event,
+    naming ``by``, is the database's."""
+    conn.execute(f"""UPDATE cycle_runs SET status = 'cancelled', canceller_principal = %(principal)s,
+                            canceller_key_id = %(key_id)s, finished_at = now(), updated_at = now()
+                       FROM {_ACTOR} WHERE id = %(id)s AND status = 'paused'""",
+                 {"principal": by.principal, "key_id": by.key_id, "id": run_id, **_actor(by, detail)})
 
 
 def paused_by(conn: psycopg.Connection[Any], run_id: str) -> str | None:
@@ -157,6 +183,7 @@ def paused_by(conn: psycopg.Connection[Any], run_id: str) -> str | None:
 def audit(conn: psycopg.Connection[Any], run_id: str, action: str, *, principal: str, key_id: str | None,
           from_status: str | None = None, to_status: str | None = None, reference: str | None = None,
           detail: dict[str, Any] | None = None) -> None:
+    """An event that moves no status (a refused approval); status moves are audited by the database."""
     conn.execute(
         """INSERT INTO cycle_run_events (run_id, action, from_status, to_status, principal, key_id, reference, detail)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
@@ -319,20 +346,22 @@ def unsettled(conn: psycopg.Connection[Any], voucher_ids: list[str], grace_s: fl
     return int(row["n"])
 
 
-def finish_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, token: str) -> bool:
+def finish_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, token: str, *,
+                 reference: str | None = None) -> bool:
     """Mark the chunk done; True when that finished the run (it was running, no chunk left)."""
     conn.execute("UPDATE cycle_run_chunks SET state = 'done', done_at = now(), updated_at = now() "
                  "WHERE run_id = %s AND chunk_no = %s AND token = %s", (run_id, chunk_no, token))
-    return complete_if_done(conn, run_id)
+    return complete_if_done(conn, run_id, reference=reference)
 
 
-def complete_if_done(conn: psycopg.Connection[Any], run_id: str) -> bool:
+def complete_if_done(conn: psycopg.Connection[Any], run_id: str, *, reference: str | None = None) -> bool:
     """``running → completed`` when every chunk is done; True if this call completed it."""
     row = conn.execute(
-        """UPDATE cycle_runs SET status = 'completed', finished_at = now(), updated_at = now()
-            WHERE id = %s AND status = 'running'
-              AND NOT EXISTS (SELECT 1 FROM cycle_run_chunks WHERE run_id = %s AND state <> 'done')
-        RETURNING id""", (run_id, run_id)).fetchone()
+        f"""UPDATE cycle_runs SET status = 'completed', finished_at = now(), updated_at = now()
+             FROM {_ACTOR}
+            WHERE id = %(id)s AND status = 'running'
+              AND NOT EXISTS (SELECT 1 FROM cycle_run_chunks WHERE run_id = %(id)s AND state <> 'done')
+        RETURNING id""", {"id": run_id, **_actor(reference=reference)}).fetchone()
     return row is not None
 
 

@@ -18,8 +18,9 @@
 * ``pause`` / ``resume``: the consumer stops claiming within one turn and parks its chunk;
   resume plans parked chunks again and enqueues what is left.
 
-Every prepare, approval (and refusal), pause and resume writes a ``cycle_run_events`` row naming
-the principal and key.
+Every prepare, approval (and refusal), pause and resume has a ``cycle_run_events`` row naming
+the principal and key: the database writes it for each status move (migration 0016) from the
+actor the moving statement sets; a refused approval (no move) is written here.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from disburse.cycle_run.models import (
     Progress,
     RegionTotal,
 )
-from smartpay import db
+from smartpay import anchors, db
 from smartpay.errors import Conflict, DatabaseUnavailable, Forbidden, NotFound, ProblemError, Unprocessable
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_int
@@ -115,9 +116,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
     with db.transaction() as conn:
         if not repository.programme_exists(conn, programme):
             raise NotFound(f"Unknown programme {programme!r}.")
-        for expired in repository.expire_stale(conn, programme, cycle):
-            repository.audit(conn, expired, "expired", principal="system", key_id=None,
-                             from_status="awaiting_approval", to_status="expired", reference=caller.reference)
+        repository.expire_stale(conn, programme, cycle, reference=caller.reference)
         existing = repository.by_key(conn, programme, cycle, key)
         if existing is not None:
             return _view(existing), True
@@ -127,10 +126,8 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
                            "under way at a time.", title="Cycle run under way",
                            extra={"run_id": str(current["id"]), "run_status": current["status"]})
         if current is not None:  # prepared again (e.g. the cycle changed): the old one is superseded
-            repository.set_status(conn, str(current["id"]), "cancelled", expected="awaiting_approval", finished=True)
-            repository.audit(conn, str(current["id"]), "superseded", principal=caller.principal,
-                             key_id=caller.key_id, from_status="awaiting_approval", to_status="cancelled",
-                             reference=caller.reference)
+            repository.set_status(conn, str(current["id"]), "cancelled", expected="awaiting_approval", by=caller,
+                                  finished=True)
         if selection is not None and "voucher_ids" in selection:
             unknown = repository.not_payable(conn, programme, cycle, selection["voucher_ids"])
             if unknown:
@@ -152,15 +149,10 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
             "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": _chunk_size(),
-            "maker_principal": caller.principal, "maker_key_id": caller.key_id, "ttl_s": _ttl_s()})
+            "maker_principal": caller.principal, "maker_key_id": caller.key_id, "ttl_s": _ttl_s()}, caller)
         if run_id is None:  # a concurrent prepare with the same key is committing its run
             raise Conflict("A request with this idempotency key is still in progress; retry shortly.",
                            title="Request in progress", headers={"Retry-After": "1"})
-        repository.audit(conn, run_id, "prepared", principal=caller.principal, key_id=caller.key_id,
-                         to_status="awaiting_approval", reference=caller.reference,
-                         detail={"voucher_count": snap["voucher_count"],
-                                 "total_amount_cents": snap["total_amount_cents"],
-                                 "exceptions": exceptions["total"], "fingerprint": snap["fingerprint"]})
         row = repository.get(conn, run_id)
     logger.info("cycle run prepared", extra={"run_id": run_id, "kind": row["kind"], "programme": programme,
                                              "cycle": cycle,
@@ -214,9 +206,7 @@ def _approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Calle
     with db.transaction() as conn:
         # One snapshot for the fingerprint check and the plan: nothing added in between is planned.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        for expired in repository.expire_stale(conn, programme, cycle):
-            repository.audit(conn, expired, "expired", principal="system", key_id=None,
-                             from_status="awaiting_approval", to_status="expired", reference=caller.reference)
+        repository.expire_stale(conn, programme, cycle, reference=caller.reference)
         run = repository.open_run(conn, programme, cycle, lock=True)
         if run is None:
             last = repository.latest(conn, programme, cycle)
@@ -251,13 +241,8 @@ def _approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Calle
                     f"eligible vouchers now, {run['voucher_count']} prepared); prepare it again.",
                     title="Cycle changed since preparation",
                     extra={"run_id": run_id, "prepared": run["voucher_count"], "now": snap["voucher_count"]}))
-            repository.approve(conn, run_id, caller.principal, caller.key_id)
             chunks = repository.plan(conn, run_id, programme, cycle, run["chunk_size"], run["selection"])
-            repository.audit(conn, run_id, "approved", principal=caller.principal, key_id=caller.key_id,
-                             from_status="awaiting_approval", to_status="approved", reference=caller.reference,
-                             detail={"maker_principal": run["maker_principal"], "maker_key_id": run["maker_key_id"],
-                                     "checker_principal": caller.principal, "checker_key_id": caller.key_id,
-                                     "fingerprint": run["fingerprint"], "chunks": chunks})
+            repository.approve(conn, run_id, caller, detail={"chunks": chunks})
             logger.info("cycle run approved", extra={"run_id": run_id, "chunks": chunks, "maker": run["maker_principal"],
                                                      "checker": caller.principal})
             metrics.add_metric(name="CycleRunsApproved", unit="Count", value=1)
@@ -277,7 +262,8 @@ def enqueue(run_id: str, caller: Caller) -> int:
     sent_total = 0
     with db.autocommit() as conn:
         status_now = repository.run_status(conn, run_id)
-        if status_now == "approved" and not repository.set_status(conn, run_id, "enqueuing", expected="approved"):
+        if status_now == "approved" and not repository.set_status(conn, run_id, "enqueuing", expected="approved",
+                                                                  by=caller):
             status_now = repository.run_status(conn, run_id)  # paused (or moved on) meanwhile
         elif status_now == "approved":
             status_now = "enqueuing"
@@ -297,18 +283,14 @@ def enqueue(run_id: str, caller: Caller) -> int:
             status_now = repository.run_status(conn, run_id)
         if status_now == "enqueuing" and repository.chunks_left_to_enqueue(conn, run_id) == 0:
             with conn.transaction():  # only from enqueuing: a pause since the read above stands
-                if repository.set_status(conn, run_id, "running", expected="enqueuing"):
-                    repository.audit(conn, run_id, "enqueued", principal=caller.principal, key_id=caller.key_id,
-                                     from_status="enqueuing", to_status="running", reference=caller.reference,
-                                     detail={"messages_now": sent_total})
+                repository.set_status(conn, run_id, "running", expected="enqueuing", by=caller,
+                                      detail={"messages_now": sent_total})
             status_now = repository.run_status(conn, run_id)
         # The last chunk may have finished while the run was still enqueuing (or paused): the
-        # consumer completes only a running run, so the run is completed here then.
-        if status_now == "running":
-            with conn.transaction():  # the completion and its audit row commit together
-                if repository.complete_if_done(conn, run_id):
-                    repository.audit(conn, run_id, "completed", principal="system", key_id=None,
-                                     from_status="running", to_status="completed", reference=caller.reference)
+        # consumer completes only a running run, so the run is completed here then (its audit row
+        # is the database's, in the same statement).
+        if status_now == "running" and repository.complete_if_done(conn, run_id, reference=caller.reference):
+            anchors.write_after(conn, kind="cycle-run", reference=run_id)
     if sent_total:
         logger.info("cycle run enqueued", extra={"run_id": run_id, "messages": sent_total})
         metrics.add_metric(name="CycleChunksEnqueued", unit="Count", value=sent_total)
@@ -333,9 +315,7 @@ def pause(programme: str, cycle: str, caller: Caller) -> CycleRun:
         run = _started_run(conn, programme, cycle)
         run_id = str(run["id"])
         if run["status"] != "paused":
-            repository.set_status(conn, run_id, "paused", expected=run["status"])
-            repository.audit(conn, run_id, "paused", principal=caller.principal, key_id=caller.key_id,
-                             from_status=run["status"], to_status="paused", reference=caller.reference)
+            repository.set_status(conn, run_id, "paused", expected=run["status"], by=caller)
             logger.info("cycle run paused", extra={"run_id": run_id, "by": caller.principal})
     return status(programme, cycle, run_id=run_id)
 
@@ -347,10 +327,7 @@ def resume(programme: str, cycle: str, caller: Caller) -> CycleRun:
         if run["status"] == "paused":
             parked = repository.unpark(conn, run_id)
             target = "enqueuing" if repository.chunks_left_to_enqueue(conn, run_id) else "running"
-            repository.set_status(conn, run_id, target, expected="paused")
-            repository.audit(conn, run_id, "resumed", principal=caller.principal, key_id=caller.key_id,
-                             from_status="paused", to_status=target, reference=caller.reference,
-                             detail={"parked_chunks": parked})
+            repository.set_status(conn, run_id, target, expected="paused", by=caller, detail={"parked_chunks": parked})
             logger.info("cycle run resumed", extra={"run_id": run_id, "by": caller.principal, "parked": parked})
     enqueue(run_id, caller)  # also finishes an enqueue a crash interrupted
     return status(programme, cycle, run_id=run_id)
@@ -381,10 +358,8 @@ def _cancel(programme: str, cycle: str, caller: Caller) -> str:
                            Forbidden(f"Run {run_id} was {'prepared' if made else 'paused'} by this principal; another "
                                      "principal holding cycles:approve must cancel it (four eyes).",
                                      title="Cancel needs four eyes", extra={"run_id": run_id}))
-        repository.cancel(conn, run_id, caller.principal, caller.key_id)
-        repository.audit(conn, run_id, "cancelled", principal=caller.principal, key_id=caller.key_id,
-                         from_status="paused", to_status="cancelled", reference=caller.reference,
-                         detail={"maker_principal": run["maker_principal"], "paused_by": paused_by})
+        repository.cancel(conn, run_id, caller, detail={"maker_principal": run["maker_principal"],
+                                                        "paused_by": paused_by})
     logger.info("cycle run cancelled", extra={"run_id": run_id, "by": caller.principal})
     metrics.add_metric(name="CycleRunsCancelled", unit="Count", value=1)
     return run_id
@@ -395,9 +370,7 @@ def _cancel(programme: str, cycle: str, caller: Caller) -> str:
 def status(programme: str, cycle: str, *, run_id: str | None = None) -> CycleRun:
     """The run (the cycle's latest unless ``run_id``) and, once approved, its progress."""
     with db.transaction() as conn:
-        for expired in repository.expire_stale(conn, programme, cycle):
-            repository.audit(conn, expired, "expired", principal="system", key_id=None,
-                             from_status="awaiting_approval", to_status="expired")
+        repository.expire_stale(conn, programme, cycle)
         row = repository.get(conn, run_id) if run_id else repository.latest(conn, programme, cycle)
         if row is None:
             raise NotFound(f"No run of {programme} {cycle} has been prepared.")

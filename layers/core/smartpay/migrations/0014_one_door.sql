@@ -18,13 +18,13 @@ ALTER TABLE cycle_runs ADD CONSTRAINT cycle_runs_selection CHECK (
 CREATE FUNCTION smartpay_run_claims(status text) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN status IN ('approved', 'enqueuing', 'running');
 
-CREATE FUNCTION vouchers_check_in_run() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION vouchers_check_in_run() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
     IF NEW.expires_at <= now() THEN
         RAISE EXCEPTION 'voucher %: not sent, expired at %', NEW.id, NEW.expires_at
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM cycle_run_items i JOIN cycle_runs r ON r.id = i.run_id
+    IF NOT EXISTS (SELECT 1 FROM public.cycle_run_items i JOIN public.cycle_runs r ON r.id = i.run_id
                     WHERE i.voucher_id = NEW.id AND smartpay_run_claims(r.status)) THEN
         RAISE EXCEPTION 'voucher %: not sent, it is not part of an approved run', NEW.id
             USING ERRCODE = 'integrity_constraint_violation',
