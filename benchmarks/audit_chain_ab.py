@@ -9,7 +9,7 @@ dropped (no chain), ``chained`` has it. Load falls on both alike.
 * webhook: the real handler (signature, Powertools idempotency on moto, state machine,
   PostgreSQL as ``smartpay_webhook``), fresh ``voucher.activated`` events, ``--block`` events per
   block (the pool re-opened at each switch; the first ``--warm`` of a block are not counted);
-* batch: ``service.disburse_batch`` of ``--batch`` issued vouchers per block against the Buffr
+* batch: ``disburse.logic.batch.disburse_batch`` of ``--batch`` issued vouchers per block against the Buffr
   simulator (``--latency-ms``, concurrency 100), as ``smartpay_disburse``.
 
 Prints each side's median (webhook p50 of all counted events; batch median of block times) and
@@ -46,6 +46,7 @@ def _seed(url: str, count: int, status: str, cycle: str) -> list[str]:
     with psycopg.connect(url) as conn:
         start = conn.execute("SELECT count(*) FROM beneficiaries").fetchone()[0]
         ids = bulk_seed.issued_vouchers(conn, count, cycle=cycle, first=start + 1, reference="bench")
+        bulk_seed.running_run(conn, ids, cycle=cycle)  # only a run's vouchers are claimed
         if status == "pending":
             transition_many(conn, [Change(v, "pending") for v in ids], source="disburse", reference="bench")
     return ids
@@ -124,7 +125,8 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
         sim.configure(latency_ms=latency_ms)
         os.environ.update({"BUFFR_API_URL": sim.url, "BUFFR_API_KEY": KEY, "BUFFR_CONCURRENCY": "100",
                            "DB_POOL_SIZE": "2", "POWERTOOLS_LOG_LEVEL": "INFO"})
-        from disburse import repository, service
+        from disburse import repository
+        from disburse.logic import batch as send_pipeline
         from disburse.models import BatchRequest
 
         # The batch turns' statements (the only place the chain's trigger runs), timed on their own:
@@ -148,7 +150,7 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
             cycle = f"2025-{b % 12 + 1:02d}" if b < 12 else f"2024-{b % 12 + 1:02d}"
             order = ("plain", "chained") if b % 4 in (0, 3) else ("chained", "plain")
             for kind in order:
-                _seed(urls[kind], batch, "issued", cycle)
+                ids = _seed(urls[kind], batch, "issued", cycle)
                 os.environ["DATABASE_URL"] = url_as(urls[kind], "smartpay_disburse")
                 db.close_pool()
                 buffr.reset_client()
@@ -156,8 +158,7 @@ def batch_ab(urls: dict[str, str], blocks: int, batch: int,
                 turns["s"] = 0.0
                 with contextlib.redirect_stdout(io.StringIO()):
                     t0 = time.perf_counter()
-                    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle=cycle, limit=batch),
-                                                   reference="bench", context=context)
+                    reply = send_pipeline.disburse_batch(BatchRequest(voucher_ids=ids), reference="bench", context=context)
                     times[kind].append(time.perf_counter() - t0)
                 assert reply.succeeded == batch, reply
                 statements[kind].append(turns["s"])

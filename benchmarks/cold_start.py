@@ -133,7 +133,8 @@ class Events:
         import psycopg
 
         self.stack = stack
-        self.conn = psycopg.connect(owner_url, autocommit=True)
+        self.conn = psycopg.connect(owner_url, autocommit=True,  # its voucher changes audited as the operator
+                                    options="-c smartpay.source=operator -c smartpay.reference=bench")
 
     def _beneficiary(self) -> str:
         return str(self.conn.execute(
@@ -147,8 +148,6 @@ class Events:
         self.conn.execute(
             "INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, expires_at) "
             "VALUES (%s, %s, 'old_age', '2026-11', 140000, now() + interval '30 days')", (vid, self._beneficiary()))
-        self.conn.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-                          "VALUES (%s, NULL, 'issued', 'operator', 'bench')", (vid,))
         if status != "issued":
             self.conn.execute("UPDATE vouchers SET status = %s, buffr_delivery_id = %s WHERE id = %s",
                               (status, f"dlv_{vid[:8]}", vid))

@@ -5,7 +5,7 @@
   minimal HTTP/1.1 writer/parser, same event loop and concurrency), probed twice before the
   batch and once after (median);
 * client ceiling = the same N calls through ``BuffrClient`` (no database), probed alike;
-* elapsed        = ``service.disburse_batch`` for N issued vouchers (claims, Buffr calls,
+* elapsed        = ``batch.disburse_batch`` for N issued vouchers (claims, Buffr calls,
   bulk status writes, audit rows); ``ratio_to_wire`` = elapsed / max(latency bound, wire
   ceiling), target ≤ 1.3.
 
@@ -102,15 +102,30 @@ def main() -> int:
 
         os.environ.update({"DATABASE_URL": url, "BUFFR_API_URL": sim.url, "BUFFR_API_KEY": KEY,
                            "BUFFR_CONCURRENCY": str(conc), "DB_POOL_SIZE": "2"})
-        from disburse import service
-        from disburse.models import BatchRequest
+        from collections import Counter
+
+        import psycopg
+
+        from disburse import repository
+        from disburse.logic import batch
+        from smartpay import db
+        from smartpay_tools.data import bulk_seed
         from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 
+        with psycopg.connect(url) as conn:  # the cycle's run under way: only its vouchers are claimed
+            ids = [r[0] for r in conn.execute("SELECT id::text FROM vouchers WHERE cycle = '2026-11' "
+                                              "AND status = 'issued' ORDER BY id LIMIT %s", (n,))]
+            bulk_seed.running_run(conn, ids, cycle="2026-11")
         context = FakeLambdaContext("bench", 1024, "bench", time.time() * 1000 + 600_000)
         started, cpu = time.perf_counter(), time.thread_time()
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11", limit=n),
-                                       reference="bench", context=context)
+        with db.autocommit() as conn:  # the send pipeline a run's chunk uses, on the whole cycle at once
+            details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
+            sent = batch.send(conn, ids, details, deadline=batch.call_deadline(context), reference="bench",
+                              in_flight=conc)
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        outcomes = Counter(item.outcome for item in sent.items)
+        reply = argparse.Namespace(requested=len(ids), succeeded=outcomes["active"], pending=outcomes["pending"],
+                                   failed=outcomes["failed"])
         stats = sim.stats()
         print(f"\nbatch of {reply.requested} vouchers, {args.latency_ms:g} ms per call, concurrency {conc}:")
         print(f"  succeeded {reply.succeeded}, pending {reply.pending}, failed {reply.failed}; "

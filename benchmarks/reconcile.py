@@ -68,7 +68,7 @@ def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
 
     ids = [str(uuid.uuid4()) for _ in range(n)]
     people = [str(uuid.uuid4()) for _ in range(n)]
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+    with psycopg.connect(url, autocommit=True, options="-c smartpay.source=operator") as conn, conn.cursor() as cur:
         with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
                       "FROM STDIN") as copy:
             for i, b in enumerate(people):

@@ -77,10 +77,12 @@ def clean_db(pg_url: str) -> str:
 
 @pytest.fixture()
 def pg(clean_db: str) -> Iterator[psycopg.Connection[Any]]:
-    """A direct connection for arranging and asserting database state."""
+    """A direct connection for arranging and asserting database state, as the owner acting as the
+    operator: the audit rows the database writes for its voucher changes name ``operator``/``test``."""
     from psycopg.rows import dict_row
 
-    with psycopg.connect(clean_db, autocommit=True, row_factory=dict_row) as conn:
+    with psycopg.connect(clean_db, autocommit=True, row_factory=dict_row,
+                         options="-c smartpay.source=operator -c smartpay.reference=test") as conn:
         yield conn
 
 

@@ -36,7 +36,9 @@ def beneficiary(conn: psycopg.Connection[Any], **overrides: Any) -> dict[str, An
     return row
 
 
-def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, **overrides: Any) -> dict[str, Any]:
+def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, *, claimable: bool = False,
+            **overrides: Any) -> dict[str, Any]:
+    """A voucher in ``status`` (default issued); ``claimable``: in the cycle's run under way (:func:`in_run`)."""
     row = {
         "id": str(uuid.uuid4()),
         "beneficiary_id": beneficiary_id,
@@ -54,14 +56,20 @@ def voucher(conn: psycopg.Connection[Any], beneficiary_id: str, **overrides: Any
                    now() + interval '30 days')""",
         row,
     )
+    if claimable or row["status"] == "pending":  # only a voucher of a run under way is claimed (0014)
+        in_run(conn, [row["id"]], programme=row["programme"], cycle=row["cycle"])
     if row["status"] != "issued":
         conn.execute("UPDATE vouchers SET status = %(status)s WHERE id = %(id)s", row)
-    conn.execute(
-        "INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-        "VALUES (%s, NULL, 'issued', 'operator', 'test')",
-        (row["id"],),
-    )
     return row
+
+
+def in_run(conn: psycopg.Connection[Any], voucher_ids: list[str], *, programme: str = "old_age",
+           cycle: str = "2026-11", status: str = "running") -> str:
+    """Put these vouchers in the cycle's run under way (:func:`bulk_seed.running_run`), so they may
+    be claimed. Returns the run id."""
+    from smartpay_tools.data import bulk_seed
+
+    return bulk_seed.running_run(conn, voucher_ids, cycle=cycle, programme=programme, status=status)
 
 
 def count(conn: psycopg.Connection[Any], sql: str, *params: Any) -> int:

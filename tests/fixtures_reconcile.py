@@ -12,6 +12,7 @@ import pytest
 
 from smartpay_tools.local.lambda_runtime import FakeLambdaContext
 from smartpay_tools.local.services import url_as
+from tests import factories
 
 
 @pytest.fixture()
@@ -81,14 +82,14 @@ def seed_vouchers(pg: psycopg.Connection[Any], n: int, *, status: str = "active"
             for v, b in zip(ids, people, strict=True):
                 copy.write_row((v, b, programme, cycle, amount_cents, _ago(age_seconds + 60), _ago(-30 * 86400),
                                 _ago(age_seconds)))
+        if status == "pending":  # claimed: only a voucher of a run under way may be (migration 0014)
+            factories.in_run(pg, ids, programme=programme, cycle=cycle)
         if status != "issued":
             cur.execute("""UPDATE vouchers SET status = %s, status_changed_at = %s,
                                   buffr_delivery_id = CASE WHEN %s THEN NULL ELSE 'dlv_' || left(id::text, 8) END
                             WHERE id = ANY(%s::uuid[])""",
                         (status, _ago(age_seconds), status == "pending", ids))
         _seeded += n
-        cur.execute("INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference) "
-                    "SELECT id, NULL, 'issued', 'operator', 'seed' FROM unnest(%s::uuid[]) AS id", (ids,))
     return ids
 
 

@@ -7,7 +7,7 @@ hook changed, so a negative case stays negative and is judged as one):
 
 * a header Schemathesis invents to see it refused is dropped (HTTP headers are an open set);
 * references point at seeded rows: a ``beneficiary_id`` at an active beneficiary, a
-  ``voucher_id`` (path, batch list, webhook data) at a seeded voucher — else every one is a 404;
+  ``voucher_id`` (path, a supplementary run's list, webhook data) at a seeded voucher — else every one is a 404;
 * ``POST /api/v1/vouchers``: ``programme`` is the beneficiary's own, ``amount_cents`` within that
   programme's maximum (reference data in the database) and an integer (``140000.0`` is refused on
   purpose; so for a redemption webhook's amount too), ``expires_at`` in the future (the
@@ -26,9 +26,10 @@ hook changed, so a negative case stays negative and is judged as one):
 
 * the cycle-run routes (``/api/v1/cycles/{programme}/{cycle}/disbursement…``): a schema-valid
   programme and cycle become the seeded cycle (issued vouchers of a seeded programme), so
-  preparing, approving, pausing and resuming reach their state machine instead of a 404; approval
-  is sent with the supervisor's key (four eyes: the operator key that prepared may not approve),
-  unless the case left the key out or changed it.
+  preparing, approving, pausing, resuming and cancelling reach their state machine instead of a
+  404; approval and cancel are sent with the supervisor's key (four eyes: the operator key that
+  prepared or paused may not), unless the case left the key out or changed it; approval names the
+  run (id and fingerprint) a 2xx reply last showed, as a checker names what they reviewed.
 
 ``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
 ``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets; ``SMARTPAY_FUZZ_KEY`` and
@@ -80,6 +81,8 @@ OWNERS: dict[str, str] = {}
 #: A voucher's status as last seen in a reply (a voucher not seen since seeding is as seeded: open).
 STATUSES: dict[str, str] = {}
 OPEN = {"issued", "pending", "active"}
+#: The run a reply last showed (prepare, status): what a checker approves, by id and fingerprint.
+LAST_RUN: dict[str, str] = {}
 
 
 def _pick(pool: list[str], value: Any) -> Any:
@@ -95,6 +98,8 @@ def _pick(pool: list[str], value: Any) -> Any:
 
 def _collect(value: Any) -> None:
     if isinstance(value, dict):
+        if isinstance(value.get("run_id"), str) and isinstance(value.get("fingerprint"), str):
+            LAST_RUN.update(run_id=value["run_id"], fingerprint=value["fingerprint"])
         voucher = value.get("voucher_id")
         if isinstance(voucher, str) and isinstance(value.get("beneficiary_id"), str):
             OWNERS[voucher.lower()] = value["beneficiary_id"].lower()
@@ -163,10 +168,15 @@ def _issue(case: Any) -> None:
             headers[name] = f"fuzz-{digest[:40]}"
 
 
-def _batch(case: Any) -> None:
-    body = case.body
-    if isinstance(body, dict) and isinstance(body.get("voucher_ids"), list):
+def _run_body(case: Any, path: str) -> None:
+    """A supplementary run names seeded vouchers; an approval names the run a reply last showed."""
+    body, meta = case.body, case.meta
+    if not isinstance(body, dict) or (meta is not None and meta.is_negative_at(ParameterLocation.BODY)):
+        return
+    if path.endswith("/supplementary") and isinstance(body.get("voucher_ids"), list):
         body["voucher_ids"] = [_pick(seeds()["vouchers"], v) for v in body["voucher_ids"]]
+    elif path.endswith("/approve") and LAST_RUN:
+        body.update(LAST_RUN)
 
 
 def _verify(case: Any) -> None:
@@ -238,7 +248,8 @@ def _cycle_run(case: Any, path: str) -> None:
     if meta is not None and meta.is_negative_at(ParameterLocation.PATH):
         return  # an invalid programme or cycle tests the 422: leave it as generated
     case.path_parameters.update(seeds()["cycle_run"])
-    if path.endswith("/approve"):
+    _run_body(case, path)
+    if path.endswith(("/approve", "/cancel")):
         for name, value in list(_headers(case).items()):
             if name.lower() == "x-api-key" and value == os.environ["SMARTPAY_FUZZ_KEY"]:
                 case.headers[name] = os.environ["SMARTPAY_FUZZ_APPROVER_KEY"]
@@ -260,8 +271,6 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             path_parameters["beneficiary_id"] = _pick(seeds()["beneficiaries"], path_parameters["beneficiary_id"])
     if (method, path) == ("POST", "/api/v1/vouchers"):
         _issue(case)
-    elif (method, path) == ("POST", "/api/v1/disbursements"):
-        _batch(case)
     elif (method, path) == ("POST", "/api/v1/beneficiaries/verify"):
         _verify(case)
     elif (method, path) == ("POST", WEBHOOK_PATH):

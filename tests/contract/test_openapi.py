@@ -26,6 +26,25 @@ def test_committed_document_matches_the_code() -> None:
     assert committed == openapi.render(openapi.build()), "run `smartpay openapi` and commit openapi.json"
 
 
+def test_every_integer_in_the_document_has_bounds() -> None:
+    """A number the API cannot hold is refused by its document (422), never a 500 behind it."""
+    unbounded = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer" and not (
+                    {"minimum", "exclusiveMinimum"} & node.keys() and {"maximum", "exclusiveMaximum"} & node.keys()):
+                unbounded.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(openapi.build(), "")
+    assert unbounded == []
+
+
 def test_document_covers_every_template_route() -> None:
     from smartpay_tools.local.template import Template
 
@@ -145,7 +164,7 @@ def test_fuzzing_every_operation_with_every_check_finds_nothing(gateway_url, api
     declared = _declared_links(document)
     followed = _links_followed(tmp_path / "events.ndjson")
     from_2xx = {link for link, statuses in followed.items() if any(200 <= code < 300 for code in statuses)}
-    assert len(declared) >= 5 and declared <= from_2xx, (
+    assert len(declared) >= 2 and declared <= from_2xx, (
         f"links never followed from a 2xx reply: {sorted(declared - from_2xx)}\nfollowed: {followed}\n{summary}")
     figure = re.search(r"API Links:\s+(\d+) covered / (\d+) selected / (\d+) total", out.stdout)
     assert figure is not None and {int(n) for n in figure.groups()} == {len(declared)}, summary

@@ -26,6 +26,15 @@ def _voucher(pg, amount: int, *targets: str, beneficiary: dict | None = None, cy
     return v
 
 
+def _unaudited_voucher(pg, beneficiary_id: str) -> None:
+    """A voucher the owner inserted with the audit trigger switched off: no creation row."""
+    with pg.transaction():
+        pg.execute("ALTER TABLE vouchers DISABLE TRIGGER vouchers_audit_insert")
+        pg.execute("""INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
+                      VALUES (%s, 'old_age', '2026-11', 500, now() + interval '1 day')""", (beneficiary_id,))
+        pg.execute("ALTER TABLE vouchers ENABLE TRIGGER vouchers_audit_insert")
+
+
 def _emf(name: str, route: str, value: int) -> str:
     return json.dumps({"_aws": {"Timestamp": 0, "CloudWatchMetrics": [{
         "Namespace": "KetchupSmartPay", "Dimensions": [["service", "route"]],
@@ -127,8 +136,7 @@ def test_without_a_metrics_source_the_hit_rate_is_unavailable_not_guessed(small_
 
 def test_arithmetic_check_fails_on_an_unbalanced_cycle(small_cycle, pg) -> None:
     b = factories.beneficiary(pg)
-    pg.execute("""INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-                  VALUES (%s, 'old_age', '2026-11', 500, now() + interval '1 day')""", (b["id"],))
+    _unaudited_voucher(pg, b["id"])
     r = compliance.report(pg, *CYCLE)  # a voucher without its creation row: money out of thin air
     assert not r["arithmetic"]["ok"]
     assert r["arithmetic"]["issued"] == {"count": 7, "amount_cents": 28000}
@@ -227,8 +235,7 @@ def test_cli_exits_1_when_a_check_fails(small_cycle, pg, pg_url, capsys) -> None
     from smartpay_tools.cli import main
 
     b = factories.beneficiary(pg)
-    pg.execute("""INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-                  VALUES (%s, 'old_age', '2026-11', 500, now() + interval '1 day')""", (b["id"],))
+    _unaudited_voucher(pg, b["id"])
     assert main(["--database-url", pg_url, "report", "--compliance", "--programme", "old_age",
                  "--cycle", "2026-11"]) == 1
     assert "FAIL" in capsys.readouterr().out

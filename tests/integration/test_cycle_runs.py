@@ -80,12 +80,16 @@ def _seed(pg: psycopg.Connection[Any], n: int, cycle: str) -> None:
 
 
 def _call(stack: Any, method: str, cycle: str, action: str = "", key: str = "operator",
-          idempotency_key: str | None = None) -> httpx.Response:
+          idempotency_key: str | None = None, body: dict[str, Any] | None = None) -> httpx.Response:
+    """One call; an approval without ``body`` names the cycle's latest run as the checker reads it."""
     headers = {"x-api-key": _keys(stack)[key]}
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
+    if action == "approve" and body is None:
+        run = _call(stack, "GET", cycle, key="supervisor").json()
+        body = {"run_id": run["run_id"], "fingerprint": run["fingerprint"]}
     path = f"/api/v1/cycles/{PROGRAMME}/{cycle}/disbursement" + (f"/{action}" if action else "")
-    return httpx.request(method, stack.url + path, headers=headers, timeout=30)
+    return httpx.request(method, stack.url + path, headers=headers, json=body, timeout=30)
 
 
 def _start(stack: Any, cycle: str, *, maker: str = "operator", checker: str = "supervisor",
@@ -229,7 +233,8 @@ def test_a_cycle_started_twice_with_one_key_is_one_run_sending_each_voucher_once
     assert factories.count(pg, "SELECT count(*) FROM cycle_runs WHERE cycle = %s", cycle) == 1
     assert factories.count(pg, "SELECT count(*) FROM cycle_run_chunks WHERE sends <> 1") == 0
     assert [(e["action"], e["principal"]) for e in _events(pg, first["run_id"])] == [
-        ("prepared", "operator"), ("approved", "supervisor"), ("enqueued", "supervisor"), ("completed", "system")]
+        ("prepared", "operator"), ("approved", "supervisor"), ("enqueuing", "supervisor"), ("enqueued", "supervisor"),
+        ("completed", "system")]
     approved = _events(pg, first["run_id"])[1]["detail"]
     assert approved["maker_principal"] == "operator" and approved["checker_principal"] == "supervisor"
     # every voucher's audit row names the run that sent it

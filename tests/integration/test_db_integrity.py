@@ -60,7 +60,8 @@ def test_the_trigger_allows_exactly_the_lifecycles_transitions_on_every_pair(pg:
             if current == target:
                 continue
             v = factories.voucher(pg, b["id"], cycle=f"20{10 + list(VoucherStatus).index(current)}-"
-                                                     f"{list(VoucherStatus).index(target) + 1:02d}", status=current)
+                                                     f"{list(VoucherStatus).index(target) + 1:02d}", status=current,
+                                  claimable=target == VoucherStatus.PENDING)  # a claim needs a run (0014)
             try:
                 with pg.transaction():
                     pg.execute("UPDATE vouchers SET status = %s WHERE id = %s", (target, v["id"]))
@@ -133,10 +134,21 @@ def test_not_even_the_owner_issues_to_an_ineligible_beneficiary(pg) -> None:
     assert factories.count(pg, "SELECT count(*) FROM vouchers") == 0
 
 
+def test_not_even_the_owner_issues_above_the_programmes_maximum(pg) -> None:
+    b = factories.beneficiary(pg)
+    maximum = pg.execute("SELECT max_amount_cents FROM programmes WHERE code = 'old_age'").fetchone()["max_amount_cents"]
+    with pytest.raises(psycopg.errors.CheckViolation, match="above the old_age maximum"), pg.transaction():
+        pg.execute("INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at) "
+                   "VALUES (%s, 'old_age', '2027-01', %s, now() + interval '30 days')", (b["id"], maximum + 1))
+    pg.execute("INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at) "
+               "VALUES (%s, 'old_age', '2027-01', %s, now() + interval '30 days')", (b["id"], maximum))
+    assert factories.count(pg, "SELECT count(*) FROM vouchers") == 1
+
+
 def test_nothing_is_marked_pending_for_an_ineligible_beneficiary(pg) -> None:
     """The backstop for a registry change racing a claim: refused as a serialisation failure."""
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])["id"]
+    v = factories.voucher(pg, b["id"], claimable=True)["id"]
     with pg.transaction():
         pg.execute("SET LOCAL session_replication_role = replica")  # the registry trigger missed it
         pg.execute("UPDATE beneficiaries SET status = 'suspended' WHERE id = %s", (b["id"],))

@@ -72,11 +72,15 @@ def test_demo_report_has_compliance_sections_and_audit_verify_passes(demo) -> No
     report_text = proc.stdout.split("[6/6] report", 1)[1]
     assert sorted(re.findall(r"^Compliance report: (\S+) \d{4}-\d{2}$", report_text, re.M)) == programmes
     assert report_text.count("Checks: arithmetic PASS, no payment to an ineligible beneficiary PASS, "
-                             "audit chain verifies PASS") == len(programmes)
+                             "audit chain verifies PASS, latest anchor agrees PASS") == len(programmes)
+    assert report_text.count("  latest verified anchor anchors/") == len(programmes)
 
-    # audit verify ran after the report, over the whole trail, and passed.
-    verify = report_text.split("$ smartpay audit verify\n", 1)[1]
+    # audit verify --anchors ran after the report, over the whole trail and every anchor, and passed.
+    verify = report_text.split("$ smartpay audit verify --anchors\n", 1)[1]
     assert re.match(r"audit chain OK: ([\d,]+) of \1 rows recomputed over [\d,]+ vouchers \(all vouchers\)", verify)
+    assert re.search(r"^anchors OK: (\d+) of s3://smartpay-audit-anchors-\d+-local agree with the recomputed heads; "
+                     r"latest anchors/", verify, re.M)
+    assert int(re.search(r"anchors OK: (\d+)", verify).group(1)) >= len(programmes)  # a cycle run each, at least
     assert "BROKEN" not in proc.stderr
 
     # CSV: the compliance rows of each programme, checks included.
@@ -84,7 +88,8 @@ def test_demo_report_has_compliance_sections_and_audit_verify_passes(demo) -> No
     rows = list(csv.reader(csv_file.open()))
     checks = {(r[1], r[2]): r[3] for r in rows if r[0] == "compliance.check"}
     assert checks == {(p, name): "PASS" for p in programmes
-                      for name in ("arithmetic", "no payment to an ineligible beneficiary", "audit chain verifies")}
+                      for name in ("arithmetic", "no payment to an ineligible beneficiary", "audit chain verifies",
+                                   "latest anchor agrees")}
     assert {r[1] for r in rows if r[0] == "compliance.duplicates_prevented" and r[2] == "buffr_duplicates_refused"
             and r[3] != ""} == set(programmes)
 

@@ -1,13 +1,14 @@
-"""Fault tests: concurrency storms, Buffr faults and deadlines; exact final state every time."""
+"""Fault tests: concurrency storms, Buffr faults and deadlines; exact final state every time.
 
-import uuid
+The send pipeline (``disburse.logic.batch``) is driven directly on vouchers of a run under way
+(``factories.in_run``): the only vouchers the claim sends."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from disburse import service
+from disburse.logic import batch
 from disburse.models import BatchRequest
-from smartpay.errors import Conflict, ProblemError
 from tests import factories
 from tests.fixtures_disburse import lambda_context
 
@@ -15,12 +16,17 @@ pytestmark = pytest.mark.integration
 
 
 def _cycle_vouchers(pg, n: int, cycle: str = "2026-08") -> list[str]:
-    """n issued vouchers, inserted in bulk (direct SQL, like the factories)."""
+    """n issued vouchers of a run under way, in id order (direct SQL, like the factories)."""
     ids = []
     for _ in range(n):
         b = factories.beneficiary(pg)
         ids.append(factories.voucher(pg, b["id"], cycle=cycle)["id"])
-    return ids
+    factories.in_run(pg, ids, cycle=cycle)
+    return sorted(ids)
+
+
+def _send(ids: list[str], reference: str, seconds: float = 60) -> batch.BatchReply:
+    return batch.disburse_batch(BatchRequest(voucher_ids=ids), reference=reference, context=lambda_context(seconds))
 
 
 def _events(pg, voucher_id: str) -> list[tuple]:
@@ -29,36 +35,25 @@ def _events(pg, voucher_id: str) -> list[tuple]:
     return [(r["from_status"], r["to_status"]) for r in rows]
 
 
-def test_hundred_concurrent_in_process_calls_credit_once(disburse_env, pg, sim) -> None:
+def test_concurrent_sends_of_one_voucher_credit_it_once(disburse_env, pg, sim) -> None:
+    """Twenty batches race to send one voucher: one claim (issued → pending), Buffr's key does the rest."""
+    disburse_env["reconfigure"](DB_POOL_SIZE="40")  # one container's pool shared by twenty batches
     sim.configure(latency_ms=200)
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
+    v = _cycle_vouchers(pg, 1)[0]
 
-    def call(_: int) -> tuple[str, dict | int]:
-        try:
-            result, replayed = service.disburse(v["id"], reference=str(uuid.uuid4()), context=lambda_context())
-            return ("replay" if replayed else "fresh"), result
-        except Conflict as exc:
-            return "conflict", exc.status
-
-    with ThreadPoolExecutor(100) as pool:
-        outcomes = list(pool.map(call, range(100)))
-    kinds = [k for k, _ in outcomes]
-    assert kinds.count("fresh") == 1 and set(kinds) <= {"fresh", "replay", "conflict"}
-    fresh = next(r for k, r in outcomes if k == "fresh")
-    assert all(r == fresh for k, r in outcomes if k == "replay")
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda n: _send([v], f"race-{n}"), range(20)))
+    assert all(r.results[0].outcome in ("active", "pending", "skipped") for r in replies)
     stats = sim.stats(detail=True)
-    assert stats["credits_per_voucher"] == {v["id"]: 1}
-    # One call reached Buffr: the other 99 were answered by Ketchup's own idempotency record.
-    assert (stats["calls"], stats["duplicates_refused"]) == ({"disburse": 1}, 0)
-    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
+    assert stats["credits_per_voucher"] == {v: 1} and stats["double_credited"] == {}
+    assert _events(pg, v) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
 
 
 def test_faulty_buffr_never_double_credits_and_loses_nothing(disburse_env, pg, sim) -> None:
     disburse_env["reconfigure"](BUFFR_READ_TIMEOUT_S="0.3", BUFFR_MAX_ATTEMPTS="3")
     ids = _cycle_vouchers(pg, 1000, cycle="2026-07")
     sim.configure(error_rate=0.30, timeout_rate=0.10, hang_ms=800, seed=11)
-    request = BatchRequest(programme="old_age", cycle="2026-07", limit=1000)
-    first = service.disburse_batch(request, reference="pass-1", context=lambda_context(120))
+    first = _send(ids, "pass-1", 120)
     assert first.attempted == 1000 and first.not_attempted == [] and first.failed == 0
     statuses = {r["id"]: r["status"] for r in pg.execute(
         "SELECT id::text AS id, status FROM vouchers WHERE cycle = '2026-07'").fetchall()}
@@ -76,11 +71,11 @@ def test_faulty_buffr_never_double_credits_and_loses_nothing(disburse_env, pg, s
     lost_replies = [v for v, s in statuses.items() if s == "pending" and v in stats["credits_per_voucher"]]
     assert lost_replies, "no reply was lost after a credit: the duplicate path was not exercised"
     sim.configure(error_rate=0.0, timeout_rate=0.0)
-    second = service.disburse_batch(request, reference="pass-2", context=lambda_context(120))
+    second = _send(ids, "pass-2", 120)
     after = sim.stats(detail=True)
     assert after["calls"]["disburse"] - stats["calls"]["disburse"] == first.pending  # each once, nothing else
     assert after["duplicates_refused"] - stats["duplicates_refused"] == len(lost_replies)
-    assert second.requested == first.pending and second.succeeded == first.pending and second.remaining == 0
+    assert second.succeeded == first.pending and second.skipped == 1000 - first.pending  # active: not sent again
     stats = sim.stats(detail=True)
     assert stats["credits_per_voucher"] == {v: 1 for v in ids}
     rows = pg.execute("SELECT id::text AS id, status, buffr_delivery_id FROM vouchers WHERE cycle = '2026-07'").fetchall()
@@ -97,7 +92,7 @@ def test_batch_cut_by_the_deadline_reports_exactly_what_it_did_not_attempt(disbu
     ids = _cycle_vouchers(pg, 300, cycle="2026-06")
     sim.configure(latency_ms=150)
     context = lambda_context(3.0)
-    reply = service.disburse_batch(BatchRequest(voucher_ids=ids), reference="cut", context=context)
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=ids), reference="cut", context=context)
     assert context.get_remaining_time_in_millis() > 0
     attempted = [r.voucher_id for r in reply.results]
     assert reply.stopped_early and 0 < len(attempted) < 300 and reply.not_attempted
@@ -115,44 +110,37 @@ def test_batch_cut_by_the_deadline_reports_exactly_what_it_did_not_attempt(disbu
 
 
 def test_buffr_rejection_fails_the_voucher_with_the_reason(disburse_env, pg, sim) -> None:
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
-    sim.set_voucher(v["id"], reject="wallet closed")
-    with pytest.raises(ProblemError) as raised:
-        service.disburse(v["id"], reference="r", context=lambda_context())
-    assert raised.value.status == 422 and raised.value.extra["voucher_status"] == "failed"
-    row = pg.execute("SELECT status, failure_reason FROM vouchers WHERE id = %s", (v["id"],)).fetchone()
+    v = _cycle_vouchers(pg, 1)[0]
+    sim.set_voucher(v, reject="wallet closed")
+    item = _send([v], "r").results[0]
+    assert (item.outcome, item.status, item.reason) == ("failed", "failed", "wallet closed")
+    row = pg.execute("SELECT status, failure_reason FROM vouchers WHERE id = %s", (v,)).fetchone()
     assert row == {"status": "failed", "failure_reason": "wallet closed"}
     assert (sim.stats()["calls"], sim.stats()["duplicates_refused"]) == ({"disburse": 1}, 0)
-    with pytest.raises(Conflict) as again:
-        service.disburse(v["id"], reference="r2", context=lambda_context())
-    assert again.value.extra["voucher_status"] == "failed"
+    again = _send([v], "r2").results[0]
+    assert (again.outcome, again.status) == ("skipped", "failed")
     assert sim.stats()["calls"] == {"disburse": 1}  # a failed voucher is never sent again
 
 
-@pytest.mark.parametrize(("faults", "status"), [({"error_rate": 1.0}, 502), ({"rate_429": 1.0}, 503),
-                                                ({"timeout_rate": 1.0, "timeout_after_credit": False}, 504)])
-def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_env, pg, sim, faults,
-                                                                       status) -> None:
+@pytest.mark.parametrize("faults", [{"error_rate": 1.0}, {"rate_429": 1.0},
+                                    {"timeout_rate": 1.0, "timeout_after_credit": False}])
+def test_buffr_down_leaves_the_voucher_pending_and_a_retry_finishes_it(disburse_env, pg, sim, faults) -> None:
     disburse_env["reconfigure"](BUFFR_READ_TIMEOUT_S="0.2", BUFFR_MAX_ATTEMPTS="3")
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])
+    v = _cycle_vouchers(pg, 1)[0]
     sim.configure(hang_ms=500, retry_after_s=0, **faults)
-    with pytest.raises(ProblemError) as raised:
-        service.disburse(v["id"], reference="r1", context=lambda_context())
-    assert raised.value.status == status and raised.value.extra == {
-        "voucher_id": v["id"], "voucher_status": "pending", "attempts": 3, **({"reason": raised.value.extra.get("reason")}
-                                                                      if status == 502 else {})}
-    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending")]
+    item = _send([v], "r1").results[0]
+    assert (item.outcome, item.status, item.attempts) == ("pending", "pending", 3)
+    assert _events(pg, v) == [(None, "issued"), ("issued", "pending")]
     # Bounded: exactly BUFFR_MAX_ATTEMPTS calls, each refused before any credit.
     stats = sim.stats()
-    kind = {502: "5xx", 503: "429", 504: "timeout"}[status]
+    kind = "5xx" if "error_rate" in faults else "429" if "rate_429" in faults else "timeout"
     assert (stats["calls"], stats["errors_injected"], stats["credits"], stats["duplicates_refused"]) == (
         {"disburse": 3}, {kind: 3}, 0, 0)
     sim.reset()
-    result, replayed = service.disburse(v["id"], reference="r2", context=lambda_context())
-    assert result["status"] == "active" and not replayed
-    assert _events(pg, v["id"]) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
+    assert _send([v], "r2").results[0].outcome == "active"
+    assert _events(pg, v) == [(None, "issued"), ("issued", "pending"), ("pending", "active")]
     stats = sim.stats(detail=True)
-    assert stats["credits_per_voucher"] == {v["id"]: 1}
+    assert stats["credits_per_voucher"] == {v: 1}
     assert (stats["calls"], stats["duplicates_refused"]) == ({"disburse": 1}, 0)
 
 
@@ -174,8 +162,7 @@ def test_a_batch_logs_every_voucher_id_in_a_few_lines(disburse_env, pg, sim) -> 
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-05", limit=200),
-                                       reference="logged", context=lambda_context())
+        reply = _send(ids, "logged")
     finally:
         logger.removeHandler(handler)
     assert (reply.succeeded, reply.failed) == (119, 1)
@@ -256,8 +243,7 @@ def test_a_batch_records_answers_on_a_spare_connection_while_it_claims(disburse_
     ids = _cycle_vouchers(pg, 400, cycle="2026-03")
     sim.configure(latency_ms=20)
     turns = _recording_turns(monkeypatch)
-    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-03", limit=400),
-                                   reference="spare", context=lambda_context())
+    reply = _send(ids, "spare")
     assert (reply.succeeded, reply.pending, reply.failed) == (400, 0, 0)
     claims = {pid for pid, _, claimed in turns if claimed}
     recorded_beside_a_claim = {pid for pid, settled, claimed in turns if settled and not claimed} - claims
@@ -275,8 +261,7 @@ def test_a_batch_with_no_spare_connection_runs_on_its_own(disburse_env, pg, sim,
     turns = _recording_turns(monkeypatch)
     with db.connection() as held:  # the pool's second connection, taken for the whole batch
         held.execute("SELECT 1")
-        reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-02", limit=150),
-                                       reference="no-spare", context=lambda_context())
+        reply = _send(ids, "no-spare")
     assert (reply.succeeded, reply.pending, reply.failed) == (150, 0, 0)
     assert len({pid for pid, _, _ in turns}) == 1
     _all_active_once(pg, sim, ids, "2026-02")
@@ -306,9 +291,8 @@ def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_not
         return real(conn, settle, voucher_ids, reference)
 
     monkeypatch.setattr(repository, "settle_and_claim", kills_the_spare)
-    request = BatchRequest(programme="old_age", cycle="2026-01", limit=400)
     with pytest.raises(DatabaseUnavailable) as raised:
-        service.disburse_batch(request, reference="cut-spare", context=lambda_context())
+        _send(ids, "cut-spare")
     assert killed and isinstance(raised.value.__cause__, psycopg.OperationalError)  # the killed spare, as a 503
     before = _settled_calls(sim)  # the calls already submitted finish on the client's loop
     status = {r["id"]: r["status"] for r in pg.execute(
@@ -319,10 +303,10 @@ def test_a_spare_connection_killed_mid_batch_is_503_and_the_next_batch_sends_not
     assert all(v in before["credits_per_voucher"] for v, s in status.items() if s == "active")
 
     monkeypatch.setattr(repository, "settle_and_claim", real)
-    second = service.disburse_batch(request, reference="after-cut", context=lambda_context())
+    second = _send(ids, "after-cut")
     after = sim.stats(detail=True)
-    assert second.succeeded == second.requested == 400 - list(status.values()).count("active")
-    assert after["calls"]["disburse"] - before["calls"]["disburse"] == second.requested
+    assert second.succeeded == 400 - list(status.values()).count("active")
+    assert after["calls"]["disburse"] - before["calls"]["disburse"] == second.succeeded
     # each pending voucher Buffr had credited (its answer lost with the spare) is refused as a duplicate
     assert after["duplicates_refused"] - before["duplicates_refused"] == len(pending & set(before["credits_per_voucher"]))
     _all_active_once(pg, sim, ids, "2026-01")
@@ -358,7 +342,7 @@ def test_a_turn_whose_two_halves_both_fail_logs_the_lost_answers_and_is_503(disb
     from smartpay.observability import logger
 
     disburse_env["reconfigure"](BUFFR_CONCURRENCY="20")
-    _cycle_vouchers(pg, 200, cycle="2025-12")
+    ids = _cycle_vouchers(pg, 200, cycle="2025-12")
     real, claimed_on, recording_failed = repository.settle_and_claim, set(), threading.Event()
 
     def both_fail(conn, settle, voucher_ids, reference):
@@ -380,8 +364,7 @@ def test_a_turn_whose_two_halves_both_fail_logs_the_lost_answers_and_is_503(disb
     logger.addHandler(handler)
     try:
         with pytest.raises(DatabaseUnavailable) as raised:
-            service.disburse_batch(BatchRequest(programme="old_age", cycle="2025-12", limit=200),
-                                   reference="both", context=lambda_context())
+            _send(ids, "both")
     finally:
         logger.removeHandler(handler)
     assert "(claim)" in str(raised.value.__cause__)

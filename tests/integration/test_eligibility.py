@@ -85,44 +85,48 @@ def test_payroll_rows_under_another_programme_are_rejected_with_line_and_reason(
     assert factories.count(pg, "SELECT count(*) FROM vouchers WHERE beneficiary_id = %s", child["id"]) == 0
 
 
-# --- single disburse -----------------------------------------------------------------------------
+# --- the claim (send pipeline, on vouchers of a run under way) -------------------------------------
+
+def _send(voucher_id: str, reference: str) -> Any:
+    from disburse.logic import batch
+    from disburse.models import BatchRequest
+
+    return batch.disburse_batch(BatchRequest(voucher_ids=[voucher_id]), reference=reference,
+                                context=lambda_context()).results[0]
+
 
 @pytest.mark.parametrize("triggers", [True, False], ids=["registry-trigger", "payment-point-check"])
 def test_suspended_between_issue_and_disburse_is_held_then_paid_once_reinstated(
-        gateway_url, api_keys, pg, sim, triggers) -> None:
+        disburse_env, pg, sim, triggers) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])["id"]
+    v = factories.voucher(pg, b["id"], claimable=True)["id"]
     _registry_update(pg, b["id"], status="suspended", triggers=triggers)
-    reply = _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse")
-    assert reply.status_code == 409, reply.text
-    assert reply.json()["reason"] == "beneficiary is suspended" and reply.json()["voucher_status"] == "held"
+    item = _send(v, "r1")
+    assert (item.outcome, item.status, item.reason) == ("ineligible", "held", "not sent: beneficiary is suspended")
     assert sim.stats()["calls"].get("disburse", 0) == 0
     assert _voucher(pg, v) == {"status": "held", "failure_reason": "beneficiary is suspended", "review_reason": None}
     holder = "registry" if triggers else "disburse"
     assert _trail(pg, v) == [(None, "issued", "operator", None), ("issued", "held", holder, "beneficiary is suspended")]
     # Still suspended: asked again, still nothing sent.
-    assert _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse").status_code == 409
+    assert _send(v, "r2").outcome == "ineligible"
     assert sim.stats()["calls"].get("disburse", 0) == 0
     _registry_update(pg, b["id"], status="active")
-    paid = _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse")
-    assert paid.status_code == 200, paid.text
+    assert _send(v, "r3").outcome == "active"
     assert _voucher(pg, v) == {"status": "active", "failure_reason": None, "review_reason": None}
-    again = _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse")
-    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"  # the cached reply
+    assert _send(v, "r4").outcome == "skipped"  # active: never sent again
     assert sim.stats(detail=True)["credits_per_voucher"] == {v: 1}
     assert [t[:2] for t in _trail(pg, v)][2:] == [("held", "pending"), ("pending", "active")]
 
 
 @pytest.mark.parametrize("triggers", [True, False], ids=["registry-trigger", "payment-point-check"])
-def test_deceased_is_cancelled_for_good_and_never_sent(gateway_url, api_keys, pg, sim, triggers) -> None:
+def test_deceased_is_cancelled_for_good_and_never_sent(disburse_env, pg, sim, triggers) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])["id"]
+    v = factories.voucher(pg, b["id"], claimable=True)["id"]
     _registry_update(pg, b["id"], status="deceased", triggers=triggers)
-    reply = _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse")
-    assert reply.status_code == 409
+    assert _send(v, "r1").outcome == "ineligible"
     assert _voucher(pg, v)["status"] == "cancelled"
     _registry_update(pg, b["id"], status="active")  # a registry correction does not revive it
-    assert _post(gateway_url, api_keys["operator"], f"/api/v1/vouchers/{v}/disburse").status_code == 409
+    assert _send(v, "r2").outcome == "skipped"
     assert _voucher(pg, v)["status"] == "cancelled"
     assert sim.stats()["calls"].get("disburse", 0) == 0
 
@@ -177,11 +181,12 @@ def test_registry_import_acts_on_open_vouchers(pg, tmp_path) -> None:
 
 def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
         disburse_env, pg, sim, monkeypatch) -> None:
-    from disburse import repository, service
+    from disburse import repository
+    from disburse.logic import batch
     from disburse.models import BatchRequest
 
     people = [factories.beneficiary(pg) for _ in range(1000)]
-    ids = [factories.voucher(pg, p["id"])["id"] for p in people]
+    ids = [factories.voucher(pg, p["id"], claimable=True)["id"] for p in people]
     # The last 50 of the batch's order turn ineligible after its first turn: 25 suspended, 25 deceased.
     late = {p["id"]: ("suspended" if i % 2 else "deceased") for i, p in enumerate(people[-50:])}
     disburse_env["reconfigure"](BUFFR_CONCURRENCY="20")
@@ -196,7 +201,7 @@ def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
         return real(conn, settle, voucher_ids, reference)
 
     monkeypatch.setattr(repository, "settle_and_claim", settle_and_claim)
-    reply = service.disburse_batch(BatchRequest(voucher_ids=ids), reference="batch-eligibility",
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=ids), reference="batch-eligibility",
                                    context=lambda_context(120))
     assert (reply.requested, reply.succeeded, reply.ineligible, reply.failed, reply.pending) == (1000, 950, 50, 0, 0)
     assert sim.stats()["credits"] == 950 and not sim.stats()["double_credited"]
@@ -209,22 +214,6 @@ def test_batch_of_1000_with_50_turning_ineligible_mid_way_credits_exactly_950(
         assert reported[vid].status == ("held" if status == "suspended" else "cancelled")
     rows = pg.execute("SELECT status, count(*) AS n FROM vouchers GROUP BY status").fetchall()
     assert {r["status"]: r["n"] for r in rows} == {"active": 950, "held": 25, "cancelled": 25}
-
-
-def test_batch_by_cycle_pays_reinstated_held_vouchers_and_leaves_suspended_ones(disburse_env, pg, sim) -> None:
-    from disburse import service
-    from disburse.models import BatchRequest
-
-    people = [factories.beneficiary(pg) for _ in range(4)]
-    vouchers = [factories.voucher(pg, p["id"])["id"] for p in people]
-    for p in people[:2]:
-        _registry_update(pg, p["id"], status="suspended")
-    _registry_update(pg, people[0]["id"], status="active")  # reinstated: its held voucher is paid
-    reply = service.disburse_batch(BatchRequest(programme="old_age", cycle="2026-11"), reference="cycle",
-                                   context=lambda_context())
-    assert (reply.requested, reply.succeeded, reply.remaining) == (3, 3, 0)
-    assert _voucher(pg, vouchers[1])["status"] == "held"
-    assert sim.stats(detail=True)["credits_per_voucher"] == {v: 1 for v in (vouchers[0], *vouchers[2:])}
 
 
 # --- reconcile --------------------------------------------------------------------------------------
@@ -242,4 +231,5 @@ def test_reconcile_never_resends_an_ineligible_voucher(local_stack, pg, sim) -> 
     assert record["discrepancy"] == "pending_unknown" and record["action"] == "flagged"
     assert "beneficiary is deceased" in record["detail"]
     assert sim.stats()["calls"].get("disburse", 0) == 0 and sim.stats()["credits"] == 0
-    assert _voucher(pg, v)["status"] == "pending"
+    # disburse asked Buffr again before any re-send: never received, so the lifecycle cancels it
+    assert _voucher(pg, v)["status"] == "cancelled"

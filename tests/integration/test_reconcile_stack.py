@@ -46,7 +46,7 @@ def test_pending_unknown_is_redisbursed_once_through_the_disburse_function(local
     trail = pg.execute("SELECT from_status, to_status, source FROM voucher_events WHERE voucher_id = %s ORDER BY id",
                        (v["id"],)).fetchall()
     assert [(t["from_status"], t["to_status"], t["source"]) for t in trail] == [
-        (None, "issued", "operator"), ("pending", "active", "disburse")]
+        (None, "issued", "operator"), ("issued", "pending", "operator"), ("pending", "active", "disburse")]
 
 
 def test_the_local_scheduler_fires_the_templates_schedule(local_stack, pg, sim) -> None:

@@ -1,10 +1,11 @@
 """The Buffr simulator's webhooks, end to end over real HTTP on loopback.
 
-operator → gateway → disburse function → simulator (credit) → simulator's sender → gateway →
+disburse function (sending a run's vouchers) → simulator (credit) → simulator's sender → gateway →
 webhook function → PostgreSQL. Every figure asserted is read from PostgreSQL and the simulator.
 """
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -17,23 +18,25 @@ FINAL = ("voucher.redeemed", "voucher.expired")
 
 
 def _cycle(pg, n: int, cycle: str) -> list[str]:
-    return [factories.voucher(pg, factories.beneficiary(pg)["id"], cycle=cycle)["id"] for _ in range(n)]
+    """``n`` issued vouchers of a run under way (the only ones the disburse function sends)."""
+    ids = [factories.voucher(pg, factories.beneficiary(pg)["id"], cycle=cycle)["id"] for _ in range(n)]
+    factories.in_run(pg, ids, cycle=cycle)
+    return ids
 
 
-def _disburse_cycle(gateway_url: str, key: str, cycle: str, n: int) -> dict:
-    reply = httpx.post(f"{gateway_url}/api/v1/disbursements", headers={"x-api-key": key},
-                       json={"programme": "old_age", "cycle": cycle, "limit": n}, timeout=120)
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert body["succeeded"] == n and body["remaining"] == 0
-    return body
+def _send(local_stack, ids: list[str]) -> dict:
+    """The disburse function's send step on these vouchers (its direct event, as reconciliation's
+    re-send invokes it; a run's chunk goes through the same step)."""
+    reply = local_stack.invoke("DisburseFunction", {"run_id": str(uuid.uuid4()), "voucher_ids": ids})
+    assert [r["outcome"] for r in reply["results"]] == ["active"] * len(ids), reply
+    return reply
 
 
-def _run_cycle(gateway_url, api_keys, pg, sim, hooks, n: int, cycle: str, **knobs) -> tuple[list[str], dict]:
-    """Issue ``n`` vouchers, set the knobs, disburse the cycle through the gateway, wait for the webhooks."""
+def _run_cycle(local_stack, pg, sim, hooks, n: int, cycle: str, **knobs) -> tuple[list[str], dict]:
+    """Issue ``n`` vouchers of a run, set the knobs, send them, wait for the webhooks."""
     ids = _cycle(pg, n, cycle)
     hooks(**knobs)
-    _disburse_cycle(gateway_url, api_keys["operator"], cycle, n)
+    _send(local_stack, ids)
     assert sim.flush_webhooks(120)
     return ids, sim.stats()
 
@@ -56,9 +59,9 @@ def hooks(sim, gateway_url, fresh_idempotency):
     return configure
 
 
-def test_duplicates_and_reordering_end_at_the_furthest_status(gateway_url, api_keys, pg, sim, hooks) -> None:
+def test_duplicates_and_reordering_end_at_the_furthest_status(local_stack, gateway_url, api_keys, pg, sim, hooks) -> None:
     n, cycle = 40, "2026-03"
-    ids, stats = _run_cycle(gateway_url, api_keys, pg, sim, hooks, n, cycle, duplicate_rate=0.5,
+    ids, stats = _run_cycle(local_stack, pg, sim, hooks, n, cycle, duplicate_rate=0.5,
                             reorder_rate=0.5, drop_rate=0.0, settle_rate=1.0, redeem_rate=0.5)
     sent = stats["webhooks"]
     by_type = sent["by_type"]
@@ -101,9 +104,9 @@ def test_duplicates_and_reordering_end_at_the_furthest_status(gateway_url, api_k
     assert events == 3 * n + active_rows and active_rows <= n
 
 
-def test_dropped_webhooks_leave_ketchup_behind_buffr(gateway_url, api_keys, pg, sim, hooks) -> None:
+def test_dropped_webhooks_leave_ketchup_behind_buffr(local_stack, gateway_url, api_keys, pg, sim, hooks) -> None:
     n, cycle = 40, "2026-04"
-    ids, stats = _run_cycle(gateway_url, api_keys, pg, sim, hooks, n, cycle, drop_rate=0.3, duplicate_rate=0.0,
+    ids, stats = _run_cycle(local_stack, pg, sim, hooks, n, cycle, drop_rate=0.3, duplicate_rate=0.0,
                             reorder_rate=0.0, settle_rate=1.0, redeem_rate=0.7)
     sent = stats["webhooks"]
     dropped = sent["by_type"]["dropped"]
@@ -123,10 +126,10 @@ def test_dropped_webhooks_leave_ketchup_behind_buffr(gateway_url, api_keys, pg, 
                                             for t, c in sent["by_type"]["planned"].items() if c > dropped.get(t, 0)}
 
 
-def test_settle_now_with_and_without_the_webhook(gateway_url, api_keys, pg, sim, hooks) -> None:
+def test_settle_now_with_and_without_the_webhook(local_stack, gateway_url, api_keys, pg, sim, hooks) -> None:
     cycle = "2026-05"
     # only the activation is sent; the outcome is the operator's call
-    ids, _ = _run_cycle(gateway_url, api_keys, pg, sim, hooks, 5, cycle, settle_rate=0.0)
+    ids, _ = _run_cycle(local_stack, pg, sim, hooks, 5, cycle, settle_rate=0.0)
     assert set(_statuses(pg, cycle).values()) == {"active"}
 
     assert sim.settle(ids[0], "redeemed", webhook=True)["webhook"] is True

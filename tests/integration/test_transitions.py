@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_applied_transition_writes_one_audit_row(pg, db_env) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])
+    v = factories.voucher(pg, b["id"], claimable=True)
     with db.transaction() as conn:
         result = transition(conn, v["id"], "pending", source="disburse", reference="req-1")
     assert result.applied and (result.from_status, result.to_status) == ("issued", "pending")
@@ -34,17 +34,18 @@ def test_applied_transition_writes_one_audit_row(pg, db_env) -> None:
 
 def test_stale_and_duplicate_change_nothing(pg, db_env) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"], status="active")
+    v = factories.voucher(pg, b["id"], status="active", claimable=True)
     with db.transaction() as conn:
         assert transition(conn, v["id"], "pending", source="webhook", reference="w1").outcome == "stale"
         assert transition(conn, v["id"], "active", source="webhook", reference="w2").outcome == "duplicate"
-    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"]) == 1
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s AND source = 'webhook'",
+                           v["id"]) == 0
     assert pg.execute("SELECT version FROM vouchers WHERE id = %s", (v["id"],)).fetchone()["version"] == 1
 
 
 def test_failure_rolls_back_status_and_audit_together(pg, db_env) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])
+    v = factories.voucher(pg, b["id"], claimable=True)
     with pytest.raises(RuntimeError), db.transaction() as conn:
         transition(conn, v["id"], "pending", source="disburse", reference="r")
         raise RuntimeError("crash after the update")
@@ -56,7 +57,7 @@ def test_failure_rolls_back_status_and_audit_together(pg, db_env) -> None:
 def test_pipelined_transaction_commits_or_rolls_back_as_one(pg, db_env, fail: bool) -> None:
     """``db.transaction(pipelined=True)``: the queued UPDATE + audit INSERT commit, or vanish, together."""
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"])
+    v = factories.voucher(pg, b["id"], claimable=True)
     with pytest.raises(RuntimeError) if fail else contextlib.nullcontext(), \
             db.transaction(pipelined=True) as conn:
         result = transition(conn, v["id"], "pending", source="disburse", reference="p")
@@ -71,7 +72,7 @@ def test_pipelined_transaction_commits_or_rolls_back_as_one(pg, db_env, fail: bo
 
 def test_concurrent_writers_cannot_both_win(pg, clean_db) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"], status="active")
+    v = factories.voucher(pg, b["id"], status="active", claimable=True)
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
 
@@ -87,12 +88,13 @@ def test_concurrent_writers_cannot_both_win(pg, clean_db) -> None:
     for t in threads:
         t.join()
     assert outcomes.count("applied") == 1
-    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"]) == 2
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s AND source = 'webhook'",
+                           v["id"]) == 1
 
 
 def test_redeemed_after_expired_is_applied_and_flagged(pg, db_env) -> None:
     b = factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"], status="expired")
+    v = factories.voucher(pg, b["id"], status="expired", claimable=True)
     with db.transaction() as conn:
         result = transition(conn, v["id"], "redeemed", source="webhook", reference="w")
     assert result.applied and result.review_reason
@@ -110,7 +112,7 @@ def test_unknown_voucher(pg, db_env) -> None:
 def test_a_batch_decides_every_pair_exactly_as_the_lifecycle_table(pg, db_env) -> None:
     """transition_many decides in SQL from ``lifecycle.decision_table()``: same outcomes as ``decide``."""
     pairs = [(c, t) for c in VoucherStatus for t in VoucherStatus]
-    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"], status=c.value)["id"] for c, _ in pairs]
+    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"], status=c.value, claimable=True)["id"] for c, _ in pairs]
     unknown = str(uuid.uuid4())
     changes = [Change(v, t, delivery_id=f"d-{i}", detail={"n": i}) for i, (v, (_, t)) in
                enumerate(zip(vouchers, pairs, strict=True))]
@@ -126,7 +128,7 @@ def test_a_batch_decides_every_pair_exactly_as_the_lifecycle_table(pg, db_env) -
         row = pg.execute("SELECT status, version, buffr_delivery_id, review_reason FROM vouchers WHERE id = %s",
                          (v,)).fetchone()
         events = pg.execute("SELECT from_status, to_status, source, reference, detail FROM voucher_events "
-                            "WHERE voucher_id = %s AND from_status IS NOT NULL", (v,)).fetchall()
+                            "WHERE voucher_id = %s AND source = 'reconcile'", (v,)).fetchall()
         if decision.applies:
             assert row == {"status": target.value, "version": 2, "buffr_delivery_id": f"d-{i}",
                            "review_reason": decision.review_reason}
@@ -137,11 +139,11 @@ def test_a_batch_decides_every_pair_exactly_as_the_lifecycle_table(pg, db_env) -
             assert row == {"status": current.value, "version": 1, "buffr_delivery_id": None, "review_reason": None}
             assert events == []
     applied = sum(decide(c, t).applies for c, t in pairs)
-    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE from_status IS NOT NULL") == applied
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE source = 'reconcile'") == applied
 
 
 def test_a_change_without_detail_audits_a_null_detail(pg, db_env) -> None:
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"]
     with db.transaction() as conn:
         transition_many(conn, [Change(v, "pending")], source="disburse", reference="r")
     assert pg.execute("SELECT detail FROM voucher_events WHERE voucher_id = %s AND to_status = 'pending'",
@@ -150,7 +152,7 @@ def test_a_change_without_detail_audits_a_null_detail(pg, db_env) -> None:
 
 def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_both_win(pg, clean_db) -> None:
     """Rows are locked in id order whatever the input order, so two batches cannot deadlock."""
-    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"])["id"] for _ in range(300)]
+    vouchers = [factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"] for _ in range(300)]
     barrier = threading.Barrier(4)
     results: dict[str, list[TransitionResult]] = {}
     errors: list[BaseException] = []
@@ -195,7 +197,7 @@ def test_autocommit_turns_are_atomic_and_the_connection_goes_back_as_it_came(pg,
     a failing one leaves nothing behind, and the pool lends the connection out transactional again."""
     monkeypatch.setenv("DB_POOL_SIZE", "1")
     db.close_pool()
-    first, second = (factories.voucher(pg, factories.beneficiary(pg)["id"])["id"] for _ in range(2))
+    first, second = (factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"] for _ in range(2))
     with db.autocommit() as conn:
         lent = conn
         assert transition_many(conn, [Change(first, "pending")], source="disburse", reference="t1")[0].applied
@@ -212,7 +214,7 @@ def test_autocommit_turns_are_atomic_and_the_connection_goes_back_as_it_came(pg,
 
 
 def test_one_voucher_spelt_two_ways_is_refused_before_anything_changes(pg, db_env) -> None:
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"]
     with pytest.raises(ValueError, match="only once"), db.transaction() as conn:
         transition_many(conn, [Change(v, "pending"), Change(v.upper(), "cancelled")], source="operator",
                         reference="twice")
@@ -228,7 +230,7 @@ def test_a_foreign_key_check_never_waits_on_a_transition(pg, clean_db) -> None:
     """A transaction holding a transition's lock on voucher A that then writes a row referencing
     voucher B (reconciliation records, webhook rows) while a batch holds B and waits for A: with
     FOR UPDATE that was a deadlock; FOR NO KEY UPDATE does not block the foreign-key check."""
-    a, b = sorted(factories.voucher(pg, factories.beneficiary(pg)["id"], status="active")["id"] for _ in range(2))
+    a, b = sorted(factories.voucher(pg, factories.beneficiary(pg)["id"], status="active", claimable=True)["id"] for _ in range(2))
     a, b = b, a  # the batch locks in id order: b (smaller) first, then waits for a
     errors: list[BaseException] = []
     batch_result: list[list[TransitionResult]] = []
@@ -269,7 +271,7 @@ def test_a_review_reason_with_a_percent_sign_reaches_the_database_intact(pg, db_
     from smartpay.transitions import _statement
 
     rules = [("issued", "pending", "applied", "100% checked by 'ops'")]
-    v = factories.voucher(pg, factories.beneficiary(pg)["id"])["id"]
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"]
     with db.transaction() as conn:
         rows = conn.execute(_statement(rules), {
             "changes": json.dumps([{"n": 0, "id": v, "to_status": "pending"}]), "ids": "{" + v + "}",

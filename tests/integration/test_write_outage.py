@@ -215,55 +215,6 @@ def _statuses(pg) -> dict[str, str]:
     return {r["id"]: r["status"] for r in pg.execute("SELECT id::text AS id, status FROM vouchers")}
 
 
-def test_single_disburse_under_a_database_outage(gateway_url, api_keys, pg, pg_url, local_stack, sim,
-                                                 spare) -> None:
-    vouchers = _issued(pg, ITEMS, "2026-02")
-    outcomes = Outcomes(200)
-
-    def send(client: httpx.Client, v: str) -> httpx.Response:
-        return client.post(f"{gateway_url}/api/v1/vouchers/{v}/disburse", headers=_headers(api_keys["operator"]))
-
-    with workers_not_restarted(local_stack, "DisburseFunction", _reader(gateway_url, api_keys)):
-        finished = retry_until_done(vouchers, send, lambda r: r.json()["status"] == "active", outcomes,
-                                    pg_url, spare)
-    assert_audit_complete(pg)
-    assert _statuses(pg) == {v: "active" if v in finished else "issued" for v in vouchers}
-    assert all(reply.json()["delivery_id"] for reply in finished.values())
-    _assert_sent_once_each(pg, sim, list(finished), failed_requests=outcomes.statuses[503])
-
-
-def test_batch_disburse_under_a_database_outage(gateway_url, api_keys, pg, pg_url, local_stack, sim,
-                                                spare) -> None:
-    vouchers = _issued(pg, 300, "2026-01")
-    outcomes = Outcomes(200)
-    body = json.dumps({"programme": "old_age", "cycle": "2026-01", "limit": 20})
-
-    def send(client: httpx.Client, caller: int) -> httpx.Response:
-        return client.post(f"{gateway_url}/api/v1/disbursements", content=body,
-                           headers=_headers(api_keys["operator"]))
-
-    def done(reply: httpx.Response) -> bool:
-        return reply.json()["remaining"] == 0
-
-    sim.configure(latency_ms=100)  # each batch spends a while between claim and settle (outlasting the killer's rounds)
-    with workers_not_restarted(local_stack, "DisburseFunction", _reader(gateway_url, api_keys)):
-        retry_until_done([0, 1], send, done, outcomes, pg_url, spare)  # two callers resuming one cycle
-    assert_audit_complete(pg)
-    assert set(_statuses(pg).values()) == {"active"}
-    _assert_sent_once_each(pg, sim, vouchers, failed_requests=None)
-
-
-def _assert_sent_once_each(pg, sim, vouchers: list[str], failed_requests: int | None) -> None:
-    """One credit per voucher; every other call was the same key again after a reply was lost."""
-    stats = sim.stats(detail=True)
-    assert stats["credits_per_voucher"] == {v: 1 for v in vouchers}
-    assert stats["calls"] == {"disburse": len(vouchers) + stats["duplicates_refused"]}
-    if failed_requests is not None:  # a single disburse re-sends at most once per failed request
-        assert stats["duplicates_refused"] <= failed_requests
-    deliveries = {r["id"]: r["d"] for r in pg.execute("SELECT id::text AS id, buffr_delivery_id AS d FROM vouchers")}
-    assert all(sim.voucher(v)["deliveryId"] == deliveries[v] for v in vouchers[:20])
-
-
 def test_webhook_under_a_database_outage(gateway_url, webhook_secrets, pg, pg_url, local_stack,
                                          fresh_idempotency, spare) -> None:
     vouchers = _issued(pg, ITEMS, "2025-12", status="pending")

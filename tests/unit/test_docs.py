@@ -134,7 +134,7 @@ def test_documented_commands_parse(page: Path, command: str) -> None:
 def test_the_docs_show_commands() -> None:
     """Guard for the tests above: they would pass vacuously if the patterns found nothing."""
     names = {_argv(c)[0] for _, c in _commands() if not _argv(c)[0].startswith("-")}
-    assert {"serve", "invoke", "disburse", "replay", "reconcile", "report", "openapi", "keys"} <= names
+    assert {"serve", "invoke", "cycle", "replay", "reconcile", "report", "openapi", "keys"} <= names
 
 
 def _run(argv: list[str], cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from smartpay.jsontypes import Count
+
 IdNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{11}$")]
 Msisdn = Annotated[str, StringConstraints(pattern=r"^\+?264[0-9]{8,9}$")]
 
@@ -29,7 +31,7 @@ class VoucherSummary(BaseModel):
     voucher_id: uuid.UUID
     programme: str
     cycle: str
-    amount_cents: int
+    amount_cents: Count
     currency: str
     status: str
     expires_at: str

@@ -1,9 +1,10 @@
 """Disburse API: parse → service → reply. Operators only (scopes vouchers:write / vouchers:read;
 approving a cycle run: cycles:approve). The same function consumes the cycle queue (SQS).
 
-One direct invocation is accepted too: reconciliation's :class:`smartpay.internal.Redisburse`
-(docs/reconciliation.md#re-sending-through-disburse), the same batch step as
-``POST /api/v1/disbursements`` for the voucher ids it names.
+One way to pay: a cycle run or a supplementary run, prepared by an operator and approved by
+another principal; the queue consumer sends its vouchers. One direct invocation is accepted too:
+reconciliation's :class:`smartpay.internal.Redisburse` (docs/reconciliation.md#re-sending-through-disburse),
+which re-sends only pending vouchers of a run under way (the claim refuses any other).
 """
 
 
@@ -14,26 +15,16 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from disburse import service
 from disburse.cycle_run import service as cycle_runs
-from disburse.cycle_run.models import CycleRun
-from disburse.models import (
-    BatchReply,
-    BatchRequest,
-    BatchSelector,
-    Cycle,
-    Disbursed,
-    IssueRequest,
-    Programme,
-    Voucher,
-)
+from disburse.cycle_run.models import ApproveRequest, CycleRun, SupplementaryRequest
+from disburse.logic import batch, issue, read
+from disburse.models import BatchRequest, Cycle, IssueRequest, Programme, Voucher
 from smartpay import coldstart, snapstart
 from smartpay.api import (
     api_handler,
     caller,
     json_reply,
     make_resolver,
-    problem_response,
     require_scope,
 )
 from smartpay.internal import Redisburse, RedisburseReply
@@ -48,17 +39,10 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
                                        description="The caller's key for this voucher: the same key again "
                                                    "replays the first answer; with another body it is a 422")]
 GET_VOUCHER = "get_voucher_api_v1_vouchers__voucher_id__get"
-#: Where the stateful fuzzer (and a client) goes next: the voucher's view, and sending it.
+#: Where the stateful fuzzer (and a client) goes next: the voucher's view.
 VOUCHER_LINKS = {
     "GetVoucher": {"operationId": GET_VOUCHER, "parameters": {"voucher_id": "$response.body#/voucher_id"}},
-    "DisburseVoucher": {"operationId": "disburse_voucher_api_v1_vouchers__voucher_id__disburse_post",
-                        "parameters": {"voucher_id": "$response.body#/voucher_id"}},
 }
-#: From a batch to the first voucher it reports on.
-BATCH_LINKS = {"GetVoucher": {"operationId": GET_VOUCHER,
-                              "parameters": {"voucher_id": "$response.body#/results/0/voucher_id"}}}
-BUFFR_FAILED = {502: problem_response("Buffr failed or rejected the call; the voucher stays pending"),
-                504: problem_response("Buffr did not answer in time; the voucher stays pending")}
 
 
 def _request_id() -> str:
@@ -72,37 +56,16 @@ def _request_id() -> str:
 @tracer.capture_method
 def issue_voucher(request: IssueRequest, idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
     require_scope(app, "vouchers:write")
-    voucher, replayed = service.issue(request, idempotency_key.strip(), reference=_request_id(),
+    voucher, replayed = issue.issue(request, idempotency_key.strip(), reference=_request_id(),
                                       context=app.lambda_context)
     return json_reply(201, voucher, replayed=replayed)
-
-
-@app.post("/api/v1/vouchers/<voucher_id>/disburse", summary="Send one voucher to Buffr (once per voucher id)",
-          responses={200: {"description": "Buffr accepted the voucher (the same again, with Idempotent-Replayed: "
-                                          "true, on a repeat)",
-                           "content": {"application/json": {"model": Disbursed}},
-                           "links": {"GetVoucher": VOUCHER_LINKS["GetVoucher"]}}, **BUFFR_FAILED})
-@tracer.capture_method
-def disburse_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Response[dict[str, Any]]:
-    require_scope(app, "vouchers:write")
-    logger.append_keys(voucher_id=str(voucher_id))
-    result, replayed = service.disburse(str(voucher_id), reference=_request_id(), context=app.lambda_context)
-    return json_reply(200, result, replayed=replayed)
-
-
-@app.post("/api/v1/disbursements", summary="Disburse a batch (ids or a programme cycle); resumable",
-          responses={200: {"description": "Each voucher's outcome, in the order sent", "links": BATCH_LINKS}})
-@tracer.capture_method
-def disburse_batch(request: Annotated[BatchSelector, Body()]) -> BatchReply:
-    require_scope(app, "vouchers:write")
-    return service.disburse_batch(request.selection(), reference=_request_id(), context=app.lambda_context)
 
 
 @app.get("/api/v1/vouchers/<voucher_id>", summary="A voucher: status, amounts, delivery id, audit history")
 @tracer.capture_method
 def get_voucher(voucher_id: Annotated[uuid.UUID, Path()]) -> Voucher:
     require_scope(app, "vouchers:read")
-    return service.get(str(voucher_id))
+    return read.get(str(voucher_id))
 
 
 def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -110,7 +73,7 @@ def redisburse(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     each bad field, and sends nothing). Who may invoke this function directly is IAM's decision."""
     request = event_model(Redisburse, event, what="direct invocation (disburse accepts only reconcile's redisburse)")
     logger.append_keys(run_id=str(request.run_id))
-    reply = service.disburse_batch(BatchRequest(voucher_ids=request.voucher_ids),
+    reply = batch.disburse_batch(BatchRequest(voucher_ids=request.voucher_ids),
                                    reference=f"reconcile-{request.run_id}", context=context)
     return RedisburseReply.model_validate({"results": [r.model_dump() for r in reply.results]}).model_dump(mode="json")
 
@@ -139,12 +102,29 @@ def prepare_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[
     return json_reply(200 if replayed else 201, run.model_dump(mode="json"), replayed=replayed)
 
 
-@app.post(f"{CYCLE_RUN}/approve", summary="Approve the prepared run (another principal, cycles:approve)",
+@app.post(f"{CYCLE_RUN}/supplementary",
+          summary="Prepare a supplementary run: named vouchers, or held ones eligible again (Idempotency-Key)",
+          responses={201: {"description": "Prepared, awaiting approval",
+                           "content": {"application/json": {"model": CycleRun}}},
+                     200: {"description": "The run this key already prepared (Idempotent-Replayed: true)",
+                           "content": {"application/json": {"model": CycleRun}}}})
+@tracer.capture_method
+def prepare_supplementary_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()],
+                              request: Annotated[SupplementaryRequest, Body()],
+                              idempotency_key: IdempotencyKey) -> Response[dict[str, Any]]:
+    who = _caller("vouchers:write")
+    run, replayed = cycle_runs.prepare(programme, cycle, idempotency_key, who, request.selection())
+    return json_reply(200 if replayed else 201, run.model_dump(mode="json"), replayed=replayed)
+
+
+@app.post(f"{CYCLE_RUN}/approve", summary="Approve the run reviewed, named by id and fingerprint (another principal, "
+                                          "cycles:approve)",
           responses={202: {"description": "Approved and enqueued", "content": {"application/json": {"model": CycleRun}}}})
 @tracer.capture_method
-def approve_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> Response[
-        dict[str, Any]]:
-    return json_reply(202, cycle_runs.approve(programme, cycle, _caller("cycles:approve")).model_dump(mode="json"))
+def approve_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()],
+                      reviewed: Annotated[ApproveRequest, Body()]) -> Response[dict[str, Any]]:
+    run = cycle_runs.approve(programme, cycle, reviewed, _caller("cycles:approve"))
+    return json_reply(202, run.model_dump(mode="json"))
 
 
 @app.post(f"{CYCLE_RUN}/pause", summary="Pause the run: no new sends after the current turn")
@@ -157,6 +137,13 @@ def pause_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cy
 @tracer.capture_method
 def resume_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
     return cycle_runs.resume(programme, cycle, _caller("vouchers:write"))
+
+
+@app.post(f"{CYCLE_RUN}/cancel", summary="Cancel a paused run (four eyes: neither its maker nor who paused it; "
+                                        "cycles:approve)")
+@tracer.capture_method
+def cancel_cycle_run(programme: Annotated[Programme, Path()], cycle: Annotated[Cycle, Path()]) -> CycleRun:
+    return cycle_runs.cancel(programme, cycle, _caller("cycles:approve"))
 
 
 @app.get(CYCLE_RUN, summary="The cycle's latest run and its progress")

@@ -9,20 +9,17 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     StrictInt,
     StringConstraints,
-    Tag,
     model_validator,
 )
 
-from smartpay.jsontypes import DateTime
+from smartpay.jsontypes import JSON_INT_MAX, Count, DateTime
 
 Programme = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
 Cycle = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
 MAX_BATCH_IDS = 1000
-MAX_BATCH_LIMIT = 10_000
 
 
 class IssueRequest(BaseModel):
@@ -31,7 +28,7 @@ class IssueRequest(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
 
     beneficiary_id: uuid.UUID
-    amount_cents: StrictInt = Field(gt=0, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
+    amount_cents: StrictInt = Field(gt=0, le=JSON_INT_MAX, description="Integer cents (NAD) as a JSON integer (140000.0 is refused), "
                                                       "at most the programme's maximum "
                                                       "(reference data; above it: 422)")
     currency: Literal["NAD"]
@@ -48,70 +45,11 @@ class IssueRequest(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    """Either explicit voucher ids (≤ 1,000) or a programme cycle with a limit (≤ 10,000)."""
+    """Voucher ids to re-send (≤ 1,000): reconciliation's re-send, the one batch outside the queue."""
 
-    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True)
-
-    voucher_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_IDS)
-    programme: Programme | None = None
-    cycle: Cycle | None = None
-    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT)
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> BatchRequest:
-        by_cycle = self.programme is not None or self.cycle is not None
-        if self.voucher_ids is not None and by_cycle:
-            raise ValueError("give either voucher_ids or programme and cycle, not both")
-        if self.voucher_ids is None and (self.programme is None or self.cycle is None):
-            raise ValueError("give voucher_ids, or both programme and cycle")
-        return self
-
-
-class BatchByIds(BaseModel):
-    """Explicit voucher ids, sent in the order given (repeats count once)."""
-
-    model_config = ConfigDict(defer_build=True, extra="forbid", title="BatchByVoucherIds")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH_IDS)
-    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT, description="Not used with voucher_ids")
-
-    def selection(self) -> BatchRequest:
-        return BatchRequest(voucher_ids=self.voucher_ids, limit=self.limit)
-
-
-class BatchByCycle(BaseModel):
-    """A programme cycle: its issued and pending vouchers, at most ``limit`` per call (resumable)."""
-
-    model_config = ConfigDict(defer_build=True, extra="forbid", str_strip_whitespace=True, title="BatchByProgrammeCycle")
-
-    programme: Programme
-    cycle: Cycle = Field(description="YYYY-MM")
-    limit: int = Field(default=1000, ge=1, le=MAX_BATCH_LIMIT)
-
-    def selection(self) -> BatchRequest:
-        return BatchRequest(programme=self.programme, cycle=self.cycle, limit=self.limit)
-
-
-def _batch_shape(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return "ids" if isinstance(value, BatchByIds) else "cycle"
-    return "ids" if isinstance(value, dict) and "voucher_ids" in value else "cycle"
-
-
-#: The batch body at the API edge: exactly one of the two shapes (``oneOf`` in the document).
-BatchSelector = Annotated[Annotated[BatchByIds, Tag("ids")] | Annotated[BatchByCycle, Tag("cycle")],
-                          Discriminator(_batch_shape)]
-
-
-class Disbursed(BaseModel):
-    """A voucher Buffr accepted (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
-
-    model_config = ConfigDict(defer_build=True)
-
-    voucher_id: uuid.UUID
-    status: Literal["active"]
-    delivery_id: str
-    attempts: int = Field(ge=0, description="Calls to Buffr it took (a replay repeats the first answer)")
 
 
 class AuditEntry(BaseModel):
@@ -137,7 +75,7 @@ class Voucher(BaseModel):
     beneficiary_id: uuid.UUID
     programme: str
     cycle: str
-    amount_cents: int
+    amount_cents: Count
     currency: str
     status: str
     delivery_id: str | None
@@ -146,7 +84,7 @@ class Voucher(BaseModel):
     issued_at: datetime
     expires_at: datetime
     status_changed_at: datetime
-    version: int
+    version: Count
     history: list[AuditEntry] | None = None
 
 
@@ -160,20 +98,19 @@ class BatchItem(BaseModel):
     status: str | None
     delivery_id: str | None = None
     reason: str | None = None
-    attempts: int = 0
+    attempts: Count = 0
 
 
 class BatchReply(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
-    requested: int
-    attempted: int
-    succeeded: int
-    failed: int
-    pending: int
-    ineligible: int = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
-    skipped: int
+    requested: Count
+    attempted: Count
+    succeeded: Count
+    failed: Count
+    pending: Count
+    ineligible: Count = Field(description="not sent: the beneficiary is not eligible (each listed with its reason)")
+    skipped: Count
     stopped_early: bool
     not_attempted: list[str]
-    remaining: int | None = Field(default=None, description="left to pay in the programme cycle: issued, and held or pending of beneficiaries eligible now")
     results: list[BatchItem]

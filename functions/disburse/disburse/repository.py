@@ -27,36 +27,8 @@ def history(conn: psycopg.Connection[Any], voucher_id: str) -> list[dict[str, An
     ).fetchall()
 
 
-def lock_for_disburse(conn: psycopg.Connection[Any], voucher_id: str) -> dict[str, Any] | None:
-    """The voucher and what Buffr needs to credit it; the voucher row is locked for this transaction."""
-    return conn.execute(
-        """SELECT v.id, v.status, v.amount_cents, v.currency, b.id_number
-             FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
-            WHERE v.id = %s FOR NO KEY UPDATE OF v""",
-        (voucher_id,),
-    ).fetchone()
-
-
 _SENDABLE = """SELECT v.id::text, v.amount_cents, v.currency, b.id_number
                  FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id"""
-
-
-# Still to be paid in a programme cycle: every issued voucher (an ineligible beneficiary's is held
-# or cancelled by its claim, and reported), and the held (reinstated since) and pending (to be
-# finished) ones whose beneficiary may be paid now — so a held voucher of a still-suspended
-# beneficiary is not picked, reported and counted as remaining by every batch of the cycle.
-_TO_PAY = """v.programme = %s AND v.cycle = %s
-             AND (v.status = 'issued' OR (v.status IN ('held', 'pending')
-                  AND smartpay_ineligibility(b.status, b.programme, v.programme) IS NULL))"""
-
-
-def candidates(conn: psycopg.Connection[Any], programme: str, cycle: str,
-               limit: int) -> list[tuple[str, int, str, str]]:
-    """Vouchers of a programme cycle still to be paid (see ``_TO_PAY``), with what Buffr needs
-    for each: (id, amount_cents, currency, id_number)."""
-    return conn.cursor(row_factory=tuple_row).execute(
-        f"{_SENDABLE} WHERE {_TO_PAY} ORDER BY v.id LIMIT %s", (programme, cycle, limit),
-    ).fetchall()
 
 
 def sendable(conn: psycopg.Connection[Any], voucher_ids: list[str]) -> list[tuple[str, int, str, str]]:
@@ -64,14 +36,6 @@ def sendable(conn: psycopg.Connection[Any], voucher_ids: list[str]) -> list[tupl
     change once issued, so reading them before the claim is reading them at the claim)."""
     return conn.cursor(row_factory=tuple_row).execute(
         f"{_SENDABLE} WHERE v.id = ANY(%s::uuid[])", (voucher_ids,)).fetchall()
-
-
-def remaining(conn: psycopg.Connection[Any], programme: str, cycle: str) -> int:
-    row = conn.execute(
-        f"""SELECT count(*) AS n FROM vouchers v JOIN beneficiaries b ON b.id = v.beneficiary_id
-             WHERE {_TO_PAY}""", (programme, cycle),
-    ).fetchone()
-    return int(row["n"])
 
 
 def settle_and_claim(conn: psycopg.Connection[Any], settle: list[Change], voucher_ids: list[str],

@@ -62,8 +62,10 @@ def redisburse(voucher_ids: list[str], *, run_id: str) -> dict[str, dict[str, An
             continue
         for v in chunk:
             r = results.get(v)
-            # "ineligible": disburse did not send it (the beneficiary may not be paid): flagged here.
-            out[v] = ({"ok": r.outcome != "ineligible", "outcome": r.outcome, "status": r.status, "reason": r.reason}
+            # "ineligible", or "not sent: …" (not part of a run under way, expired): disburse did not
+            # send it; flagged here.
+            sent = r.outcome != "ineligible" and not (r.reason or "").startswith("not sent")
+            out[v] = ({"ok": sent, "outcome": r.outcome, "status": r.status, "reason": r.reason}
                       if r else {"ok": False, "outcome": None, "status": None, "reason": "not in disburse's reply"})
         logger.info("re-disbursed", extra={"count": len(chunk), "ms": int((time.monotonic() - started) * 1000)})
     return out

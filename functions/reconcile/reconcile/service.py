@@ -31,7 +31,7 @@ from reconcile import repository
 from reconcile.classify import Verdict, classify
 from reconcile.models import ReconcileReply, ReconcileRequest
 from reconcile.redisburse import redisburse
-from smartpay import buffr, db, leases
+from smartpay import anchors, buffr, db, leases
 from smartpay.observability import NAMESPACE, logger, metrics
 from smartpay.settings import env_float, env_int
 from smartpay.transitions import Change, transition_many
@@ -122,6 +122,8 @@ def reconcile(request: ReconcileRequest, context: Any) -> ReconcileReply:
             remaining = repository.remaining(conn, run)
             run = repository.end_invocation(conn, run["id"], int((time.monotonic() - started) * 1000),
                                             completed=remaining == 0)
+            if run["status"] == "completed" and not request.dry_run:
+                anchors.write_after(conn, kind="reconcile", reference=str(run["id"]))
         finally:
             if holder is not None:
                 leases.release(conn, lease, holder)

@@ -48,14 +48,14 @@ def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
     JSON Schemas of the body's models are built for the API document, never at a cold start."""
     return {("post", PATH): {
         "parameters": [
-            _header("webhook-id", "Unique per event; the idempotency key unless Idempotency-Key is sent",
+            _header("webhook-id", "Unique per event; signed, the idempotency key",
                     {"type": "string", "pattern": signing._WEBHOOK_ID.pattern}),
             _header("webhook-timestamp", f"Unix seconds; within {signing.TOLERANCE_SECONDS} s of Ketchup's clock",
                     {"type": "string", "pattern": signing._TIMESTAMP.pattern}),
             _header("webhook-signature", "Space-separated v1,<base64 HMAC-SHA256> of id.timestamp.body",
                     {"type": "string", "minLength": 1}),
-            _header("Idempotency-Key", "Optional, used instead of webhook-id (blank: ignored); the same key "
-                    "with another body is a 422", {"type": "string"}, required=False),
+            _header("Idempotency-Key", "Optional, recorded for tracing only: not signed, so deduplication "
+                    "keys on webhook-id", {"type": "string"}, required=False),
         ],
         "requestBody": documented_body(),
     }}
@@ -63,7 +63,7 @@ def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
 
 @app.post(PATH, summary="Receive a signed voucher status event from Buffr (Standard Webhooks)",
           description="Signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); "
-                      "idempotent per Idempotency-Key, else webhook-id. The body is {type, timestamp, data}: "
+                      "idempotent per signed webhook-id (the same id with another body is a 422). The body is {type, timestamp, data}: "
                       "the event type may be named `event` instead of `type` (Buffr's integration guide), "
                       "and `timestamp` may be left out (the signed webhook-timestamp says when it was sent). "
                       "Unknown event types are ignored (200); an unknown voucher is 404.",

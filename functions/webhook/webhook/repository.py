@@ -29,7 +29,3 @@ def record(conn: psycopg.Connection[Any], *, webhook_id: str, idempotency_key: s
          outcome, reason),
     )
 
-
-def voucher_amount(conn: psycopg.Connection[Any], voucher_id: str) -> int | None:
-    row = conn.execute("SELECT amount_cents FROM vouchers WHERE id = %s", (voucher_id,)).fetchone()
-    return None if row is None else int(row["amount_cents"])

@@ -1,8 +1,11 @@
 """Webhook receipt: authenticate, deduplicate, apply once (docs/architecture.md: voucher-lifecycle, idempotency, webhook-signatures).
 
-Two lines of defence against a repeated delivery: Powertools idempotency (DynamoDB) answers a
-repeat with the first reply and never reaches PostgreSQL; behind it the state machine's row
-lock makes a late or doubled event a ``duplicate`` or ``stale`` no-op.
+Two lines of defence against a repeated delivery: Powertools idempotency (DynamoDB), keyed by
+the signed ``webhook-id``, answers a repeat with the first reply and never reaches PostgreSQL;
+behind it the state machine's row lock makes a late or doubled event a ``duplicate`` or
+``stale`` no-op. An ``Idempotency-Key`` header is not signed, so it never decides dedupe (a
+captured delivery replayed with a key of the replayer's choosing is still the same delivery);
+it is kept in the webhook log for tracing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from smartpay.api import header
 from smartpay.errors import NotFound, Unauthenticated
 from smartpay.observability import count_idempotent_request, logger, metrics
 from smartpay.settings import secret
-from smartpay.transitions import transition
+from smartpay.transitions import TransitionResult, transition
 from webhook import repository
 from webhook.models import KINDS, Envelope, EventData, RedeemedData, event_type
 
@@ -46,16 +49,16 @@ def authenticate(raw: bytes, headers: Mapping[str, str]) -> str:
 
 def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, headers: Mapping[str, str],
             context: Any) -> tuple[dict[str, Any], bool]:
-    """Apply one verified delivery at most once per idempotency key; returns (reply, replayed)."""
+    """Apply one verified delivery at most once per signed webhook-id; returns (reply, replayed)."""
     metrics.add_metric(name="WebhookReceived", unit="Count", value=1)
     occurred = envelope.data.get("occurred_at") if isinstance(envelope.data, dict) else None
     _latency(occurred, envelope.timestamp or _signed_at(headers))
-    key = header(headers, *KEY_HEADERS) or webhook_id
+    key = (header(headers, *KEY_HEADERS) or webhook_id)[:200]  # the sender's key: traced, never the dedupe key
     logger.append_keys(webhook_id=webhook_id, voucher_id=_uuid_or_none(envelope.data.get("voucher_id")))
     try:
         reply, replayed = idempotency.run(
             IDEMPOTENCY_NAME, apply, data={"key": key, "webhook_id": webhook_id, "payload": payload},
-            context=context, event_key_jmespath="key", payload_validation_jmespath="payload",
+            context=context, event_key_jmespath="webhook_id", payload_validation_jmespath="payload",
         )
     except NotFound:
         metrics.add_metric(name=OUTCOME_METRICS["rejected"], unit="Count", value=1)
@@ -69,7 +72,7 @@ def receive(webhook_id: str, payload: dict[str, Any], envelope: Envelope, header
 
 
 def apply(data: dict[str, Any]) -> dict[str, Any]:
-    """The business step, run once per key: status change, audit row and log row in one transaction.
+    """The business step, run once per webhook-id: status change, audit row and log row in one transaction.
 
     An unknown voucher is logged as ``rejected`` and answered 404 *after* the commit, so the
     idempotency record is dropped and a later retry (or an operator's replay) can still apply.
@@ -91,9 +94,10 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
             conn, voucher_id, kind.target, source="webhook", reference=webhook_id,
             detail=_detail(type_, event), delivery_id=event.delivery_id,
             failure_reason=getattr(event, "reason", None) if kind.target == "failed" else None,
+            amount_cents=event.amount_cents if isinstance(event, RedeemedData) else None,
         )
         outcome = "rejected" if result.outcome == "not_found" else result.outcome
-        reason = _reason(conn, result.outcome, result.from_status, event, voucher_id)
+        reason = _reason(result, event)
         repository.record(conn, **log, voucher_id=voucher_id, delivery_id=event.delivery_id,
                           occurred_at=event.occurred_at, outcome=outcome, reason=reason)
     logger.info(f"webhook {outcome}", extra={"type": type_, "from_status": result.from_status,
@@ -105,18 +109,20 @@ def apply(data: dict[str, Any]) -> dict[str, Any]:
     return _reply(webhook_id, type_, outcome, voucher_id, status, result.review_reason)
 
 
-def _reason(conn: Any, outcome: str, current: str | None, event: EventData, voucher_id: str) -> str | None:
-    if outcome == "not_found":
+def _reason(result: TransitionResult, event: EventData) -> str | None:
+    """The log row's reason. A redemption of another amount than the voucher's is applied and
+    flagged for review by the transition itself (review_reason and its audit row)."""
+    if result.outcome == "not_found":
         return "unknown voucher"
-    if outcome == "stale":
-        return f"voucher is already {current}"
-    if outcome == "applied" and isinstance(event, RedeemedData):
-        amount = repository.voucher_amount(conn, voucher_id)
-        if amount is not None and amount != event.amount_cents:
-            metrics.add_metric(name="WebhookAmountMismatch", unit="Count", value=1)
-            logger.warning("redeemed amount differs from the voucher",
-                           extra={"voucher_amount_cents": amount, "reported_amount_cents": event.amount_cents})
-            return f"amount mismatch: Buffr reported {event.amount_cents}, voucher is {amount}"
+    if result.outcome == "stale":
+        return f"voucher is already {result.from_status}"
+    mismatch = next((part for part in (result.review_reason or "").split("; ") if part.startswith("amount mismatch")),
+                    None)
+    if result.applied and mismatch:
+        metrics.add_metric(name="WebhookAmountMismatch", unit="Count", value=1)
+        logger.warning("redeemed amount differs from the voucher",
+                       extra={"reported_amount_cents": getattr(event, "amount_cents", None)})
+        return mismatch
     return None
 
 

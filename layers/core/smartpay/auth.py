@@ -32,16 +32,16 @@ ROUTE_SCOPES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/api/v1/beneficiaries/{beneficiary_id}", "beneficiaries:read"),
     ("POST", "/api/v1/beneficiaries/verify", "beneficiaries:read"),
     ("POST", "/api/v1/vouchers", "vouchers:write"),
-    ("POST", "/api/v1/vouchers/{voucher_id}/disburse", "vouchers:write"),
-    ("POST", "/api/v1/disbursements", "vouchers:write"),
     ("GET", "/api/v1/vouchers/{voucher_id}", "vouchers:read"),
     # Cycle runs: operators prepare, pause and resume; approving (releasing money) is a scope of
     # its own, and the service refuses a checker with the maker's key or principal (four eyes).
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement", "vouchers:write"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/supplementary", "vouchers:write"),
     ("GET", "/api/v1/cycles/{programme}/{cycle}/disbursement", "vouchers:read"),
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/approve", "cycles:approve"),
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/pause", "vouchers:write"),
     ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/resume", "vouchers:write"),
+    ("POST", "/api/v1/cycles/{programme}/{cycle}/disbursement/cancel", "cycles:approve"),
 )
 
 #: ``supervisor``: the checker of cycle runs (scope ``cycles:approve``), a principal apart from

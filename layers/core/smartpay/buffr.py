@@ -405,12 +405,13 @@ class BuffrClient:
         self._loop.call_soon_threadsafe(start)
 
     def _many(self, make: Callable[[Any], Any], items: Sequence[Any], concurrency: int | None,
-              on_result: Callable[[BuffrResult], None] | None, rate_per_s: float | None = None) -> list[BuffrResult]:
+              on_result: Callable[[BuffrResult], None] | None, rate_per_s: float | None = None,
+              pacer: Pacer | None = None) -> list[BuffrResult]:
         limit = concurrency or self.settings.concurrency
 
         async def run_all() -> list[BuffrResult]:
             gate = asyncio.Semaphore(limit)
-            pace = Pacer(rate_per_s) if rate_per_s else None
+            pace = pacer or (Pacer(rate_per_s) if rate_per_s else None)
 
             async def one(item: Any) -> BuffrResult:
                 async with gate:
@@ -431,11 +432,12 @@ class BuffrClient:
 
     def status_many(self, voucher_ids: Iterable[str], *, deadline: float, concurrency: int | None = None,
                     on_result: Callable[[BuffrResult], None] | None = None,
-                    rate_per_s: float | None = None) -> list[BuffrResult]:
-        """Buffr's view of many vouchers: at most ``concurrency`` in flight and, with ``rate_per_s``,
-        logical calls started no faster than that (evenly spaced; retries inside a call included)."""
+                    rate_per_s: float | None = None, pacer: Pacer | None = None) -> list[BuffrResult]:
+        """Buffr's view of many vouchers: at most ``concurrency`` in flight and, with ``rate_per_s``
+        (or a caller's ``pacer``, shared with its sends), logical calls started no faster than that
+        (evenly spaced; retries inside a call included)."""
         return self._many(lambda v: self.status_async(str(v), deadline), list(voucher_ids), concurrency, on_result,
-                          rate_per_s)
+                          rate_per_s, pacer)
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from smartpay import anchors as anchor_heads
 from smartpay import audit_chain
 
 #: Current statuses, in lifecycle order; each is counted by name, so a status no voucher is in shows 0.
@@ -252,11 +253,13 @@ def _duplicates(conn: psycopg.Connection[Any], programme: str, cycle: str,
 
 def report(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
            metrics: MetricTotals | None = None, buffr_duplicates_refused: int | None = None,
-           now: datetime | None = None) -> dict[str, Any]:
+           now: datetime | None = None, anchors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The whole compliance report as plain data (JSON-ready; renderers in compliance_render).
 
     Every figure comes from one snapshot (a REPEATABLE READ, READ ONLY transaction when the
     caller has none open), so the counts, the arithmetic and the chain head describe one moment.
+    ``anchors`` (read from the anchor bucket by the caller; None: not configured): the report names
+    the latest one the database still agrees with (:func:`smartpay.anchors.latest_verified`).
     """
     factory = conn.row_factory
     conn.row_factory = dict_row  # type: ignore[assignment]
@@ -265,7 +268,10 @@ def report(conn: psycopg.Connection[Any], programme: str, cycle: str, *,
         with conn.transaction():
             if own:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return _report(conn, programme, cycle, metrics, buffr_duplicates_refused, now or datetime.now(UTC))
+            found = _report(conn, programme, cycle, metrics, buffr_duplicates_refused, now or datetime.now(UTC))
+            found["anchors"] = ({"configured": False} if anchors is None
+                                else anchor_heads.latest_verified(conn, anchors))
+            return found
     finally:
         conn.row_factory = factory  # type: ignore[assignment]
 
@@ -352,7 +358,10 @@ def checks(report: dict[str, Any]) -> dict[str, bool]:
     """The pass/fail lines of the report: what an auditor signs off."""
     return {"arithmetic": report["arithmetic"]["ok"],
             "no payment to an ineligible beneficiary": report["eligibility"]["ok"],
-            "audit chain verifies": report["audit_chain"]["ok"]}
+            "audit chain verifies": report["audit_chain"]["ok"],
+            **({"latest anchor agrees": (report["anchors"]["latest_verified"] is not None
+                                         and report["anchors"]["newer_disagreeing"] == 0)}
+               if report.get("anchors", {}).get("configured") and report["anchors"]["anchors"] else {})}
 
 
 # --- metric sources ---------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ def csv_rows(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
     chain = report["audit_chain"]
     yield {"section": "audit_chain", "key": "head", "count": chain["events"], "value": chain["head"]}
     yield {"section": "audit_chain", "key": "last_event_id", "value": chain["last_event_id"]}
+    latest = report.get("anchors", {}).get("latest_verified")
+    yield {"section": "audit_chain", "key": "latest_verified_anchor", "value": latest["key"] if latest else None}
     for name, ok in checks(report).items():
         yield {"section": "check", "key": name, "value": _verdict(ok)}
 
@@ -132,6 +134,7 @@ def to_text(report: dict[str, Any]) -> str:
     if c["broken"]:
         b = c["broken"]
         lines.append(f"  first broken: row {b['event_id']} of voucher {b['voucher_id']}: {b['reason']}")
+    lines.append(anchor_line(report))
     lines += ["", "Checks: " + ", ".join(f"{k} {_verdict(v)}" for k, v in checks(report).items())]
     return "\n".join(lines) + "\n"
 
@@ -195,6 +198,19 @@ def _timeline_svg(timeline: dict[str, Any], width: int = 640, height: int = 260)
     return "".join(parts)
 
 
+def anchor_line(report: dict[str, Any]) -> str:
+    """The latest anchor (S3 Object Lock) the database still agrees with, or why there is none."""
+    a = report.get("anchors") or {"configured": False}
+    if not a["configured"]:
+        return "  anchors: no anchor bucket configured (audit verify --anchors)"
+    latest = a["latest_verified"]
+    newer = f"; {a['newer_disagreeing']} newer DISAGREE" if a["newer_disagreeing"] else ""
+    if latest is None:
+        return f"  anchors: none of {a['anchors']} verifies{newer}"
+    return (f"  latest verified anchor {latest['key']} (up to row {latest['upto_event_id']}, "
+            f"written {latest['written_at']}){newer}")
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -241,7 +257,8 @@ def section_html(report: dict[str, Any]) -> str:
             f"<h3>Discrepancies by class and action (open now)</h3>{classes}"
             f"<h3>Exceptions</h3>{exceptions}"
             f"<h3>Audit chain</h3><p>{_verdict(c['ok'])}: {c['events']:,} rows over {c['vouchers']:,} vouchers; "
-            f"cycle head <code>{_esc(c['head'] or '-')}</code> up to row {_esc(c['last_event_id'])}</p></section>")
+            f"cycle head <code>{_esc(c['head'] or '-')}</code> up to row {_esc(c['last_event_id'])}</p>"
+            f"<p>{_esc(anchor_line(report).strip())}</p></section>")
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse;"

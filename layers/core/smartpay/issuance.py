@@ -24,8 +24,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from smartpay.transitions import record_issues
-
 #: The columns a request relation has (``line``: the caller's number for it, e.g. a CSV line).
 REQUEST = ("line", "beneficiary_id", "programme", "cycle", "amount_cents", "currency", "expires_at")
 
@@ -65,10 +63,12 @@ WITH checked AS MATERIALIZED (
       FROM {{requests}} r
       LEFT JOIN beneficiaries b ON b.id = r.beneficiary_id
       LEFT JOIN programmes p ON p.code = r.programme
+), ctx AS MATERIALIZED (  -- the 'issued' audit rows' source and reference (written by the database)
+    SELECT set_config('smartpay.source', %(audit_source)s, true), set_config('smartpay.reference', %(audit_reference)s, true)
 ), inserted AS (
     INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, currency, expires_at)
     SELECT beneficiary_id, programme, cycle, amount_cents, currency, expires_at
-      FROM checked WHERE field IS NULL
+      FROM checked, ctx WHERE field IS NULL
     ON CONFLICT ON CONSTRAINT vouchers_one_per_cycle DO NOTHING
     RETURNING id, beneficiary_id, programme, cycle
 )
@@ -107,9 +107,10 @@ def issue(conn: psycopg.Connection[Any], requests: str, params: dict[str, Any] |
           reference: str, source: str = "operator") -> list[Outcome]:
     """Issue a voucher for every request of ``requests`` (SQL: a relation with :data:`REQUEST`'s
     columns, e.g. a table name or a parenthesised SELECT) that may be issued, with its ``issued``
-    audit row, in the caller's transaction. Outcomes in ``line`` order."""
+    audit row (written by the database), in the caller's transaction. Outcomes in ``line`` order."""
     rows = conn.cursor(row_factory=tuple_row).execute(
-        _ISSUE.replace("{requests}", requests), params or {}).fetchall()
+        _ISSUE.replace("{requests}", requests),
+        {**(params or {}), "audit_source": source, "audit_reference": reference}).fetchall()
     outcomes = []
     for line, field, reason, new_id, existing_id, existing_status, existing_amount in rows:
         if field is not None:
@@ -119,8 +120,6 @@ def issue(conn: psycopg.Connection[Any], requests: str, params: dict[str, Any] |
         else:
             outcomes.append(Outcome(int(line), "exists", voucher_id=existing_id, existing_status=existing_status,
                                     existing_amount_cents=None if existing_amount is None else int(existing_amount)))
-    record_issues(conn, [o.voucher_id for o in outcomes if o.outcome == "issued" and o.voucher_id],
-                  source=source, reference=reference)
     return outcomes
 
 

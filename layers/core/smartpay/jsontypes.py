@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -28,3 +28,9 @@ def _rfc3339_text(value: Any) -> Any:
 
 #: A date-time with an offset, given as an RFC 3339 string (JSON Schema ``format: date-time``).
 DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+#: The largest integer every JSON reader holds exactly (2^53 - 1, within PostgreSQL's bigint).
+JSON_INT_MAX = 2**53 - 1
+#: A count or an amount in cents at the JSON edge, bounded (``minimum``/``maximum`` in the
+#: document): a number no column can hold is refused at the edge (422), never a 500 behind it.
+Count = Annotated[int, Field(ge=0, le=JSON_INT_MAX)]

@@ -98,6 +98,16 @@ def ineligible_target(beneficiary_status: str) -> VoucherStatus:
     return WHEN_INELIGIBLE.get(beneficiary_status, INELIGIBLE_OTHERWISE)
 
 
+def unsent_target(beneficiary_status: str | None) -> VoucherStatus | None:
+    """Where a ``pending`` voucher goes when Buffr says it never received it and its beneficiary
+    may not be paid (:mod:`smartpay.resend` asks): :func:`ineligible_target` if the lifecycle can
+    go there from pending (forward only: cancelled), else nowhere — a suspended beneficiary's
+    voucher cannot be held again, so it stays pending, unsent, and is looked up again before any
+    later re-send."""
+    target = ineligible_target(beneficiary_status or "")
+    return target if can_move(S.PENDING, target) else None
+
+
 class Decision(NamedTuple):
     """What a writer must do: ``apply`` (with an optional review flag), or record why not."""
 

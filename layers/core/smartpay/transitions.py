@@ -2,7 +2,10 @@
 
 Every writer (disburse, webhook, reconcile, operator) calls :func:`transition` inside its own
 transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two concurrent writers are
-serialised; the lifecycle table decides; the update and its audit row commit together.
+serialised; the lifecycle table decides; the update and its audit row commit together. The audit row
+is written by the database (the ``vouchers`` trigger of migration 0016) from the source, reference
+and detail the statement sets for its transaction (``smartpay.source``, ``smartpay.reference``,
+``smartpay.detail``): no role may write one itself, nor change a voucher without one.
 
 A move to ``pending`` is a payment (the voucher goes to Buffr next), so it is decided on the
 beneficiary's eligibility too, in the same statement (``smartpay_ineligibility``, the one rule):
@@ -11,6 +14,11 @@ an ineligible beneficiary's voucher goes where :data:`lifecycle.WHEN_INELIGIBLE`
 (:data:`lifecycle.BEFORE_BUFFR`), or stays as it is (pending: maybe at Buffr), not re-sent.
 (The one other writer is the registry's trigger, which applies the same rule and the same
 lifecycle when a beneficiary becomes ineligible; see migration 0011.)
+
+One door: the same statement claims a voucher only while it belongs to a run that is approved,
+enqueuing or running (a share lock on the run, so a pause or cancel is never half seen), and
+never past its expiry: an expired issued or held voucher goes to ``expired`` instead; anything
+else is ``refused`` and left as it is (migration 0014, whose trigger refuses the same).
 """
 
 from __future__ import annotations
@@ -39,13 +47,16 @@ SOURCES = frozenset({"disburse", "webhook", "reconcile", "operator"})
 
 @dataclass(frozen=True)
 class TransitionResult:
-    outcome: str  # applied | duplicate | stale | not_found
+    outcome: str  # applied | duplicate | stale | not_found | refused
     voucher_id: str
     from_status: str | None
     to_status: str
     review_reason: str | None = None
     #: Why the beneficiary may not be paid (a move to ``pending`` redirected, or refused).
     ineligible: str | None = None
+    #: Why a move to ``pending`` was refused outright (outcome ``refused``: not part of an approved
+    #: run, or expired after it was sent): the voucher is left as it is.
+    refused: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -61,6 +72,8 @@ class Change:
     delivery_id: str | None = None
     failure_reason: str | None = None
     detail: dict[str, Any] | None = None
+    #: What Buffr reported the voucher's amount to be (a redemption): a different amount flags it for review.
+    amount_cents: int | None = None
 
 
 def transition(
@@ -73,17 +86,19 @@ def transition(
     detail: dict[str, Any] | None = None,
     delivery_id: str | None = None,
     failure_reason: str | None = None,
+    amount_cents: int | None = None,
 ) -> TransitionResult:
     """Move one voucher towards ``target`` if the lifecycle allows it; audit it in the same transaction."""
-    change = Change(str(voucher_id), target, delivery_id, failure_reason, detail)
+    change = Change(str(voucher_id), target, delivery_id, failure_reason, detail, amount_cents)
     return transition_many(conn, [change], source=source, reference=reference)[0]
 
 
 # One statement: lock the rows (in id order, so two batches cannot deadlock), decide each change
 # by the lifecycle table (its decisions written into the statement once, at import, as
 # literals: nothing to send or parse per call), update the applied ones and write their audit
-# rows. Locking re-reads a row a concurrent writer just committed (READ COMMITTED), so decisions
-# are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
+# rows (``ctx`` hands the database the source, reference and each row's detail; the vouchers
+# trigger writes the rows as the statement ends). Locking re-reads a row a concurrent writer just
+# committed (READ COMMITTED), so decisions are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
 # FOR NO KEY UPDATE (what an UPDATE of non-key columns takes anyway): writers still queue behind
 # one another, but a foreign-key check (reconciliation records, webhook rows referencing a
 # voucher) never waits on a transition, so no deadlock between a batch and such a transaction.
@@ -92,27 +107,46 @@ def transition(
 _TEMPLATE = """
 WITH req AS (
     SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb)
-        AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb)
+        AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb, amount bigint)
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
-    SELECT v.id, v.status, v.beneficiary_id, v.programme
+    SELECT v.id, v.status, v.beneficiary_id, v.programme, v.expires_at, v.amount_cents
       FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
-), target AS (
-    SELECT r.n, r.id, l.id AS found, l.status AS from_status, r.delivery, r.detail, e.reason AS ineligible,
-           CASE WHEN e.reason IS NULL THEN r.to_status WHEN l.status IN ({before_buffr}) THEN {redirect}
-                ELSE l.status END AS to_status,
-           COALESCE(e.reason, r.failure) AS failure
+){runs}, gated AS (
+    SELECT r.*, l.id AS found, l.status AS from_status, e.beneficiary_status, e.lapsed, e.refused,
+           CASE WHEN e.refused IS NULL AND NOT e.lapsed THEN e.reason END AS ineligible,
+           CASE WHEN r.amount <> l.amount_cents THEN format('amount mismatch: Buffr reported %%s, voucher is %%s',
+                                                           r.amount, l.amount_cents) END AS mismatch
       FROM req r
       LEFT JOIN locked l ON l.id = r.id
       {eligibility}
+), target AS (
+    SELECT g.n, g.id, g.found, g.from_status, g.delivery, g.detail, g.ineligible, g.refused, g.lapsed, g.mismatch,
+           CASE WHEN g.refused IS NOT NULL THEN g.from_status WHEN g.lapsed THEN 'expired'
+                WHEN g.ineligible IS NULL THEN g.to_status WHEN g.from_status IN ({before_buffr}) THEN {redirect}
+                ELSE g.from_status END AS to_status,
+           COALESCE(g.ineligible, g.failure) AS failure
+      FROM gated g
 ), decided AS MATERIALIZED (
-    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, d.review,
-           CASE WHEN t.ineligible IS NULL THEN t.detail
+    SELECT t.n, t.id, t.from_status, t.to_status, t.delivery, t.failure, t.ineligible, t.refused,
+           CASE WHEN d.outcome = 'applied' AND t.mismatch IS NOT NULL THEN concat_ws('; ', d.review, t.mismatch)
+                ELSE d.review END AS review,
+           CASE WHEN t.lapsed THEN COALESCE(t.detail, '{{}}') || '{{"reason": "expired before it was sent"}}'
+                WHEN t.ineligible IS NULL THEN t.detail
                 ELSE COALESCE(t.detail, '{{}}') || jsonb_build_object('reason', t.ineligible) END AS detail,
-           CASE WHEN t.found IS NULL THEN 'not_found' ELSE d.outcome END AS outcome
+           CASE WHEN t.found IS NULL THEN 'not_found' WHEN t.refused IS NOT NULL THEN 'refused'
+                ELSE d.outcome END AS outcome
       FROM target t
       LEFT JOIN rule d ON d.from_status = t.from_status AND d.to_status = t.to_status
+), ctx AS MATERIALIZED (
+    SELECT set_config('smartpay.source', %(source)s, true), set_config('smartpay.reference', coalesce(%(reference)s::text, ''), true),
+           set_config('smartpay.detail', coalesce(jsonb_object_agg(x.id, x.audit)::text, ''), true)
+      FROM (SELECT x.id, NULLIF(COALESCE(x.detail, '{{}}')
+                                || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
+                                        ELSE jsonb_build_object('review_reason', x.review) END, '{{}}') AS audit
+              FROM decided x WHERE x.outcome = 'applied') x
+     WHERE x.audit IS NOT NULL
 ), changed AS (
     UPDATE vouchers AS v
        SET status = x.to_status,
@@ -122,27 +156,33 @@ WITH req AS (
            failure_reason = CASE WHEN x.from_status = 'held' THEN x.failure
                                  ELSE COALESCE(x.failure, v.failure_reason) END,
            review_reason = COALESCE(x.review, v.review_reason)
-      FROM decided x
+      FROM decided x, ctx
      WHERE v.id = x.id AND x.outcome = 'applied'
-), audited AS (
-    INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference, detail)
-    SELECT x.id, x.from_status, x.to_status, %(source)s, %(reference)s,
-           NULLIF(COALESCE(x.detail, '{{}}') || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
-                                                   ELSE jsonb_build_object('review_reason', x.review) END,
-                  '{{}}')
-      FROM decided x
-     WHERE x.outcome = 'applied'
-     ORDER BY x.n
 )
-SELECT n, from_status, to_status, outcome, review, ineligible FROM decided ORDER BY n
+SELECT n, from_status, to_status, outcome, review, ineligible, refused FROM decided ORDER BY n
 """
 
-# A move to pending is a payment: the beneficiary must be eligible (migration 0011's rule).
+# A move to pending is a payment: the beneficiary must be eligible (migration 0011's rule), the
+# voucher part of a run that claims (share-locked: a pause waits for this claim or is seen by it)
+# and not expired (migration 0014).
+_RUNS = """, runs AS MATERIALIZED (
+    SELECT i.voucher_id FROM cycle_run_items i JOIN cycle_runs c ON c.id = i.run_id
+     WHERE i.voucher_id = ANY(%(ids)s::uuid[]) AND smartpay_run_claims(c.status)
+       FOR SHARE OF c
+)"""
 _ELIGIBILITY = """LEFT JOIN beneficiaries b ON r.to_status = 'pending' AND b.id = l.beneficiary_id
-      CROSS JOIN LATERAL (SELECT CASE WHEN r.to_status = 'pending' AND l.id IS NOT NULL
-                                      THEN smartpay_ineligibility(b.status, b.programme, l.programme) END,
-                                 b.status) AS e(reason, beneficiary_status)"""
-_NO_ELIGIBILITY = "CROSS JOIN LATERAL (SELECT NULL::text, NULL::text) AS e(reason, beneficiary_status)"
+      CROSS JOIN LATERAL (SELECT r.to_status = 'pending' AND l.id IS NOT NULL) AS p(paying)
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN p.paying THEN smartpay_ineligibility(b.status, b.programme, l.programme) END, b.status,
+                 p.paying AND l.expires_at <= now(),
+                 CASE WHEN NOT p.paying THEN NULL
+                      WHEN NOT EXISTS (SELECT 1 FROM runs g WHERE g.voucher_id = l.id)
+                          THEN 'not part of an approved run'
+                      WHEN l.expires_at <= now() AND l.status NOT IN ({before_buffr})
+                          THEN 'expired after it was sent' END
+      ) AS e(reason, beneficiary_status, lapsed, refused)"""
+_NO_ELIGIBILITY = """CROSS JOIN LATERAL (SELECT NULL::text, NULL::text, false, NULL::text)
+      AS e(reason, beneficiary_status, lapsed, refused)"""
 
 
 def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibility: bool = True) -> str:
@@ -152,13 +192,14 @@ def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibi
     rules = sql.SQL(", ").join(
         sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decisions
     ).as_string()
-    redirect = sql.SQL("CASE e.beneficiary_status {} ELSE {} END").format(
+    redirect = sql.SQL("CASE g.beneficiary_status {} ELSE {} END").format(
         sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v.value))
                           for k, v in WHEN_INELIGIBLE.items()),
         sql.Literal(INELIGIBLE_OTHERWISE.value)).as_string()
     before_buffr = sql.SQL(", ").join(sql.Literal(s.value) for s in sorted(BEFORE_BUFFR)).as_string()
+    gate = _ELIGIBILITY.format(before_buffr=before_buffr) if eligibility else _NO_ELIGIBILITY
     return _TEMPLATE.format(rules=rules.replace("%", "%%"), redirect=redirect, before_buffr=before_buffr,
-                            eligibility=_ELIGIBILITY if eligibility else _NO_ELIGIBILITY)
+                            runs=_RUNS if eligibility else "", eligibility=gate)
 
 
 @cache
@@ -188,8 +229,9 @@ def transition_many(
 
     Each change is decided by the lifecycle table exactly as a single transition would be;
     the applied ones are updated and audited in the same statement, so a batch of N costs the
-    database one lock scan, one UPDATE and one INSERT, and the caller one round trip however
-    large N is. Results are in input order.
+    database one lock scan, one UPDATE and one call of the audit trigger (one INSERT of N rows),
+    and the caller one round trip however large N is. Results are in input order. A redemption's
+    ``amount_cents`` other than the voucher's adds an ``amount mismatch`` review reason.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown transition source {source!r}")
@@ -212,34 +254,24 @@ def transition_many(
             request["failure"] = change.failure_reason
         if change.detail:
             request["detail"] = change.detail
+        if change.amount_cents is not None:
+            request["amount"] = change.amount_cents
         requests.append(request)
     statement = _transition_many_statement(paying)
     rows = conn.cursor(row_factory=tuple_row).execute(statement, {
         "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
         "reference": reference,
     }).fetchall()
-    return [TransitionResult(outcome, vid, from_status, to_status, review, ineligible)
-            for (_n, from_status, to_status, outcome, review, ineligible), vid in zip(rows, ids, strict=True)]
+    return [TransitionResult(outcome, vid, from_status, to_status, review, ineligible, refused)
+            for (_n, from_status, to_status, outcome, review, ineligible, refused), vid
+            in zip(rows, ids, strict=True)]
 
 
-def record_issue(
-    conn: psycopg.Connection[Any], voucher_id: str | uuid.UUID, *, source: str, reference: str | None
-) -> None:
-    """The audit row for a voucher's creation (from ``None`` to ``issued``)."""
-    conn.execute(
-        """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-           VALUES (%s, NULL, 'issued', %s, %s)""",
-        (str(voucher_id), source, reference),
-    )
 
-
-def record_issues(
-    conn: psycopg.Connection[Any], voucher_ids: list[str], *, source: str, reference: str | None
-) -> None:
-    """:func:`record_issue` for many new vouchers in one statement (bulk payroll import)."""
-    if voucher_ids:
-        conn.execute(
-            """INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-               SELECT id, NULL, 'issued', %s, %s FROM unnest(%s::uuid[]) AS id""",
-            (source, reference, [str(v) for v in voucher_ids]),
-        )
+def audit_as(conn: psycopg.Connection[Any], *, source: str, reference: str | None) -> None:
+    """Name the source and reference of the audit rows the database writes for this transaction's
+    voucher changes (a raw ``UPDATE vouchers`` or ``INSERT`` outside :func:`transition_many` and
+    :func:`smartpay.issuance.issue`, which set them in their own statement). Transaction-local:
+    call it inside the transaction."""
+    conn.execute("SELECT set_config('smartpay.source', %s, true), set_config('smartpay.reference', %s, true)",
+                 (source, reference or ""))

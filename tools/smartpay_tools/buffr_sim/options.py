@@ -22,6 +22,8 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 503")
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="share of calls that hang (hang_ms)")
     parser.add_argument("--rate-429", type=float, default=0.0, help="share of calls answered 429")
+    parser.add_argument("--key-retention-s", type=float, default=0.0,
+                        help="forget an Idempotency-Key after this many seconds (0: never)")
     parser.add_argument("--webhook-url", default=None,
                         help="Ketchup base URL for webhooks (loopback only), e.g. http://127.0.0.1:3000")
     add_knob_arguments(parser)
@@ -29,7 +31,7 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, timeout_rate=args.timeout_rate,
-                     rate_429=args.rate_429)
+                     rate_429=args.rate_429, key_retention_s=args.key_retention_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,7 +131,7 @@ class BuffrSimulator:
             self.webhooks.knobs = replace(self._start_knobs)
             self.webhooks.reset()
         self.vouchers: dict[str, Voucher] = {}
-        self.keys: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (body fingerprint, reply)
+        self.keys: dict[str, tuple[str, dict[str, Any], float]] = {}  # key -> (body fingerprint, reply, when)
         self.rejections: dict[str, str] = {}
         self.stats = Stats()
         self.rng = random.Random(self.config.seed)
@@ -185,7 +185,7 @@ class BuffrSimulator:
         if timeout and not self.config.timeout_after_credit:
             await self._hang()
         fingerprint = json.dumps(payload, sort_keys=True)
-        known = self.keys.get(key)
+        known = self._remembered(key)
         if known is not None:
             if known[0] != fingerprint:
                 raise Reply(422, {"error": "Idempotency-Key reused with a different request"})
@@ -201,11 +201,20 @@ class BuffrSimulator:
         self.vouchers[voucher_id] = voucher
         self.stats.credits[voucher_id] += 1
         reply = {"deliveryId": voucher.delivery_id, "voucher_id": voucher_id, "status": "active"}
-        self.keys[key] = (fingerprint, reply)
+        self.keys[key] = (fingerprint, reply, time.monotonic())
         self._credited(voucher)
         if timeout:
             await self._hang()
         return 200, reply, {}
+
+    def _remembered(self, key: str) -> tuple[str, dict[str, Any], float] | None:
+        """The key's first request and reply, unless it is older than ``key_retention_s`` (forgotten)."""
+        known = self.keys.get(key)
+        retention = self.config.key_retention_s
+        if known is not None and retention > 0 and time.monotonic() - known[2] > retention:
+            del self.keys[key]
+            return None
+        return known
 
     def _credited(self, voucher: Voucher) -> None:
         for hook in self.on_credit:

@@ -29,6 +29,9 @@ class SimConfig:
     hang_ms: float = 10_000.0
     retry_after_s: int = 1
     timeout_after_credit: bool = True
+    #: Seconds an Idempotency-Key is kept (0: forever). A real Buffr forgets keys after a while:
+    #: a re-send after that credits again, unless the sender looks the voucher up first.
+    key_retention_s: float = 0.0
     seed: int | None = None
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -48,6 +51,8 @@ class SimConfig:
                 value = float(value)
             if (key.endswith("rate") or key == "rate_429") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{key} must be between 0 and 1")
+            if key == "key_retention_s" and value < 0:
+                raise ValueError("key_retention_s must be 0 (forever) or more")
             setattr(self, key, value)
 
 

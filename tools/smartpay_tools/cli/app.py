@@ -17,7 +17,6 @@ from smartpay_tools.cli import (
     cycle,
     data,
     demo,
-    disburse,
     invoke,
     keys,
     openapi,
@@ -59,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(command, "import-beneficiaries")
     openapi.add_commands(command)
     replay.add_commands(command)
-    disburse.add_commands(command)
 
     from smartpay_tools.cli import compliance as compliance_cli
 

@@ -66,37 +66,82 @@ def add_audit_command(command: Any, url_factory: Any) -> None:
     v.add_argument("--since", help="recompute only rows written since (ISO-8601, or 90m / 6h / 3d)")
     v.add_argument("--upto", type=int, metavar="ROW",
                    help="count only rows with id <= ROW (the last_event_id a compliance report printed)")
+    v.add_argument("--anchors", action="store_true",
+                   help="also compare every anchor in the anchor bucket (S3, Object Lock) with the heads "
+                        "recomputed as of its row: catches history rewritten with every later hash recomputed")
+    v.add_argument("--anchors-since", metavar="WHEN",
+                   help="with --anchors: only anchors written since (ISO-8601, or 90m / 6h / 3d)")
+    v.add_argument("--anchor-bucket", metavar="BUCKET",
+                   help="the anchor bucket (default: $AUDIT_ANCHOR_BUCKET; endpoint: $AWS_ENDPOINT_URL)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=lambda args: cmd_audit_verify(args, *url_factory(args)))
+
+
+def read_anchors(bucket: str | None, client: Any = None) -> tuple[str, list[dict[str, Any]]]:
+    """(bucket, every anchor in it); the bucket from the argument or $AUDIT_ANCHOR_BUCKET, the
+    endpoint from the environment ($AWS_ENDPOINT_URL: the local stack's moto) unless ``client``."""
+    import os
+
+    from smartpay import anchors
+
+    bucket = bucket or os.environ.get("AUDIT_ANCHOR_BUCKET", "")
+    if not bucket:
+        raise ValueError("no anchor bucket: pass --anchor-bucket or set AUDIT_ANCHOR_BUCKET")
+    return bucket, anchors.read_all(client or anchors.s3_client(), bucket)
 
 
 def cmd_audit_verify(args: argparse.Namespace, url: str, stop: Any = None) -> int:
     import psycopg
 
-    from smartpay import audit_chain
+    from smartpay import anchors, audit_chain
 
     try:
         since = parse_since(args.since) if args.since else None
+        anchors_since = parse_since(args.anchors_since) if getattr(args, "anchors_since", None) else None
     except ValueError:
-        print(f"error: --since {args.since!r} is not ISO-8601 nor 90m / 6h / 3d", file=sys.stderr)
+        print("error: --since / --anchors-since take ISO-8601 or 90m / 6h / 3d", file=sys.stderr)
         return EXIT_USAGE
+    use_anchors = bool(getattr(args, "anchors", False))
+    checked = None
     try:
+        if use_anchors:
+            try:
+                bucket, found = read_anchors(getattr(args, "anchor_bucket", None), getattr(args, "s3", None))
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if anchors_since is not None:
+                found = [a for a in found if datetime.fromisoformat(a["written_at"]) >= anchors_since]
         with psycopg.connect(auditor_url(url), autocommit=True) as conn:
             result = audit_chain.verify(conn, programme=args.programme, cycle=args.cycle, since=since,
                                         upto=args.upto)
+            if use_anchors and result.ok:
+                checked = anchors.check(conn, found)
     finally:
         if stop:
             stop()
     scope = " ".join(x for x in (args.programme, args.cycle) if x) or "all vouchers"
+    ok = result.ok and (checked is None or checked.ok) and not (use_anchors and checked is None)
     if args.json:
-        print(json.dumps({"scope": scope, **result.as_dict()}, indent=2))
-    elif result.ok:
+        print(json.dumps({"scope": scope, **result.as_dict(),
+                          **({"anchors": checked.as_dict()} if checked is not None else {})}, indent=2))
+        return EXIT_OK if ok else EXIT_FAILED
+    if result.ok:
         print(f"audit chain OK: {result.checked:,} of {result.events:,} rows recomputed over {result.vouchers:,} "
               f"vouchers ({scope}{', since ' + since.isoformat() if since else ''})")
         print(f"head {result.head}  (up to voucher_events row {result.last_event_id})")
     else:
         print(f"audit chain BROKEN ({scope}): {result.broken}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    if checked is not None and checked.ok:
+        latest = checked.latest
+        print(f"anchors OK: {checked.checked} of s3://{bucket} agree with the recomputed heads"
+              + (f"; latest {latest['key']} (up to row {latest['upto_event_id']}, written {latest['written_at']})"
+                 if latest else " (none written yet)"))
+    elif checked is not None:
+        bad = checked.disagreeing or {}
+        print(f"anchors DISAGREE: s3://{bucket}/{bad.get('key')} (up to row {bad.get('upto_event_id')}, written "
+              f"{bad.get('written_at')}): {checked.reason}; history before it was rewritten", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,6 +154,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "hit rates (repeatable)")
     p.add_argument("--cloudwatch", action="store_true",
                    help="with --compliance: read the idempotency hit rates from CloudWatch (deployed stack)")
+    p.add_argument("--anchor-bucket", metavar="BUCKET",
+                   help="with --compliance: name the latest audit anchor of this bucket the database agrees "
+                        "with (default: $AUDIT_ANCHOR_BUCKET; none: the report says no bucket is configured)")
 
 
 def cmd_report(args: argparse.Namespace, url: str, stop: Any = None) -> int:
@@ -131,9 +179,14 @@ def cmd_report(args: argparse.Namespace, url: str, stop: Any = None) -> int:
         import boto3
 
         metrics = compliance.cloudwatch_totals(boto3.client("cloudwatch"), NAMESPACE, compliance.ROUTE_SERVICES)
+    import os
+
+    found = None
+    if getattr(args, "anchor_bucket", None) or os.environ.get("AUDIT_ANCHOR_BUCKET"):
+        found = read_anchors(getattr(args, "anchor_bucket", None))[1]
     try:
         with psycopg.connect(auditor_url(url), autocommit=True) as conn:
-            report = compliance.report(conn, args.programme, args.cycle, metrics=metrics)
+            report = compliance.report(conn, args.programme, args.cycle, metrics=metrics, anchors=found)
     finally:
         if stop:
             stop()

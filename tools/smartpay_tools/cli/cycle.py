@@ -1,11 +1,15 @@
-"""``smartpay cycle start|approve|status|pause|resume``: a pay cycle run server-side, driven by the API.
+"""``smartpay cycle start|supplementary|approve|status|pause|resume|cancel``: the one way to pay, driven by the API.
 
-``start`` prepares the run (``POST /api/v1/cycles/{programme}/{cycle}/disbursement`` with an
-Idempotency-Key, as the maker) and prints what it would send; ``approve`` releases it (another
-principal holding ``cycles:approve``; the API refuses the maker); SQS and the disburse function
-then carry it (locally: ``smartpay serve`` polls the queue as Lambda does). ``status --watch``
-follows the progress until the run completes or is paused. ``start --approve-with KEY`` does
-both steps, for the demo and scripts that hold both keys.
+``start`` prepares the cycle's run (``POST /api/v1/cycles/{programme}/{cycle}/disbursement`` with
+an Idempotency-Key, as the maker) and prints what it would send; ``supplementary`` prepares a
+supplementary run of the cycle (``--voucher-id`` …, or ``--held-eligible-again``); ``approve``
+releases the run it names (``--run-id`` and ``--fingerprint``, as printed by ``start`` or
+``status``; another principal holding ``cycles:approve``; the API refuses the maker and any other
+run or fingerprint); SQS and the disburse function then carry it (locally: ``smartpay serve``
+polls the queue as Lambda does). ``status --watch`` follows the progress until the run completes
+or is paused. ``start --approve-with KEY`` does both steps, for the demo and scripts that hold
+both keys. ``cancel`` ends a paused run for good (four eyes again: neither its maker nor whoever
+paused it; what it did not send stays issued).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ class CycleApi:
         self.path = f"{url.rstrip('/')}/api/v1/cycles/{programme}/{cycle}/disbursement"
         self.http = httpx.Client(timeout=timeout_s)
 
-    def _send(self, method: str, action: str, api_key: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def _send(self, method: str, action: str, api_key: str, headers: dict[str, str] | None = None,
+              body: dict[str, Any] | None = None) -> dict[str, Any]:
         url = self.path + (f"/{action}" if action else "")
-        reply = self.http.request(method, url, headers={"x-api-key": api_key, **(headers or {})})
+        reply = self.http.request(method, url, headers={"x-api-key": api_key, **(headers or {})}, json=body)
         try:
             body = reply.json()
         except ValueError:
@@ -54,14 +59,21 @@ class CycleApi:
     def prepare(self, api_key: str, key: str) -> dict[str, Any]:
         return self._send("POST", "", api_key, {"Idempotency-Key": key})
 
-    def approve(self, api_key: str) -> dict[str, Any]:
-        return self._send("POST", "approve", api_key)
+    def supplementary(self, api_key: str, key: str, selection: dict[str, Any]) -> dict[str, Any]:
+        return self._send("POST", "supplementary", api_key, {"Idempotency-Key": key}, selection)
+
+    def approve(self, api_key: str, run_id: str, fingerprint: str) -> dict[str, Any]:
+        """Approve exactly the run reviewed (its id and fingerprint)."""
+        return self._send("POST", "approve", api_key, body={"run_id": run_id, "fingerprint": fingerprint})
 
     def pause(self, api_key: str) -> dict[str, Any]:
         return self._send("POST", "pause", api_key)
 
     def resume(self, api_key: str) -> dict[str, Any]:
         return self._send("POST", "resume", api_key)
+
+    def cancel(self, api_key: str) -> dict[str, Any]:
+        return self._send("POST", "cancel", api_key)
 
     def status(self, api_key: str) -> dict[str, Any]:
         return self._send("GET", "", api_key)
@@ -86,7 +98,9 @@ class CycleApi:
 
 def describe(run: dict[str, Any]) -> str:
     """A few readable lines about a run (what it sends, who, where it stands)."""
-    lines = [f"run {run['run_id']}  {run['programme']} {run['cycle']}  status: {run['status']}",
+    lines = [f"run {run['run_id']}  {run['programme']} {run['cycle']}  {run.get('kind', 'cycle')}  "
+             f"status: {run['status']}",
+             f"  fingerprint {run['fingerprint']}",
              f"  {run['voucher_count']} vouchers, N$ {run['total_amount_cents'] / 100:,.2f}; maker "
              f"{run['maker']['principal']} ({run['maker']['key_id']})"
              + (f", checker {run['checker']['principal']} ({run['checker']['key_id']})" if run.get("checker") else "")]
@@ -111,24 +125,33 @@ def progress_line(p: dict[str, Any]) -> str:
 
 def add_commands(command: Any, stack_factory: Any) -> None:
     """Register ``smartpay cycle …`` (``command(name, help, description)`` makes a subcommand parser)."""
-    p = command("cycle", "pay a programme cycle server-side as a run: start (prepare), approve, status, pause, "
-                         "resume",
+    p = command("cycle", "pay a programme cycle as a run (the one way to pay): start (prepare), supplementary, "
+                         "approve, status, pause, resume, cancel",
                 "Four eyes: start prepares the run as the maker; approve must come from another principal "
                 "holding cycles:approve. Then the cycle queue and the disburse function carry it at Buffr's "
                 "agreed rate. Exit codes: 0 done, 1 run not completed, 2 refused, 3 API unavailable.")
-    p.add_argument("action", choices=("start", "approve", "status", "pause", "resume"),
-                   help="start: prepare (maker); approve: release (checker); status: progress; pause / resume")
+    p.add_argument("action", choices=("start", "supplementary", "approve", "status", "pause", "resume", "cancel"),
+                   help="start: prepare the cycle's run (maker); supplementary: prepare a supplementary run "
+                        "(maker); approve: release the run named (checker); status: progress; pause / resume; "
+                        "cancel: end a paused run (another principal, cycles:approve)")
     p.add_argument("--programme", required=True, help="programme code, e.g. old_age")
     p.add_argument("--cycle", required=True, metavar="YYYY-MM", help="pay cycle, e.g. 2026-11")
     p.add_argument("--url", default=None, help="API base URL (default: the local gateway, LocalStack.GatewayPort)")
     p.add_argument("--api-key", default=None,
                    help="the caller's key (default: $SMARTPAY_API_KEY, else the env file's OperatorApiKey; "
-                        "approve: SupervisorApiKey)")
+                        "approve, cancel: SupervisorApiKey)")
     p.add_argument("--key", default=None,
                    help="start: the Idempotency-Key (default: cycle-<programme>-<cycle>-<UTC date>; give a new "
                         "one to prepare again after the cycle changed)")
+    p.add_argument("--voucher-id", action="append", default=None, metavar="UUID",
+                   help="supplementary: a voucher to pay (issued or held, of this cycle); repeat for more")
+    p.add_argument("--held-eligible-again", action="store_true",
+                   help="supplementary: the cycle's held vouchers whose beneficiary is eligible again")
+    p.add_argument("--run-id", default=None, help="approve: the run reviewed (as printed by start / status)")
+    p.add_argument("--fingerprint", default=None, help="approve: the fingerprint reviewed (start / status)")
     p.add_argument("--approve-with", default=None, metavar="API_KEY",
-                   help="start: approve at once with this (other principal's) key, then watch")
+                   help="start / supplementary: approve the run just prepared with this (other principal's) "
+                        "key, then watch")
     p.add_argument("--watch", action="store_true", help="status/approve/resume: follow until done or paused")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=lambda args: cmd_cycle(args, stack_factory(args)))
@@ -137,7 +160,7 @@ def add_commands(command: Any, stack_factory: Any) -> None:
 def _key_for(args: argparse.Namespace, stack: Any, action: str) -> str:
     if args.api_key or os.environ.get("SMARTPAY_API_KEY"):
         return str(args.api_key or os.environ["SMARTPAY_API_KEY"])
-    return str(stack.local.get("SupervisorApiKey" if action == "approve" else "OperatorApiKey") or "")
+    return str(stack.local.get("SupervisorApiKey" if action in ("approve", "cancel") else "OperatorApiKey") or "")
 
 
 def cmd_cycle(args: argparse.Namespace, stack: Any) -> int:
@@ -145,22 +168,38 @@ def cmd_cycle(args: argparse.Namespace, stack: Any) -> int:
     key = _key_for(args, stack, args.action)
     show = (lambda run: print(json.dumps(run, indent=2))) if args.json else (lambda run: print(describe(run)))
     try:
-        if args.action == "start":
-            idem = args.key or f"cycle-{args.programme}-{args.cycle}-{datetime.now(UTC):%Y%m%d}"
-            run = api.prepare(key, idem)
+        if args.action in ("start", "supplementary"):
+            if args.action == "start":
+                idem = args.key or f"cycle-{args.programme}-{args.cycle}-{datetime.now(UTC):%Y%m%d}"
+                run = api.prepare(key, idem)
+            else:
+                if bool(args.voucher_id) == args.held_eligible_again:
+                    print("supplementary: give --voucher-id … or --held-eligible-again", file=sys.stderr)
+                    return EXIT_USAGE
+                selection = ({"voucher_ids": args.voucher_id} if args.voucher_id
+                             else {"held_eligible_again": True})
+                idem = args.key or f"supplementary-{args.programme}-{args.cycle}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+                run = api.supplementary(key, idem, selection)
             show(run)
             if not args.approve_with:
                 print(f"awaiting approval by another principal: smartpay cycle approve --programme "
-                      f"{args.programme} --cycle {args.cycle}", file=sys.stderr)
+                      f"{args.programme} --cycle {args.cycle} --run-id {run['run_id']} "
+                      f"--fingerprint {run['fingerprint']}", file=sys.stderr)
                 return EXIT_OK
-            run = api.approve(args.approve_with)
+            run = api.approve(args.approve_with, run["run_id"], run["fingerprint"])
             args.watch = True
         elif args.action == "approve":
-            run = api.approve(key)
+            if not (args.run_id and args.fingerprint):
+                print("approve: give --run-id and --fingerprint of the run you reviewed "
+                      "(smartpay cycle status prints them)", file=sys.stderr)
+                return EXIT_USAGE
+            run = api.approve(key, args.run_id, args.fingerprint)
         elif args.action == "pause":
             run = api.pause(key)
         elif args.action == "resume":
             run = api.resume(key)
+        elif args.action == "cancel":
+            run = api.cancel(key)
         else:
             run = api.status(key)
         if args.watch:

@@ -19,13 +19,13 @@ WITH b AS (
            (ARRAY['Oshana', 'Khomas', 'Kavango East'])[1 + i %% 3], %(programme)s
       FROM generate_series(%(first)s::bigint, %(first)s::bigint + %(n)s - 1) AS i
     RETURNING id),
+ctx AS MATERIALIZED (  -- the 'issued' audit rows the database writes
+    SELECT set_config('smartpay.source', 'operator', true), set_config('smartpay.reference', %(reference)s, true)),
 v AS (
     INSERT INTO vouchers (beneficiary_id, programme, cycle, amount_cents, expires_at)
-    SELECT id, %(programme)s, %(cycle)s, %(amount)s, now() + interval '30 days' FROM b
+    SELECT id, %(programme)s, %(cycle)s, %(amount)s, now() + interval '30 days' FROM b, ctx
     RETURNING id)
-INSERT INTO voucher_events (voucher_id, from_status, to_status, source, reference)
-SELECT id, NULL, 'issued', 'operator', %(reference)s FROM v
-RETURNING voucher_id
+SELECT id AS voucher_id FROM v
 """
 
 
@@ -35,3 +35,39 @@ def issued_vouchers(conn: Any, n: int, *, cycle: str, programme: str = "old_age"
     rows = conn.execute(_SEED, {"n": n, "first": first, "programme": programme, "cycle": cycle,
                                 "amount": PROGRAMMES[programme][1], "reference": reference}).fetchall()
     return [str(r["voucher_id"] if isinstance(r, dict) else r[0]) for r in rows]
+
+
+#: From approved to the status a seeded run is asked to be in.
+_RUN_PATH = {"approved": [], "enqueuing": ["enqueuing"], "running": ["enqueuing", "running"], "paused": ["paused"]}
+
+
+def running_run(conn: Any, voucher_ids: list[str], *, cycle: str, programme: str = "old_age",
+                status: str = "running") -> str:
+    """Put these vouchers in the programme cycle's run under way (one made, approved by another
+    principal, when the cycle has none), so the claim may send them (migration 0014: only a run's
+    vouchers are claimed). Returns the run id."""
+    found = conn.execute(
+        """SELECT id FROM cycle_runs WHERE programme = %s AND cycle = %s
+              AND status IN ('awaiting_approval', 'approved', 'enqueuing', 'running', 'paused')""",
+        (programme, cycle)).fetchone()
+    if found is None:
+        # Born awaiting approval (the database refuses anything else and writes each move's event,
+        # naming the actor set here), approved by another principal, then moved on to ``status``.
+        conn.execute("SELECT set_config('smartpay.actor', 'seed-checker', true), "
+                     "set_config('smartpay.actor_key', 'seed-checker-key', true)")
+        found = conn.execute(
+            """INSERT INTO cycle_runs (programme, cycle, idempotency_key, fingerprint, voucher_count,
+                                       total_amount_cents, chunk_size, maker_principal, maker_key_id, expires_at)
+               VALUES (%s, %s, 'seed-' || gen_random_uuid(), repeat('0', 64), 0, 0, 500, 'seed-maker',
+                       'seed-maker-key', now() + interval '1 day')
+            RETURNING id""", (programme, cycle)).fetchone()
+        run_id = str(found["id"] if isinstance(found, dict) else found[0])
+        conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = 'seed-checker',
+                               checker_key_id = 'seed-checker-key', approved_at = now() WHERE id = %s""", (run_id,))
+        for step in _RUN_PATH[status]:
+            conn.execute("UPDATE cycle_runs SET status = %s WHERE id = %s", (step, run_id))
+    run_id = str(found["id"] if isinstance(found, dict) else found[0])
+    conn.execute("""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
+                    SELECT %s, v, 0 FROM unnest(%s::uuid[]) AS v ON CONFLICT DO NOTHING""",
+                 (run_id, [str(v) for v in voucher_ids]))
+    return run_id

@@ -1,10 +1,12 @@
 """``smartpay seed-events``: the rows the saved events in ``events/`` name, so each works as it is.
 
 ``sam local invoke BeneficiariesFunction -e events/beneficiaries/get.json`` looks up a fixed
-beneficiary id, ``events/disburse/disburse.json`` disburses a fixed voucher, the webhook events
-move fixed vouchers, ``events/reconcile/report_run.json`` reports a fixed run. Seeding is safe to
-repeat: existing rows are left as they are. Vouchers reach their starting status through the
-one lifecycle writer (``smartpay.transitions``), with an audit row for each step.
+beneficiary id, ``events/disburse/get.json`` reads a fixed voucher, the webhook events move fixed
+vouchers, ``events/reconcile/report_run.json`` reports a fixed run. Seeding is safe to repeat:
+existing rows are left as they are. Vouchers reach their starting status through the one
+lifecycle writer (``smartpay.transitions``), with an audit row for each step; those sent to Buffr
+belong to a seeded run of their cycle, approved by the supervisor (only a run's vouchers are
+claimed): 2026-11's is completed, 2026-10's still running (so its pending voucher may be re-sent).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _OTHERS = [Person(f"5eed0000-0000-4000-8000-00000000000{n}", f"4{n}0101000{n}{n}
 PEOPLE = [RAUNA, PANDULENI, *_OTHERS]
 
 VOUCHERS = [
-    # events/disburse/disburse.json, get.json (and batch.json picks it up if still issued)
+    # events/disburse/get.json
     Voucher("6f1c2a7e-3b9d-4c21-9e55-0a7d4b8c1f20", RAUNA.id, "issued"),
     # events/webhook/buffr.json and events/webhooks/01-03, 10, 12: sent to Buffr, awaiting activation
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f01", _OTHERS[0].id, "pending"),
@@ -56,8 +58,7 @@ VOUCHERS = [
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f04", _OTHERS[3].id, "pending"),  # 07
     Voucher("7d3f1c2a-5b8e-4f61-9a0d-2c4e6b8a1f05", _OTHERS[4].id, "pending"),  # 08-09
     # events/reconcile/vouchers.json; pending for 2 hours and unknown at Buffr, so
-    # events/reconcile/redisburse.json re-sends it through the disburse function (last month's
-    # cycle: events/disburse/batch.json, for 2026-11, leaves it alone)
+    # events/reconcile/redisburse.json re-sends it through the disburse function (its run is running)
     Voucher("3f0b6a52-8f1e-4b5e-9a51-2d9f1f0c7a10", _OTHERS[5].id, "pending", cycle="2026-10", hours_ago=2),
     Voucher("9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", _OTHERS[6].id, "active"),
 ]
@@ -68,20 +69,43 @@ REPORT_RUN_ID = "00000000-0000-0000-0000-000000000000"
 #: dropped as stale, as a redelivery after the run finished would be).
 CYCLE_RUN_ID = "c7c1e000-0000-4000-8000-000000000001"
 _PATH = {"issued": [], "pending": ["pending"], "active": ["pending", "active"]}
+#: The seeded runs that sent the pending and active vouchers, per cycle, and their status after.
+SEND_RUNS = {"2026-11": ("c7c1e000-0000-4000-8000-000000000011", "completed"),
+             "2026-10": ("c7c1e000-0000-4000-8000-000000000010", "running")}
 
 
 def seed(conninfo: str) -> dict[str, int]:
     """Insert what is missing (as the schema owner); returns how many rows were added."""
-    from smartpay.transitions import record_issues, transition
+    from smartpay.transitions import audit_as, transition
 
     added = {"beneficiaries": 0, "vouchers": 0, "runs": 0, "cycle_runs": 0}
     with psycopg.connect(conninfo) as conn, conn.transaction():
+        audit_as(conn, source="operator", reference=REFERENCE)  # the 'issued' rows the database writes
         for person in PEOPLE:
             added["beneficiaries"] += conn.execute(
                 """INSERT INTO beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme, status)
                    VALUES (%s, %s, %s, %s, %s, 'Khomas', 'old_age', 'active') ON CONFLICT DO NOTHING""",
                 (person.id, person.id_number, person.first_name, person.last_name, person.msisdn)).rowcount
         expires = datetime.now(UTC) + timedelta(days=60)
+        # Each sending run is born awaiting approval (the database refuses anything else and writes
+        # its events), approved by the supervisor, then enqueued and running.
+        conn.execute("SELECT set_config('smartpay.actor', 'supervisor', true), "
+                     "set_config('smartpay.actor_key', 'supervisor-local', true)")
+        for cycle, (run_id, _) in SEND_RUNS.items():
+            fresh_run = conn.execute(
+                """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
+                                           total_amount_cents, chunk_size, maker_principal, maker_key_id,
+                                           prepared_at, expires_at)
+                   VALUES (%s, 'old_age', %s, %s, repeat('0', 64), 0, 0, 500, 'operator',
+                           'operator-local', now() - interval '3 days', now() - interval '2 days')
+                   ON CONFLICT DO NOTHING""", (run_id, cycle, f"{REFERENCE}-{cycle}")).rowcount
+            added["cycle_runs"] += fresh_run
+            if fresh_run:
+                conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = 'supervisor',
+                                       checker_key_id = 'supervisor-local', approved_at = now() - interval '3 days'
+                                 WHERE id = %s""", (run_id,))
+                for step in ("enqueuing", "running"):
+                    conn.execute("UPDATE cycle_runs SET status = %s WHERE id = %s", (step, run_id))
         for voucher in VOUCHERS:
             fresh = conn.execute(
                 """INSERT INTO vouchers (id, beneficiary_id, programme, cycle, amount_cents, expires_at)
@@ -90,7 +114,9 @@ def seed(conninfo: str) -> dict[str, int]:
             if not fresh:
                 continue
             added["vouchers"] += 1
-            record_issues(conn, [voucher.id], source="operator", reference=REFERENCE)
+            if _PATH[voucher.status]:
+                conn.execute("INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no) VALUES (%s, %s, 0) "
+                             "ON CONFLICT DO NOTHING", (SEND_RUNS[voucher.cycle][0], voucher.id))
             for step in _PATH[voucher.status]:
                 result = transition(conn, voucher.id, step, source="operator", reference=REFERENCE,
                                     delivery_id=f"seed_{voucher.id[-4:]}" if step == "pending" else None)
@@ -99,16 +125,25 @@ def seed(conninfo: str) -> dict[str, int]:
             if voucher.hours_ago:
                 conn.execute("UPDATE vouchers SET status_changed_at = now() - make_interval(hours => %s) "
                              "WHERE id = %s", (voucher.hours_ago, voucher.id))
+        for run_id, status in SEND_RUNS.values():
+            conn.execute("UPDATE cycle_runs SET status = %s, finished_at = now() WHERE id = %s AND status = 'running' "
+                         "AND %s = 'completed'", (status, run_id, status))
         added["runs"] = conn.execute(
             """INSERT INTO reconciliation_runs (id, mode, status, finished_at)
                VALUES (%s, 'full', 'completed', now()) ON CONFLICT DO NOTHING""", (REPORT_RUN_ID,)).rowcount
-        added["cycle_runs"] = conn.execute(
-            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, status, fingerprint, voucher_count,
+        # born awaiting approval (the database refuses anything else; its events are the database's),
+        # then expired unapproved
+        conn.execute("SELECT set_config('smartpay.actor', 'operator', true), "
+                     "set_config('smartpay.actor_key', 'operator-local', true)")
+        added["cycle_runs"] += conn.execute(
+            """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
                                        total_amount_cents, chunk_size, maker_principal, maker_key_id,
                                        prepared_at, expires_at)
-               VALUES (%s, 'old_age', '2026-10', %s, 'expired', repeat('0', 64), 1, 140000, 500, 'operator',
+               VALUES (%s, 'old_age', '2026-10', %s, repeat('0', 64), 1, 140000, 500, 'operator',
                        'operator-local', now() - interval '2 days', now() - interval '1 day')
                ON CONFLICT DO NOTHING""", (CYCLE_RUN_ID, REFERENCE)).rowcount
+        conn.execute("UPDATE cycle_runs SET status = 'expired', finished_at = now() "
+                     "WHERE id = %s AND status = 'awaiting_approval'", (CYCLE_RUN_ID,))
     return added
 
 

@@ -100,14 +100,16 @@ def simulator_metrics(buffr: dict[str, Any]) -> compliance.MetricTotals:
                                    ("IdempotentRequests", "disburse"): 0, ("IdempotencyReplays", "disburse"): 0})
 
 
-def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any],
+                       anchors: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Each programme's compliance report (smartpay.compliance), read as the read-only ``auditor``
-    role, with Buffr's duplicate count taken from the simulator's own counter."""
+    role, with Buffr's duplicate count taken from the simulator's own counter and the latest audit
+    anchor (of ``anchors``, the stack's bucket) the database agrees with."""
     with psycopg.connect(auditor_url(database_url), autocommit=True) as conn:
         programmes = [r[0] for r in conn.execute(
             "SELECT DISTINCT programme FROM vouchers WHERE cycle = %s ORDER BY 1", (cycle,))]
         return {p: compliance.report(conn, p, cycle, metrics=simulator_metrics(buffr),
-                                     buffr_duplicates_refused=buffr.get("duplicates_refused"))
+                                     buffr_duplicates_refused=buffr.get("duplicates_refused"), anchors=anchors)
                 for p in programmes}
 
 

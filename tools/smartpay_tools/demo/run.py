@@ -9,13 +9,16 @@
    agreed rate (``DEMO_TEMPLATE_PARAMETERS``), watched until complete; after the first programme
    the registry changes mid-cycle (``import-beneficiaries``): some beneficiaries not yet paid are
    suspended or have died (their vouchers are held or cancelled: 0 paid), and a few already paid
-   have died (flagged for review).
+   have died (flagged for review). After the runs, half the suspended are reinstated: their held
+   vouchers are paid by a supplementary run per programme, prepared and approved like any run.
 4. Lets Buffr's simulator report back with faults: duplicated and reordered webhooks, ~5 %
    dropped, and some redemptions that happen only at Buffr (no webhook at all).
 5. Runs reconciliation (the template's ReconcileFunction, invocation after invocation).
 6. Prints the end-of-cycle report with each programme's compliance section (as the read-only
-   auditor role) and writes it as CSV and as one self-contained HTML page; then runs
-   ``smartpay audit verify`` over the whole audit trail, which must pass (else the demo fails).
+   auditor role, naming the latest audit anchor it verifies) and writes it as CSV and as one
+   self-contained HTML page; then runs ``smartpay audit verify --anchors`` over the whole audit
+   trail and every anchor the cycle runs and reconciliation wrote to the stack's Object Lock bucket
+   (moto), which must pass (else the demo fails).
 
 Every figure in the report is read back from PostgreSQL or from the simulator's own counters;
 nothing is computed on the side.
@@ -38,7 +41,7 @@ from psycopg.rows import dict_row
 
 from smartpay_tools import PROJECT_ROOT
 from smartpay_tools.cli import cycle as cycle_cli
-from smartpay_tools.cli.compliance import cmd_audit_verify
+from smartpay_tools.cli.compliance import cmd_audit_verify, read_anchors
 from smartpay_tools.data import datagen, payroll_import, registry_import
 from smartpay_tools.demo.figures import check, collect, compliance_reports
 from smartpay_tools.demo.report import render_html, render_text, write_csv
@@ -129,7 +132,7 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         t = time.monotonic()
         outcomes, changed = _disburse_as_cycle_runs(stack, base, cycle, seed)
         result.steps.append(Step("disbursement", time.monotonic() - t,
-                                 "as cycle runs (operator prepares, supervisor approves; SQS + the disburse "
+                                 "as cycle runs and supplementary runs (operator prepares, supervisor approves; SQS + the disburse "
                                  f"function at {stack.template.parameters['BuffrMaxRatePerSecond']}/s): "
                                  + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
                                  + "; registry changed mid-cycle: "
@@ -152,8 +155,10 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
 
         t = time.monotonic()
         buffr_stats = stack.buffr.stats(detail=True)
+        bucket, s3 = anchor_bucket(stack)
         result.report = {**collect(stack.postgres.url, cycle, run_ids, buffr_stats), "buffr_only": buffr_only,
-                         "compliance": compliance_reports(stack.postgres.url, cycle, buffr_stats)}
+                         "compliance": compliance_reports(stack.postgres.url, cycle, buffr_stats,
+                                                          read_anchors(bucket, s3)[1])}
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         csv_path, html_path = out_dir / f"demo-{stamp}.csv", out_dir / f"demo-{stamp}.html"
@@ -164,9 +169,10 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         _say("[6/6] report\n")
         _say(render_text(result.report))
         problems = check(result.report, flushed)
-        _say("\n$ smartpay audit verify")
-        if not verify_audit_trail(stack.postgres.url):
-            problems.append("smartpay audit verify failed: the audit trail's hash chains do not verify")
+        _say("\n$ smartpay audit verify --anchors")
+        if not verify_audit_trail(stack.postgres.url, bucket, s3):
+            problems.append("smartpay audit verify --anchors failed: the audit trail's hash chains or its "
+                            "anchors do not verify")
         result.ok = not problems
         for problem in problems:
             _say(f"PROBLEM: {problem}")
@@ -182,9 +188,20 @@ def run(*, port: int, beneficiaries: int, out_dir: Path, database_url: str | Non
         stack.stop()
 
 
-def verify_audit_trail(database_url: str) -> bool:
-    """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor); prints its lines."""
-    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False)
+def anchor_bucket(stack: LocalStack) -> tuple[str, Any]:
+    """The stack's audit anchor bucket and an S3 client on its moto."""
+    import boto3
+
+    (bucket, _days), = stack.template.object_lock_buckets()
+    return bucket, boto3.client("s3", endpoint_url=stack.moto.endpoint, region_name=stack.region,
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def verify_audit_trail(database_url: str, bucket: str | None = None, s3: Any = None) -> bool:
+    """``smartpay audit verify`` over every voucher (the CLI's own command, as the auditor), and
+    ``--anchors`` when the stack's anchor bucket is given; prints its lines."""
+    args = argparse.Namespace(programme=None, cycle=None, since=None, upto=None, json=False,
+                              anchors=bucket is not None, anchors_since=None, anchor_bucket=bucket, s3=s3)
     return cmd_audit_verify(args, database_url) == 0
 
 
@@ -199,18 +216,56 @@ def _disburse_as_cycle_runs(stack: LocalStack, base: str, cycle: str,
     for n, programme in enumerate(programmes):
         if n == 1:  # mid-cycle: the registry changes between two programmes' payments
             changed = _registry_changes_mid_cycle(stack, cycle, programme_paid=programmes[0], seed=seed)
-        api = cycle_cli.CycleApi(base, programme, cycle)
-        try:
-            api.prepare(stack.local["OperatorApiKey"], f"demo-{programme}-{cycle}")
-            api.approve(stack.local["SupervisorApiKey"])
-            run = api.watch(stack.local["OperatorApiKey"], every_s=0.5, timeout_s=600)
-        finally:
-            api.close()
-        _say(f"      {programme}: run {run['run_id']} {run['status']};"
-             + cycle_cli.progress_line(run["progress"]))
+        run = _run(stack, base, programme, cycle, f"demo-{programme}-{cycle}")
         for name in ("active", "failed", "pending", "held", "queued"):
             outcomes[name] = outcomes.get(name, 0) + int(run["progress"][name])
+    reinstated = _reinstate_some(stack, cycle, seed)
+    changed["reinstated after the runs"] = sum(reinstated.values())
+    for programme in sorted(reinstated):  # their held vouchers: a supplementary run each, four eyes again
+        run = _run(stack, base, programme, cycle, f"demo-supplementary-{programme}-{cycle}", supplementary=True)
+        outcomes["active by supplementary runs"] = (outcomes.get("active by supplementary runs", 0)
+                                                    + int(run["progress"]["active"]))
     return outcomes, changed
+
+
+def _run(stack: LocalStack, base: str, programme: str, cycle: str, key: str, *,
+         supplementary: bool = False) -> dict[str, Any]:
+    """One run: prepared by the operator, approved (named by id and fingerprint) by the supervisor,
+    watched to the end."""
+    api = cycle_cli.CycleApi(base, programme, cycle)
+    try:
+        prepared = (api.supplementary(stack.local["OperatorApiKey"], key, {"held_eligible_again": True})
+                    if supplementary else api.prepare(stack.local["OperatorApiKey"], key))
+        api.approve(stack.local["SupervisorApiKey"], prepared["run_id"], prepared["fingerprint"])
+        run = api.watch(stack.local["OperatorApiKey"], every_s=0.5, timeout_s=600)
+    finally:
+        api.close()
+    _say(f"      {programme}: {'supplementary ' if supplementary else ''}run {run['run_id']} {run['status']};"
+         + cycle_cli.progress_line(run["progress"]))
+    return run
+
+
+def _reinstate_some(stack: LocalStack, cycle: str, seed: int) -> dict[str, int]:
+    """Half the beneficiaries suspended mid-cycle are reinstated after the runs (a registry CSV
+    again): their held vouchers are paid by a supplementary run. Reinstated per programme."""
+    columns = ", ".join(f"b.{name}" for name in datagen.FIELDS)
+    with psycopg.connect(stack.postgres.url, row_factory=dict_row) as conn:
+        suspended = conn.execute(
+            f"""SELECT {columns} FROM beneficiaries b JOIN vouchers v ON v.beneficiary_id = b.id
+                 WHERE v.cycle = %s AND v.status = 'held' AND b.status = 'suspended' ORDER BY b.id""",
+            (cycle,)).fetchall()
+    chosen = random.Random(seed + 2).sample(suspended, k=len(suspended) // 2)
+    if chosen:
+        with tempfile.TemporaryDirectory() as work:
+            path = Path(work) / "registry-reinstated.csv"
+            with path.open("w", newline="") as handle:
+                datagen.write_csv(iter({**row, "status": "active"} for row in chosen), handle)
+            registry_import.import_file(stack.postgres.url, path)
+    counts: dict[str, int] = {}
+    for row in chosen:
+        counts[row["programme"]] = counts.get(row["programme"], 0) + 1
+    _say(f"      registry update after the runs: reinstated {len(chosen)} suspended beneficiaries")
+    return counts
 
 
 def _registry_changes_mid_cycle(stack: LocalStack, cycle: str, *, programme_paid: str, seed: int) -> dict[str, int]:

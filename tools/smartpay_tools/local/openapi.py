@@ -26,7 +26,7 @@ PROBLEM_SCHEMA = {
     "title": "Problem",
     "description": "RFC 9457 problem details",
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer", "minimum": 100, "maximum": 599},
         "detail": {"type": "string"},
         "errors": {"type": "array", "items": {"type": "object", "properties": {
             "location": {"type": "string"}, "message": {"type": "string"}, "type": {"type": "string"}}}},

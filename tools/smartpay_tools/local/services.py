@@ -130,6 +130,24 @@ def create_tables(endpoint: str, region: str, tables: list[Any]) -> list[str]:
     return created
 
 
+def create_anchor_buckets(endpoint: str, region: str, buckets: list[tuple[str, int]]) -> list[str]:
+    """Create the template's Object Lock buckets in moto: versioned, compliance-mode default retention."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=region,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    created = []
+    for name, days in buckets:
+        if name not in existing:
+            client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True,
+                                 CreateBucketConfiguration={"LocationConstraint": region})
+            client.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}}})
+            created.append(name)
+    return created
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 @dataclass

@@ -16,6 +16,7 @@ from smartpay_tools.local.services import (
     MotoServer,
     Postgres,
     client_env,
+    create_anchor_buckets,
     create_tables,
     resolve_postgres,
     url_as,
@@ -109,6 +110,7 @@ class LocalStack:
         self.moto = MotoServer().start()
         self.lambda_endpoint = LambdaEndpoint(self, 0).start()
         create_tables(self.moto.endpoint, self.region, self.template.tables())
+        create_anchor_buckets(self.moto.endpoint, self.region, self.template.object_lock_buckets())
         from smartpay_tools.local.event_sources import create_queues
 
         self.queue_urls = create_queues(self.sqs(), self)

@@ -149,7 +149,7 @@ class Template:
         if resource is None:
             raise KeyError(f"!Ref to unknown name {name}")
         props = resource.get("Properties", {})
-        for key in ("TableName", "FunctionName", "Name", "QueueName", "TopicName", "LayerName"):
+        for key in ("TableName", "FunctionName", "Name", "QueueName", "TopicName", "LayerName", "BucketName"):
             if key in props:
                 return self.resolve(props[key])
         return name
@@ -312,6 +312,16 @@ class Template:
     def alarms(self) -> dict[str, dict[str, Any]]:
         """CloudWatch alarms by logical id, resolved (the local stack evaluates the SQS ones)."""
         return {logical: self.resolve(r["Properties"]) for logical, r in self._of_type("AWS::CloudWatch::Alarm").items()}
+
+    def object_lock_buckets(self) -> list[tuple[str, int]]:
+        """(name, default retention days) of the S3 buckets with Object Lock (the audit anchors)."""
+        found = []
+        for logical, r in self._of_type("AWS::S3::Bucket").items():
+            props = self.resolve(r.get("Properties", {}))
+            rule = (props.get("ObjectLockConfiguration") or {}).get("Rule", {}).get("DefaultRetention", {})
+            if props.get("ObjectLockEnabled"):
+                found.append((str(props.get("BucketName", logical)), int(rule.get("Days", 1))))
+        return found
 
     def tables(self) -> list[TableSpec]:
         return [

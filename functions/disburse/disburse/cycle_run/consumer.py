@@ -27,12 +27,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import TypeAdapter
 
-from disburse import service as disburse_service
 from disburse.cycle_run import repository
 from disburse.cycle_run import service as run_service
 from disburse.cycle_run.models import ChunkMessage, EnqueueMessage
 from disburse.cycle_run.service import reference_of
-from smartpay import buffr, db, leases
+from disburse.logic import batch
+from smartpay import anchors, buffr, db, leases, resend
 from smartpay.observability import logger, metrics
 from smartpay.settings import env_float
 
@@ -108,7 +108,7 @@ def _continue_enqueue(run_id: str, record: SQSRecord, context: Any) -> None:
 
 def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) -> None:
     run_id, chunk_no, token = str(message.run_id), message.chunk_no, str(message.token)
-    deadline = disburse_service.call_deadline(context)
+    deadline = batch.call_deadline(context)
     in_flight = invocation_concurrency()  # first: a new container's Buffr client starts up meanwhile
     run = repository.receive(conn, run_id, chunk_no, token)
     if run is None:
@@ -122,6 +122,11 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
     if sorted(str(v) for v in message.voucher_ids) != ids:
         raise ValueError(f"message for chunk {chunk_no} does not list the chunk's vouchers")
     rows = repository.to_send(conn, ids)
+    # Pending vouchers that may not be sent again (beneficiary ineligible, expired): Buffr is asked
+    # whether it has them, so the run finishes whatever it says (smartpay.resend).
+    sendable = {r[0] for r in rows}
+    unsendable = resend.before_resend(conn, [v for v in ids if v not in sendable], deadline=deadline,
+                                      reference=reference_of(run_id))
     checked = [0.0, True]
 
     def keep_claiming() -> bool:
@@ -130,30 +135,35 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
             checked[0], checked[1] = now, repository.run_status(conn, run_id) in RUNNING
         return bool(checked[1])
 
-    sent = disburse_service.send(
+    sent = batch.send(
         conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
         reference=reference_of(run_id), in_flight=in_flight,
         keep_claiming=keep_claiming)
     repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
                             errors=dict(sent.errors))
-    disburse_service.count_outcomes(sent.items)
+    batch.count_outcomes(sent.items)
     if sent.stopped:
         _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
         return
-    left = repository.unsettled(conn, ids)
+    left = repository.unsettled(conn, ids, resend.grace_s()) + len(unsendable.unanswered)
     if left:
         metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
         raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
                               + (" (deadline)" if sent.stopped_early else ""))
-    if repository.finish_chunk(conn, run_id, chunk_no, token):
-        repository.audit(conn, run_id, "completed", principal="system", key_id=None, from_status="running",
-                         to_status="completed", reference=record.message_id)
+    with conn.transaction():  # the chunk's end and the run's completion (its audit row is the database's) commit together
+        completed = repository.finish_chunk(conn, run_id, chunk_no, token, reference=record.message_id)
+    if completed:
+        anchors.write_after(conn, kind="cycle-run", reference=run_id)
         logger.info("cycle run completed")
         metrics.add_metric(name="CycleRunsCompleted", unit="Count", value=1)
 
 
 def _park(conn: Any, run_id: str, chunk_no: int, token: str, status: str) -> None:
     """The run is not running (paused, or finished otherwise): set the chunk aside, message done.
-    Resume plans parked chunks again."""
-    repository.park(conn, run_id, chunk_no, token)
-    logger.info("chunk parked", extra={"run_status": status})
+    Resume plans parked chunks again. A run resumed meanwhile is not left with a parked chunk:
+    the message is delivered again and sent then."""
+    outcome = repository.park(conn, run_id, chunk_no, token)
+    if outcome == "running":
+        raise ChunkNotSettled(f"chunk {chunk_no}'s run was resumed while it was being parked")
+    logger.info("chunk parked" if outcome == "parked" else "stale chunk message dropped",
+                extra={"run_status": status})

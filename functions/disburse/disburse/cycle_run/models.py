@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from smartpay.jsontypes import Count
 
 RunStatus = Literal["awaiting_approval", "approved", "enqueuing", "running", "paused", "completed", "expired",
                     "cancelled"]
@@ -16,8 +18,8 @@ class RegionTotal(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     region: str
-    vouchers: int
-    amount_cents: int
+    vouchers: Count
+    amount_cents: Count
 
 
 class EligibilityExceptions(BaseModel):
@@ -25,8 +27,8 @@ class EligibilityExceptions(BaseModel):
 
     model_config = ConfigDict(defer_build=True)
 
-    total: int = 0
-    by_reason: dict[str, int] = Field(default_factory=dict)
+    total: Count = 0
+    by_reason: dict[str, Count] = Field(default_factory=dict)
     voucher_ids: list[uuid.UUID] = Field(default_factory=list, description="The first 100, by id")
 
 
@@ -42,19 +44,19 @@ class Progress(BaseModel):
 
     model_config = ConfigDict(defer_build=True)
 
-    total: int
-    queued: int = Field(description="still issued: not sent yet")
-    sent: int = Field(description="handed to Buffr at least once (pending, active or beyond)")
-    pending: int = Field(description="sent, Buffr's answer not yet recorded (retried)")
-    active: int = Field(description="accepted by Buffr (active, redeemed)")
-    failed: int
-    held: int = Field(description="held back at payment time (beneficiary not eligible then)")
-    other: int = Field(description="cancelled or expired before they were sent")
-    chunks: dict[str, int] = Field(description="messages by state: planned, sending, enqueued, done, parked")
-    receives: int = Field(description="SQS deliveries of the run's messages (a redelivery is a retry)")
-    buffr_calls: int = Field(description="requests made to Buffr for the run (first attempts and retries)")
-    retries: int = Field(description="Buffr attempts beyond each call's first")
-    errors: dict[str, int] = Field(description="calls that did not go through, by class")
+    total: Count
+    queued: Count = Field(description="still issued: not sent yet")
+    sent: Count = Field(description="handed to Buffr at least once (pending, active or beyond)")
+    pending: Count = Field(description="sent, Buffr's answer not yet recorded (retried)")
+    active: Count = Field(description="accepted by Buffr (active, redeemed)")
+    failed: Count
+    held: Count = Field(description="held back at payment time (beneficiary not eligible then)")
+    other: Count = Field(description="cancelled or expired before they were sent")
+    chunks: dict[str, Count] = Field(description="messages by state: planned, sending, enqueued, done, parked")
+    receives: Count = Field(description="SQS deliveries of the run's messages (a redelivery is a retry)")
+    buffr_calls: Count = Field(description="requests made to Buffr for the run (first attempts and retries)")
+    retries: Count = Field(description="Buffr attempts beyond each call's first")
+    errors: dict[str, Count] = Field(description="calls that did not go through, by class")
     rate_per_s: float = Field(description="vouchers sent per second over the last minute")
     eta_s: float | None = Field(description="queued + pending at that rate; null when nothing is moving")
 
@@ -63,11 +65,13 @@ class CycleRun(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     run_id: uuid.UUID
+    kind: Literal["cycle", "supplementary"] = Field(
+        "cycle", description="cycle: the cycle's issued vouchers; supplementary: the selection it was prepared with")
     programme: str
     cycle: str
     status: RunStatus
-    voucher_count: int
-    total_amount_cents: int
+    voucher_count: Count
+    total_amount_cents: Count
     region_totals: list[RegionTotal]
     exceptions: EligibilityExceptions
     fingerprint: str
@@ -87,6 +91,39 @@ class EnqueueMessage(BaseModel):
 
     run_id: uuid.UUID
     enqueue: Literal[True]
+
+
+Fingerprint = Field(pattern=r"^[0-9a-f]{64}$", description="The run's fingerprint, as the checker saw it")
+
+
+class ApproveRequest(BaseModel):
+    """What the checker reviewed: approval applies to exactly this run and fingerprint (else 409)."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    run_id: uuid.UUID
+    fingerprint: str = Fingerprint
+
+
+class SupplementaryRequest(BaseModel):
+    """A supplementary run's selection: explicit voucher ids (issued or held vouchers of the cycle),
+    or the cycle's held vouchers whose beneficiary is eligible again. Exactly one of the two."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    voucher_ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=1000)
+    held_eligible_again: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> SupplementaryRequest:
+        if (self.voucher_ids is not None) == self.held_eligible_again:
+            raise ValueError("give exactly one of voucher_ids or held_eligible_again: true")
+        return self
+
+    def selection(self) -> dict[str, object]:
+        if self.voucher_ids is not None:
+            return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
+        return {"held_eligible_again": True}
 
 
 class ChunkMessage(BaseModel):

@@ -43,13 +43,14 @@ GRANT INSERT (beneficiary_id, programme, cycle, amount_cents, currency, expires_
     TO smartpay_disburse;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_disburse;
-GRANT SELECT, INSERT ON voucher_events TO smartpay_disburse;
-GRANT USAGE ON SEQUENCE voucher_events_id_seq TO smartpay_disburse;
+-- Its audit rows are written by the database (migration 0016): SELECT only.
+GRANT SELECT ON voucher_events TO smartpay_disburse;
 -- Cycle runs (prepare, approve, enqueue, consume the queue). What the maker prepared (fingerprint,
 -- totals, maker) is never rewritten: only the run's progress columns may change; its audit
 -- trail and its voucher ledger are append-only for this role.
 GRANT SELECT, INSERT ON cycle_runs, cycle_run_events, cycle_run_items, cycle_run_chunks TO smartpay_disburse;
-GRANT UPDATE (status, checker_principal, checker_key_id, approved_at, finished_at, updated_at) ON cycle_runs
+GRANT UPDATE (status, checker_principal, checker_key_id, canceller_principal, canceller_key_id, approved_at,
+              finished_at, updated_at) ON cycle_runs
     TO smartpay_disburse;
 GRANT UPDATE (state, token, message_id, sends, receives, attempts, retries, errors, enqueued_at, done_at,
               updated_at) ON cycle_run_chunks TO smartpay_disburse;
@@ -57,13 +58,14 @@ GRANT USAGE ON SEQUENCE cycle_run_events_id_seq TO smartpay_disburse;
 -- One consumer per cycle-run chunk at a time (smartpay/leases.py).
 GRANT SELECT, INSERT, UPDATE, DELETE ON smartpay_leases TO smartpay_disburse;
 
--- 4. webhook function: status columns of vouchers, the audit trail and its own log.
---    No access to beneficiaries at all.
+-- 4. webhook function: status columns of vouchers (audited by the database), the audit trail
+--    (read) and its own log. No access to beneficiaries at all.
 GRANT SELECT ON vouchers TO smartpay_webhook;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_webhook;
-GRANT SELECT, INSERT ON voucher_events, webhook_events TO smartpay_webhook;
-GRANT USAGE ON SEQUENCE voucher_events_id_seq, webhook_events_id_seq TO smartpay_webhook;
+GRANT SELECT ON voucher_events TO smartpay_webhook;
+GRANT SELECT, INSERT ON webhook_events TO smartpay_webhook;
+GRANT USAGE ON SEQUENCE webhook_events_id_seq TO smartpay_webhook;
 
 -- 5. reconcile function: status columns of vouchers, the audit trail, its own tables and
 --    reports, and the registry's non-PII columns for reports. Re-disbursing a voucher that
@@ -74,9 +76,8 @@ GRANT SELECT ON beneficiary_eligibility, webhook_receipts TO smartpay_reconcile;
 GRANT SELECT (id, region, programme, status, created_at, updated_at) ON beneficiaries TO smartpay_reconcile;
 GRANT UPDATE (status, status_changed_at, version, buffr_delivery_id, failure_reason, review_reason) ON vouchers
     TO smartpay_reconcile;
-GRANT INSERT ON voucher_events TO smartpay_reconcile;
 GRANT SELECT, INSERT, UPDATE ON reconciliation_runs, reconciliation_records TO smartpay_reconcile;
-GRANT USAGE ON SEQUENCE voucher_events_id_seq, reconciliation_records_id_seq TO smartpay_reconcile;
+GRANT USAGE ON SEQUENCE reconciliation_records_id_seq TO smartpay_reconcile;
 -- The cycle run a voucher was sent by (sent vs confirmed in the cycle report); read only.
 GRANT SELECT ON cycle_runs, cycle_run_items, cycle_run_chunks TO smartpay_reconcile;
 -- One invocation per shard split at a time (smartpay/leases.py).
@@ -95,4 +96,7 @@ GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconcilia
 -- 8. Status columns: whichever role may UPDATE them, the vouchers trigger (migration 0011) lets
 --    a status change only along the lifecycle (voucher_lifecycle, generated from lifecycle.py)
 --    and never a change of a voucher's terms; voucher_events refuses UPDATE, DELETE and (but for
---    the owner) TRUNCATE. Nobody but the owner holds TRUNCATE anyway.
+--    the owner) TRUNCATE, and its rows are written by the vouchers trigger only (migration 0016:
+--    no application role holds INSERT on it). A cycle run's status moves are audited by the
+--    cycle_runs trigger; the disburse role's INSERT on cycle_run_events writes refusals only.
+--    Nobody but the owner holds TRUNCATE anyway.

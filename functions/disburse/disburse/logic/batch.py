@@ -1,13 +1,16 @@
-"""Issue vouchers and send them to Buffr exactly once.
+"""Send vouchers to Buffr exactly once: the send pipeline and how Buffr's answers are recorded.
 
 Exactly once rests on three guards, each enough on its own for its failure:
 
-1. Powertools idempotency keyed by voucher id (single disburse): concurrent duplicates → 409,
-   repeats after success → the cached reply.
+1. One door: the claim (``issued``/``held`` → ``pending``, or a ``pending`` one re-sent) succeeds
+   only for a voucher of a run that is approved, enqueuing or running, never past its expiry
+   (the claim's statement and a trigger, migration 0014).
 2. The database: ``issued → pending`` is committed (row lock + state machine) *before* the HTTP
    call, so only one writer ever starts a voucher; a voucher past ``pending`` is never re-sent.
 3. Buffr's idempotency: the key is ``disburse-<voucher_id>``, so re-sending a ``pending`` voucher
-   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice.
+   (a retry after a timeout, a crash, a later batch) can never credit a wallet twice — while
+   Buffr keeps the key: past a grace period a pending voucher is looked up before any re-send,
+   and a rejection that may follow a lost success is looked up too (:mod:`smartpay.resend`).
 
 A voucher Buffr did not answer for stays ``pending`` (never ``failed`` on a guess); a later
 retry, batch or reconciliation finishes it.
@@ -25,97 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from disburse import repository
-from disburse.models import BatchItem, BatchReply, BatchRequest, IssueRequest, Voucher
-from smartpay import buffr, db, idempotency, issuance
-from smartpay.errors import Conflict, NotFound, ProblemError, ServiceUnavailable, Unprocessable
+from disburse.models import BatchItem, BatchReply, BatchRequest
+from smartpay import buffr, db, resend
 from smartpay.lifecycle import VoucherStatus
-from smartpay.observability import count_idempotent_request, logger, metrics
+from smartpay.observability import logger, metrics
 from smartpay.settings import env_float
-from smartpay.transitions import Change, transition, transition_many
+from smartpay.transitions import Change, transition_many
 
 SOURCE = "disburse"
-#: Statuses a disburse call may (re-)send: issued and held are claimed (→ pending) if the
-#: beneficiary is eligible; pending is re-sent under the same idempotency key.
-SENDABLE = frozenset({VoucherStatus.ISSUED, VoucherStatus.HELD, VoucherStatus.PENDING})
 GATHER_S = 0.01  # a batch turn's tick: how long answers gather before one statement records them
-
-
-# --- issue -----------------------------------------------------------------------------------------
-
-def issue(request: IssueRequest, idempotency_key: str | None, *, reference: str, context: Any) -> tuple[
-        dict[str, Any], bool]:
-    """Issue one voucher, at most once per caller's Idempotency-Key. Returns (voucher, replayed)."""
-
-    def _issue(data: dict[str, Any]) -> dict[str, Any]:
-        return _issue_voucher(IssueRequest.model_validate(data["request"]), reference)
-
-    result, replayed = idempotency.run("issue", _issue, data={"idempotency_key": idempotency_key,
-                                                              "request": request.model_dump(mode="json")},
-                                       context=context, event_key_jmespath="idempotency_key",
-                                       payload_validation_jmespath="request")
-    count_idempotent_request("issue", replayed=replayed)
-    return result, replayed
-
-
-_REJECTION_TITLES = {"beneficiary_id": "Beneficiary not eligible", "programme": "Not enrolled in programme",
-                     "amount_cents": "Amount above the programme maximum"}
-
-
-def _issue_voucher(request: IssueRequest, reference: str) -> dict[str, Any]:
-    """The rules are :mod:`smartpay.issuance`'s (the payroll import applies the same ones)."""
-    beneficiary_id = str(request.beneficiary_id)
-    with db.transaction() as conn:
-        outcome = issuance.issue_one(conn, beneficiary_id=beneficiary_id, programme=request.programme,
-                                     cycle=request.cycle, amount_cents=request.amount_cents,
-                                     currency=request.currency, expires_at=request.expires_at, reference=reference)
-        row = repository.get(conn, outcome.voucher_id) if outcome.outcome == "issued" else None
-    if outcome.outcome == "rejected":
-        field, reason = outcome.field or "", outcome.reason or ""
-        title = (f"Unknown {field.removesuffix('_id')}" if reason.startswith("unknown ")
-                 else _REJECTION_TITLES.get(field, "Voucher not issued"))
-        raise Unprocessable(f"No voucher issued for beneficiary {beneficiary_id}: {outcome.reason}.", title=title,
-                            errors=[{"location": f"body.{outcome.field}", "message": outcome.reason}])
-    if outcome.outcome == "exists":
-        raise Conflict(f"Beneficiary {beneficiary_id} already has voucher {outcome.voucher_id} for "
-                       f"{request.programme} {request.cycle}.", title="Voucher already issued",
-                       extra={"voucher_id": outcome.voucher_id, "voucher_status": outcome.existing_status})
-    logger.info("voucher issued", extra={"voucher_id": outcome.voucher_id, "programme": request.programme,
-                                         "cycle": request.cycle})
-    metrics.add_metric(name="VouchersIssued", unit="Count", value=1)
-    return _view(row).model_dump(mode="json")
-
-
-# --- read ------------------------------------------------------------------------------------------
-
-def _view(row: dict[str, Any], history: list[dict[str, Any]] | None = None) -> Voucher:
-    return Voucher(voucher_id=row["id"], beneficiary_id=row["beneficiary_id"], programme=row["programme"],
-                       cycle=row["cycle"], amount_cents=row["amount_cents"], currency=row["currency"],
-                       status=row["status"], delivery_id=row["buffr_delivery_id"],
-                       failure_reason=row["failure_reason"], review_reason=row["review_reason"],
-                       issued_at=row["issued_at"], expires_at=row["expires_at"],
-                       status_changed_at=row["status_changed_at"], version=row["version"], history=history)
-
-
-def get(voucher_id: str) -> Voucher:
-    with db.connection() as conn:
-        row = repository.get(conn, voucher_id)
-        if row is None:
-            raise NotFound(f"No voucher with id {voucher_id}.")
-        return _view(row, repository.history(conn, voucher_id))
-
-
-# --- disburse one ----------------------------------------------------------------------------------
-
-def disburse(voucher_id: str, *, reference: str, context: Any) -> tuple[dict[str, Any], bool]:
-    """Send one voucher to Buffr, at most once per voucher id whatever the caller sends."""
-
-    def _disburse(data: dict[str, Any]) -> dict[str, Any]:
-        return _disburse_voucher(data["voucher_id"], reference, call_deadline(context))
-
-    result, replayed = idempotency.run("disburse", _disburse, data={"voucher_id": voucher_id}, context=context,
-                                       event_key_jmespath="voucher_id")
-    count_idempotent_request("disburse", replayed=replayed)
-    return result, replayed
 
 
 def _margin() -> float:
@@ -128,52 +49,7 @@ def call_deadline(context: Any) -> float:
     return buffr.deadline_from(context, _margin())
 
 
-def _disburse_voucher(voucher_id: str, reference: str, deadline: float) -> dict[str, Any]:
-    with db.transaction() as conn:
-        row = repository.lock_for_disburse(conn, voucher_id)
-        if row is None:
-            raise NotFound(f"No voucher with id {voucher_id}.")
-        if row["status"] not in SENDABLE:
-            raise Conflict(f"Voucher {voucher_id} is already {row['status']}; it is not sent again.",
-                           title="Voucher already disbursed",
-                           extra={"voucher_id": voucher_id, "voucher_status": row["status"]})
-        # issued/held → pending (a pending one is re-sent as it is), decided on the beneficiary's
-        # eligibility in the same statement: an ineligible one is held or cancelled instead.
-        claim = transition(conn, voucher_id, VoucherStatus.PENDING, source=SOURCE, reference=reference)
-    if claim.ineligible is not None:  # committed above: the voucher records why (audit row)
-        item = _refused(claim)
-        count_outcomes([item])
-        _log([item], [None])
-        raise Conflict(f"Voucher {voucher_id} was not sent to Buffr: {claim.ineligible}.",
-                       title="Beneficiary not eligible",
-                       extra={"voucher_id": voucher_id, "voucher_status": item.status, "reason": claim.ineligible})
-    request = buffr.DisburseRequest(voucher_id, int(row["amount_cents"]), row["currency"], row["id_number"])
-    result = buffr.client().disburse(request, deadline=deadline)
-    with db.transaction() as conn:
-        item = _apply(conn, [result], reference)[0]
-    count_outcomes([item])
-    if item.outcome == "active":
-        return {"voucher_id": voucher_id, "status": "active", "delivery_id": item.delivery_id,
-                "attempts": item.attempts}
-    raise _problem(item, result)
-
-
-def _problem(item: BatchItem, result: buffr.BuffrResult) -> ProblemError:
-    extra = {"voucher_id": item.voucher_id, "voucher_status": item.status, "attempts": item.attempts}
-    if item.outcome == "failed":
-        return Unprocessable(f"Buffr rejected voucher {item.voucher_id}: {item.reason}", title="Rejected by Buffr",
-                             extra=extra)
-    detail = (f"Buffr did not accept voucher {item.voucher_id} ({result.error}); it stays pending and is "
-              "finished by a retry or by reconciliation.")
-    if result.error == "rate_limited":
-        return ServiceUnavailable(detail, retry_after=max(1, round(result.retry_after or 5)),
-                                  title="Buffr is rate limiting", extra=extra)
-    if result.error in {"timeout", "deadline"}:
-        return ProblemError(detail, status=504, title="Buffr timed out", extra=extra)
-    return ProblemError(detail, status=502, title="Buffr unavailable", extra={**extra, "reason": result.reason})
-
-
-def _apply(conn: Any, results: list[buffr.BuffrResult], reference: str) -> list[BatchItem]:
+def apply(conn: Any, results: list[buffr.BuffrResult], reference: str) -> list[BatchItem]:
     """Record Buffr's answers: accepted → active, rejected → failed; no answer leaves pending."""
     changes = _changes(results)
     return _items(results, transition_many(conn, changes, source=SOURCE, reference=reference))
@@ -211,11 +87,11 @@ def _items(results: list[buffr.BuffrResult], transitions: list[Any]) -> list[Bat
         else:
             items.append(BatchItem(voucher_id=r.voucher_id, outcome="pending", status="pending",
                                    reason=r.reason or r.error, attempts=r.attempts))
-    _log(items, results)
+    log_items(items, results)
     return items
 
 
-def _log(items: list[BatchItem], results: list[buffr.BuffrResult | None]) -> None:
+def log_items(items: list[BatchItem], results: list[buffr.BuffrResult | None]) -> None:
     """One line per voucher that did not go through (with why), one line for those that did.
 
     A 10,000-voucher batch logs a few hundred lines, not 10,000: every voucher id is still in
@@ -255,27 +131,20 @@ def count_outcomes(items: list[BatchItem]) -> None:
 # --- disburse a batch ------------------------------------------------------------------------------
 
 def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> BatchReply:
-    """Disburse many vouchers inside one invocation, resumable.
+    """Re-send these vouchers inside one invocation (reconciliation's re-send), resumable.
 
-    :func:`send` with ``BUFFR_CONCURRENCY`` calls in flight until the deadline: what was never
-    claimed is returned in ``not_attempted`` (untouched: still ``issued``); a claimed voucher
-    whose call the deadline cut is reported ``pending``.
+    :func:`send` with ``BUFFR_CONCURRENCY`` calls in flight until the deadline. The claim sends
+    only vouchers of a run under way (approved, enqueuing, running); what was never claimed is
+    returned in ``not_attempted``; a claimed voucher whose call the deadline cut is ``pending``.
     """
     client = buffr.client()
     settings = client.settings
     deadline = call_deadline(context)
     with db.autocommit() as conn:
-        if request.voucher_ids is not None:
-            ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
-            details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
-        else:
-            rows = repository.candidates(conn, request.programme, request.cycle, request.limit)
-            details = {row[0]: row[1:] for row in rows}
-            ids = [row[0] for row in rows]
+        ids = list(dict.fromkeys(str(v) for v in request.voucher_ids))
+        details = {row[0]: row[1:] for row in repository.sendable(conn, ids)}
         requested = len(ids)
         sent = send(conn, ids, details, deadline=deadline, reference=reference, in_flight=settings.concurrency)
-        left = (repository.remaining(conn, request.programme, request.cycle)
-                if request.programme is not None else None)
     items, not_attempted, stopped_early = sent.items, sent.not_attempted, sent.stopped_early
     count_outcomes(items)
     outcomes = [i.outcome for i in items]
@@ -286,7 +155,7 @@ def disburse_batch(request: BatchRequest, *, reference: str, context: Any) -> Ba
                       pending=outcomes.count("pending"), ineligible=outcomes.count("ineligible"),
                       skipped=outcomes.count("skipped") + outcomes.count("not_found"),
                       stopped_early=stopped_early or bool(not_attempted), not_attempted=not_attempted,
-                      remaining=left, results=items)
+                      results=items)
 
 
 @dataclass
@@ -324,17 +193,42 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     turn), each half is one atomic statement as before, and the calls start as soon as the claim
     is in. One connection's statements would otherwise bound the batch: recording and claiming
     cost about as much database time per voucher as a call on the wire (docs/performance.md).
+
+    Pending vouchers go through :func:`smartpay.resend.before_resend` first (looked up at Buffr
+    past the grace period; reported, not sent, when Buffr has them or they may not be paid).
     """
+    checked = resend.before_resend(conn, ids, deadline=deadline, reference=reference, pacer=pacer)
     with ExitStack() as stack:
         spare = db.spare_autocommit(stack)
         helper = stack.enter_context(ThreadPoolExecutor(1, "batch-settle")) if spare is not None else None
-        return _send(conn, spare, helper, ids, details, deadline=deadline, reference=reference,
-                     in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming)
+        sent = _send(conn, spare, helper, [v for v in ids if v not in checked.skip], details, deadline=deadline,
+                     reference=reference, in_flight=in_flight, pacer=pacer, keep_claiming=keep_claiming,
+                     pending=checked.pending)
+    sent.items.extend(_items_looked_up(checked))
+    return sent
+
+
+def _items_looked_up(checked: resend.Checked) -> list[BatchItem]:
+    """Pending vouchers not sent again: settled by Buffr's word, or left pending (resend's rules)."""
+    settled = {t.voucher_id: t.to_status for t in checked.settled if t.applied}
+    items = []
+    for v in sorted(checked.skip):
+        status = settled.get(v, "pending")
+        if v in checked.unpayable:  # expired is not the beneficiary's eligibility: skipped, as at the claim
+            reason = checked.unpayable[v]
+            outcome = "skipped" if reason == "not sent: expired" else "ineligible"
+        elif status == "pending":
+            outcome, reason = "pending", "not sent again until Buffr says it does not have it"
+        else:
+            outcome = "active" if status in {"active", "redeemed"} else "skipped"
+            reason = f"Buffr has it ({status}): not sent again"
+        items.append(BatchItem(voucher_id=v, outcome=outcome, status=status, reason=reason))
+    return items
 
 
 def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[str],
           details: dict[str, tuple[Any, ...]], *, deadline: float, reference: str, in_flight: int,
-          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None) -> Sent:
+          pacer: buffr.Pacer | None, keep_claiming: Callable[[], bool] | None, pending: set[str]) -> Sent:
     client = buffr.client()
     settings = client.settings
     stop_claiming_at = deadline - (settings.connect_timeout + settings.read_timeout)
@@ -382,8 +276,8 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
                 settled = recording.result()[0]
             out.items.extend(_items(results, settled))
             if refused:
-                turned_down = [_refused(t) for t in refused]
-                _log(turned_down, [None] * len(turned_down))
+                turned_down = [refused_item(t) for t in refused]
+                log_items(turned_down, [None] * len(turned_down))
                 out.items.extend(turned_down)
             out.calls += len(results)
             for r in results:
@@ -405,17 +299,25 @@ def _send(conn: Any, spare: Any, helper: ThreadPoolExecutor | None, ids: list[st
             except queue.Empty:
                 break
         outstanding -= len(results)
+        results = resend.confirm_rejections(results, pending, deadline=deadline, pacer=pacer)
     out.not_attempted = list(todo)
     return out
 
 
-def _refused(t: Any) -> BatchItem:
-    """A voucher this call did not send: unknown, past pending, or its beneficiary not eligible."""
+def refused_item(t: Any) -> BatchItem:
+    """A voucher this call did not send: unknown, past pending, not in an approved run, expired, or its
+    beneficiary not eligible."""
     if t.ineligible is not None:
         return BatchItem(voucher_id=t.voucher_id, outcome="ineligible",
                          status=t.to_status if t.applied else t.from_status,
                          reason=f"not sent: {t.ineligible}")
     if t.outcome == "not_found":
         return BatchItem(voucher_id=t.voucher_id, outcome="not_found", status=None, reason="no such voucher")
+    if t.refused is not None:
+        return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,
+                         reason=f"not sent: {t.refused}")
+    if t.applied and t.to_status == "expired":
+        return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status="expired",
+                         reason="not sent: expired before it was sent")
     return BatchItem(voucher_id=t.voucher_id, outcome="skipped", status=t.from_status,
                      reason=f"voucher is {t.from_status}; not sent again")

@@ -1,0 +1,1 @@
+"""The disburse function's use cases, one per module: issue, read, send (one voucher), batch."""
