@@ -72,7 +72,9 @@ def test_every_function_calling_buffr_draws_from_the_one_rate_budget_table() -> 
         env = props["Environment"]["Variables"]
         assert env["RATE_BUDGET_TABLE"] == {"Ref": "RateBudgetTable"}
         assert env["BUFFR_MAX_RATE_PER_S"] == {"Ref": "BuffrMaxRatePerSecond"}
-        statements = [s for p in props["Policies"] if isinstance(p, dict) for s in p.get("Statement", [])]
+        role = RES[props["Role"]["Fn::GetAtt"][0]]["Properties"]
+        statements = [s for p in role["Policies"] if isinstance(p, dict) and "PolicyDocument" in p
+                      for s in p["PolicyDocument"]["Statement"]]
         budget = [s for s in statements if s.get("Sid") == "BuffrRateBudget"]
         assert budget == [{"Sid": "BuffrRateBudget", "Effect": "Allow", "Action": ["dynamodb:UpdateItem"],
                            "Resource": {"Fn::GetAtt": ["RateBudgetTable", "Arn"]}}]
