@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -70,6 +72,16 @@ def in_run(conn: psycopg.Connection[Any], voucher_ids: list[str], *, programme: 
     from smartpay_tools.data import bulk_seed
 
     return bulk_seed.running_run(conn, voucher_ids, cycle=cycle, programme=programme, status=status)
+
+
+@contextmanager
+def acting_as(conn: psycopg.Connection[Any], principal: str = "operator") -> Iterator[psycopg.Connection[Any]]:
+    """A transaction whose cycle run moves name ``principal`` (key ``<principal>-key``): the database
+    writes each move's event from it and refuses a move by no one (migration 0016)."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('smartpay.actor', %s, true), set_config('smartpay.actor_key', %s, true)",
+                     (principal, f"{principal}-key"))
+        yield conn
 
 
 def count(conn: psycopg.Connection[Any], sql: str, *params: Any) -> int:

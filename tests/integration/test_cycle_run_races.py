@@ -122,7 +122,7 @@ def test_a_pause_while_enqueue_finishes_is_not_undone_by_enqueue(runs: Any, pg: 
     monkeypatch.setattr(runs.repository, "chunks_left_to_enqueue", paused_meanwhile)
     _approve(runs, cycle)
     assert _run(pg, run_id)["status"] == "paused"  # not turned back to running by enqueue
-    assert _actions(pg, run_id) == ["prepared", "approved", "paused"]
+    assert _actions(pg, run_id) == ["prepared", "approved", "enqueuing", "paused"]
 
 
 def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: psycopg.Connection[Any],
@@ -149,7 +149,8 @@ def test_a_chunk_parked_after_a_resume_is_sent_not_left_parked(runs: Any, pg: ps
     assert _statuses(pg, cycle) == {"active": 5}
     stats = local_stack.buffr.stats()
     assert stats["credits"] == 5 and stats["double_credited"] == {}
-    assert _actions(pg, run_id) == ["prepared", "approved", "enqueued", "paused", "resumed", "completed"]
+    assert _actions(pg, run_id) == ["prepared", "approved", "enqueuing", "enqueued", "paused", "resumed",
+                                    "completed"]
 
 
 def test_the_database_refuses_a_parked_chunk_in_a_running_run_and_a_run_resumed_by_no_one(runs: Any, pg: psycopg.Connection[Any]) -> None:
@@ -160,14 +161,23 @@ def test_the_database_refuses_a_parked_chunk_in_a_running_run_and_a_run_resumed_
         pg.execute("UPDATE cycle_run_chunks SET state = 'parked' WHERE run_id = %s", (run_id,))
     runs.service.pause(PROGRAMME, cycle, _caller(runs.service, "operator"))
     pg.execute("UPDATE cycle_run_chunks SET state = 'parked' WHERE run_id = %s", (run_id,))
-    with pytest.raises(psycopg.errors.CheckViolation):
+    with pytest.raises(psycopg.errors.CheckViolation, match="parked chunks"), factories.acting_as(pg):
         pg.execute("UPDATE cycle_runs SET status = 'running' WHERE id = %s", (run_id,))
     assert _chunks(pg, run_id) == ["parked"] and _run(pg, run_id)["status"] == "paused"
     pg.execute("UPDATE cycle_run_chunks SET state = 'planned' WHERE run_id = %s", (run_id,))
-    with pytest.raises(psycopg.errors.CheckViolation, match="only through a resume"):
-        pg.execute("UPDATE cycle_runs SET status = 'enqueuing' WHERE id = %s", (run_id,))  # no resumed event
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="paused -> enqueuing without an actor"):
+        pg.execute("UPDATE cycle_runs SET status = 'enqueuing' WHERE id = %s", (run_id,))  # resumed by no one
+    with pytest.raises(psycopg.errors.CheckViolation, match="only through a resume"), pg.transaction():
+        # resumed by someone, but with the resume's event gone: refused at commit
+        with factories.acting_as(pg):
+            pg.execute("UPDATE cycle_runs SET status = 'enqueuing' WHERE id = %s", (run_id,))
+        pg.execute("ALTER TABLE cycle_run_events DISABLE TRIGGER USER")
+        pg.execute("DELETE FROM cycle_run_events WHERE run_id = %s AND action = 'resumed'", (run_id,))
+        pg.execute("ALTER TABLE cycle_run_events ENABLE TRIGGER USER")
+    assert _run(pg, run_id)["status"] == "paused" and "resumed" not in _actions(pg, run_id)
     runs.service.resume(PROGRAMME, cycle, _caller(runs.service, "operator"))
     assert _run(pg, run_id)["status"] == "running"
+    assert _actions(pg, run_id)[-3:] == ["paused", "resumed", "enqueued"]
 
 
 # --- a run always finishes -------------------------------------------------------------------------
@@ -196,10 +206,14 @@ def test_a_pending_voucher_of_a_beneficiary_who_died_is_cancelled_and_the_run_co
     stats = local_stack.buffr.stats(detail=True)
     assert dead["id"] not in stats["credits_per_voucher"] and stats["credits"] == 4
     assert stats["calls"]["status"] == 1 and stats["calls"]["disburse"] == 4
-    trail = pg.execute("SELECT from_status, to_status, detail FROM voucher_events WHERE voucher_id = %s ORDER BY id",
+    trail = pg.execute("SELECT from_status, to_status, source, detail FROM voucher_events WHERE voucher_id = %s ORDER BY id",
                        (dead["id"],)).fetchall()
-    assert [(t["from_status"], t["to_status"]) for t in trail] == [(None, "issued"), ("issued", "pending"),
-                                                                   ("pending", "cancelled")]
+    assert [(t["from_status"], t["to_status"], t["source"]) for t in trail] == [
+        (None, "issued", "operator"), ("issued", "pending", "disburse"),
+        ("pending", "pending", "registry"),  # the registry's review reason: it may have reached Buffr
+        ("pending", "cancelled", "disburse")]
+    assert trail[2]["detail"] == {"review_reason": "beneficiary is deceased after the voucher was sent to Buffr: "
+                                                   "check it with Buffr"}
     assert trail[-1]["detail"]["looked_up"] is True and trail[-1]["detail"]["buffr_status"] is None
     assert _actions(pg, run_id)[-1] == "completed"
     # the cycle is free again: a voucher issued since is prepared in a new run
@@ -245,23 +259,27 @@ def test_a_pending_voucher_buffr_credited_is_recorded_active_not_sent_again(
 
 
 def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: psycopg.Connection[Any],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                               local_stack: Any) -> None:
     cycle = "2027-11"
     run_id = _approved(runs, pg, cycle, 2)
-    original = runs.repository.audit
-
-    def audit_fails(conn: Any, rid: str, action: str, **kw: Any) -> None:
-        if action == "completed":  # the named point: the run was just completed, its row is next
-            raise RuntimeError("the invocation died here")
-        original(conn, rid, action, **kw)
-
-    monkeypatch.setattr(runs.repository, "audit", audit_fails)
-    with pytest.raises(RuntimeError):
-        runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    # the named point: the run was just completed and its audit row, written by the database in the
+    # same statement, fails to be written
+    pg.execute("""CREATE FUNCTION test_completed_row_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN RAISE EXCEPTION 'the audit row could not be written'; END; $$""")
+    pg.execute("""CREATE TRIGGER test_completed_row_fails BEFORE INSERT ON cycle_run_events FOR EACH ROW
+                  WHEN (NEW.action = 'completed') EXECUTE FUNCTION test_completed_row_fails()""")
+    try:
+        with pytest.raises(psycopg.errors.RaiseException, match="the audit row could not be written"):
+            runs.consumer.process_chunk(_record(pg, run_id), lambda_context())
+    finally:
+        pg.execute("DROP TRIGGER test_completed_row_fails ON cycle_run_events")
+        pg.execute("DROP FUNCTION test_completed_row_fails()")
     assert _run(pg, run_id)["status"] == "running" and _chunks(pg, run_id) == ["enqueued"]
-    monkeypatch.setattr(runs.repository, "audit", original)
+    assert "completed" not in _actions(pg, run_id)
     runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # the redelivery completes it
     assert _run(pg, run_id)["status"] == "completed" and _actions(pg, run_id)[-1] == "completed"
+    assert _statuses(pg, cycle) == {"active": 2}
+    assert local_stack.buffr.stats()["credits"] == 2 and local_stack.buffr.stats()["double_credited"] == {}
 
 
 # --- re-sends and Buffr's key retention ------------------------------------------------------------
@@ -325,8 +343,8 @@ def test_a_run_is_cancelled_only_when_paused_and_only_by_another_principal(runs:
     assert _run(pg, run_id)["status"] == "paused"
     cancelled = runs.service.cancel(PROGRAMME, cycle, _caller(runs.service, "checker"))
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    assert _actions(pg, run_id) == ["prepared", "approved", "enqueued", "paused", "cancel_refused", "cancel_refused",
-                                    "cancelled"]
+    assert _actions(pg, run_id) == ["prepared", "approved", "enqueuing", "enqueued", "paused", "cancel_refused",
+                                    "cancel_refused", "cancelled"]
     row = pg.execute("SELECT canceller_principal, canceller_key_id FROM cycle_runs WHERE id = %s", (run_id,)).fetchone()
     assert row == {"canceller_principal": "checker-principal", "canceller_key_id": "checker-key"}
     runs.consumer.process_chunk(_record(pg, run_id), lambda_context())  # its message: parked, nothing sent

@@ -314,12 +314,16 @@ def test_the_database_refuses_pending_outside_an_approved_run(connect_as: Any, p
 
 def test_the_database_allows_pending_in_a_running_run_but_never_past_expiry(
         connect_as: Any, pg: psycopg.Connection[Any]) -> None:
+    from smartpay.transitions import audit_as
+
     paid, lapsed = (factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"] for _ in range(2))
     pg.execute("UPDATE vouchers SET expires_at = issued_at + interval '1 millisecond' WHERE id = %s", (lapsed,))
     conn = connect_as("smartpay_disburse")
     with conn.transaction():
+        audit_as(conn, source="disburse", reference="by-hand")
         conn.execute("UPDATE vouchers SET status = 'pending' WHERE id = %s", (paid,))
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="expired"), conn.transaction():
+        audit_as(conn, source="disburse", reference="by-hand")
         conn.execute("UPDATE vouchers SET status = 'pending' WHERE id = %s", (lapsed,))
     statuses = {r["id"]: r["status"] for r in pg.execute(
         "SELECT id::text AS id, status FROM vouchers WHERE id = ANY(%s::uuid[])", ([paid, lapsed],))}
@@ -330,7 +334,8 @@ def test_reconcile_re_sends_only_a_pending_voucher_of_a_run_under_way(local_stac
                                                                       sim: Any) -> None:
     under_way, paused = (factories.voucher(pg, factories.beneficiary(pg)["id"], cycle=cycle, status="pending")["id"]
                          for cycle in ("2026-03", "2026-04"))
-    pg.execute("UPDATE cycle_runs SET status = 'paused' WHERE cycle = '2026-04'")
+    with factories.acting_as(pg, "supervisor"):
+        pg.execute("UPDATE cycle_runs SET status = 'paused' WHERE cycle = '2026-04'")
     pg.execute("UPDATE vouchers SET status_changed_at = now() - interval '2 hours'")
     reply = local_stack.invoke("ReconcileFunction", {"voucher_ids": [under_way, paused], "redisburse_pending": True})
     assert (reply["checked"], reply["redisbursed"], reply["flagged"]) == (2, 1, 1)

@@ -37,35 +37,45 @@ def issued_vouchers(conn: Any, n: int, *, cycle: str, programme: str = "old_age"
     return [str(r["voucher_id"] if isinstance(r, dict) else r[0]) for r in rows]
 
 
-#: From approved to the status a seeded run is asked to be in.
-_RUN_PATH = {"approved": [], "enqueuing": ["enqueuing"], "running": ["enqueuing", "running"], "paused": ["paused"]}
+#: From awaiting approval to the status a seeded run is asked to be in: each move, and what it sets
+#: besides the status (approval and cancellation by a principal other than the maker).
+_RUN_PATH = {"awaiting_approval": [], "approved": ["approved"], "enqueuing": ["approved", "enqueuing"],
+             "running": ["approved", "enqueuing", "running"], "paused": ["approved", "paused"],
+             "completed": ["approved", "enqueuing", "running", "completed"],
+             "cancelled": ["approved", "paused", "cancelled"]}
+_MOVE_SETS = {"approved": ", checker_principal = 'seed-checker', checker_key_id = 'seed-checker-key', approved_at = now()",
+              "completed": ", finished_at = now()",
+              "cancelled": ", canceller_principal = 'seed-checker', canceller_key_id = 'seed-checker-key', "
+                           "finished_at = now()"}
+_ACTOR = "SELECT set_config('smartpay.actor', %s, true), set_config('smartpay.actor_key', %s || '-key', true)"
 
 
 def running_run(conn: Any, voucher_ids: list[str], *, cycle: str, programme: str = "old_age",
                 status: str = "running") -> str:
-    """Put these vouchers in the programme cycle's run under way (one made, approved by another
-    principal, when the cycle has none), so the claim may send them (migration 0014: only a run's
-    vouchers are claimed). Returns the run id."""
+    """Put these vouchers in the programme cycle's open run, or in a new run of ``status`` (approved
+    by another principal unless awaiting approval) when the cycle has none: a run approved,
+    enqueuing or running lets the claim send them (migration 0014: only a run's vouchers are
+    claimed). Returns the run id."""
     found = conn.execute(
         """SELECT id FROM cycle_runs WHERE programme = %s AND cycle = %s
               AND status IN ('awaiting_approval', 'approved', 'enqueuing', 'running', 'paused')""",
         (programme, cycle)).fetchone()
     if found is None:
         # Born awaiting approval (the database refuses anything else and writes each move's event,
-        # naming the actor set here), approved by another principal, then moved on to ``status``.
-        conn.execute("SELECT set_config('smartpay.actor', 'seed-checker', true), "
-                     "set_config('smartpay.actor_key', 'seed-checker-key', true)")
-        found = conn.execute(
-            """INSERT INTO cycle_runs (programme, cycle, idempotency_key, fingerprint, voucher_count,
-                                       total_amount_cents, chunk_size, maker_principal, maker_key_id, expires_at)
-               VALUES (%s, %s, 'seed-' || gen_random_uuid(), repeat('0', 64), 0, 0, 500, 'seed-maker',
-                       'seed-maker-key', now() + interval '1 day')
-            RETURNING id""", (programme, cycle)).fetchone()
-        run_id = str(found["id"] if isinstance(found, dict) else found[0])
-        conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = 'seed-checker',
-                               checker_key_id = 'seed-checker-key', approved_at = now() WHERE id = %s""", (run_id,))
-        for step in _RUN_PATH[status]:
-            conn.execute("UPDATE cycle_runs SET status = %s WHERE id = %s", (step, run_id))
+        # naming the actor set here for this transaction: the maker, then the checker), then moved on to ``status``.
+        with conn.transaction():
+            conn.execute(_ACTOR, ("seed-maker", "seed-maker"))
+            found = conn.execute(
+                """INSERT INTO cycle_runs (programme, cycle, idempotency_key, fingerprint, voucher_count,
+                                           total_amount_cents, chunk_size, maker_principal, maker_key_id, expires_at)
+                   VALUES (%s, %s, 'seed-' || gen_random_uuid(), repeat('0', 64), 0, 0, 500, 'seed-maker',
+                           'seed-maker-key', now() + interval '1 day')
+                RETURNING id""", (programme, cycle)).fetchone()
+            run_id = str(found["id"] if isinstance(found, dict) else found[0])
+            conn.execute(_ACTOR, ("seed-checker", "seed-checker"))
+            for step in _RUN_PATH[status]:
+                conn.execute(f"UPDATE cycle_runs SET status = %s{_MOVE_SETS.get(step, '')} WHERE id = %s",
+                             (step, run_id))
     run_id = str(found["id"] if isinstance(found, dict) else found[0])
     conn.execute("""INSERT INTO cycle_run_items (run_id, voucher_id, chunk_no)
                     SELECT %s, v, 0 FROM unnest(%s::uuid[]) AS v ON CONFLICT DO NOTHING""",
