@@ -7,12 +7,14 @@ status reads — takes a slot from one shared schedule before it starts:
 * The schedule is a GCRA token bucket without burst: one DynamoDB item (``RATE_BUDGET_TABLE``,
   key ``buffr``) holds ``tat``, the wall-clock time of the budget's next free slot. A sender
   reserves ``n`` slots with one conditional ``UpdateItem`` (``tat += n * interval``), so slots are
-  handed out evenly spaced at ``interval = 1 / (rate * headroom)`` across every container,
-  and a container pays one round trip per ``n`` calls (a lease of ``RATE_BUDGET_LEASE_S`` of
-  the rate), not one per call.
-* Unused time is not banked (a reservation starts at ``max(tat, now)``): there is no burst, and
-  any one-second window holds at most ``rate * headroom * (1 + late) + 1`` starts, where a slot
-  whose start is later than ``RATE_BUDGET_LATE_S`` (a stalled loop) is dropped, not used late.
+  handed out evenly spaced at ``interval = (1 + late) / (rate * headroom)`` across every
+  container, and a container pays one round trip per ``n`` calls (a lease of
+  ``RATE_BUDGET_LEASE_S`` of the rate), not one per call.
+* Unused time is not banked (a reservation starts at ``max(tat, now)``): there is no burst. A call
+  starts on its slot or up to ``late`` (``RATE_BUDGET_LATE_S``) after it — a slot later than that
+  (a stalled loop) is dropped, not used late — so a one-second window holds the starts of slots
+  from ``1 + late`` seconds of the schedule: the spacing pays for that lateness, and any
+  one-second window holds at most ``ceil(rate * headroom)`` starts, never more than the rate.
 * Priority by horizon: payments may reserve while ``tat`` is at most ``RATE_BUDGET_HORIZON_S``
   ahead of now; lookups (status reads) only while it is at most ``lease`` ahead — they take
   what payments leave, and never hold slots far ahead of a cycle run.
@@ -159,7 +161,7 @@ class RateBudget:
     def __init__(self, store: Store, rate: float, *, headroom: float = 0.97, lease_s: float = 0.1,
                  horizon_s: float = 2.0, late_s: float = 0.05, slow_factor: float = 0.5) -> None:
         self.store, self.rate = store, rate
-        self.interval = 1.0 / (rate * headroom) if rate > 0 else 0.0
+        self.interval = (1.0 + late_s) / (rate * headroom) if rate > 0 else 0.0  # a late start stays in the rate
         self.lease = max(1, round(rate * headroom * lease_s))
         self.horizons = {PAYMENTS: horizon_s, LOOKUPS: lease_s}
         self.late_s, self.slow_factor = late_s, min(max(slow_factor, 0.05), 1.0)
