@@ -59,7 +59,9 @@ def test_an_approval_hands_the_rest_of_its_enqueue_to_the_queue_side(enqueue_on_
     assert _statuses(pg, cycle) == {"active": 300}
     assert stats["credits"] == 300 and stats["double_credited"] == {}
     assert [(e["action"], e["principal"]) for e in _events(pg, approved["run_id"])] == [
-        ("prepared", "operator"), ("approved", "supervisor"), ("enqueued", "supervisor"), ("completed", "system")]
+        ("prepared", "operator"), ("approved", "supervisor"), ("enqueuing", "supervisor"),
+        ("enqueued", "supervisor"),  # by the queue side, on the checker's behalf
+        ("completed", "system")]
 
 
 def test_a_cycle_run_and_a_reconciliation_beside_it_stay_inside_one_rate(run_env: Any,
