@@ -69,7 +69,9 @@ def test_no_function_sends_anything_that_pins_a_proxy_session(proxied_stack, pg)
     prepared = httpx.post(path, headers={"x-api-key": keys["OperatorApiKey"], "Idempotency-Key": "pin-1"},
                           timeout=30)
     assert prepared.status_code in {200, 201}, prepared.text
-    approved = httpx.post(f"{path}/approve", headers={"x-api-key": keys["SupervisorApiKey"]}, timeout=30)
+    run = prepared.json()
+    approved = httpx.post(f"{path}/approve", headers={"x-api-key": keys["SupervisorApiKey"]},
+                          json={"run_id": run["run_id"], "fingerprint": run["fingerprint"]}, timeout=30)
     assert approved.status_code == 202, approved.text
     run = _wait(lambda: (r := httpx.get(path, headers={"x-api-key": keys["OperatorApiKey"]}).json())
                 ["status"] == "completed" and r)
