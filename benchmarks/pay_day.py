@@ -149,14 +149,14 @@ def main() -> int:
         stack.buffr.reset(latency_ms=args.latency_ms - args.jitter_ms, jitter_ms=2 * args.jitter_ms)
         api = CycleApi(gateway_url, PROGRAMME, CYCLE, timeout_s=120)
         operator, supervisor = stack.local["OperatorApiKey"], stack.local["SupervisorApiKey"]
-        _, stages["prepare"] = timed(api.prepare, operator, "pay-day")
+        prepared, stages["prepare"] = timed(api.prepare, operator, "pay-day")
         print(f"prepare      {stages['prepare']:8.1f} s   (API Gateway's limit 29 s; target <= 10 s)", flush=True)
         if not args.cold:
             warm_consumers(stack, args.concurrency)
         if args.faults:
             stack.buffr.configure(**args.faults, hang_ms=args.hang_ms)
         started = time.monotonic()
-        _, stages["approve"] = timed(api.approve, supervisor)
+        _, stages["approve"] = timed(api.approve, supervisor, prepared["run_id"], prepared["fingerprint"])
         print(f"approve      {stages['approve']:8.1f} s   (API Gateway's limit 29 s; target <= 10 s)", flush=True)
         if args.stop_after == "approve":
             api.close()
