@@ -187,9 +187,10 @@ class Events:
                          {"beneficiary_id": bid}, "beneficiaries:read")
 
     def _disburse(self) -> dict[str, Any]:
+        """A voucher read: a single voucher is paid only inside an approved run, never by one request."""
         vid = self._voucher("issued")
-        return self._api("POST", f"/api/v1/vouchers/{vid}/disburse", "/api/v1/vouchers/{voucher_id}/disburse",
-                         {"voucher_id": vid}, "vouchers:write vouchers:read")
+        return self._api("GET", f"/api/v1/vouchers/{vid}", "/api/v1/vouchers/{voucher_id}",
+                         {"voucher_id": vid}, "vouchers:read")
 
     def _webhook(self) -> dict[str, Any]:
         from smartpay_tools.buffr_sim.webhook_sender import signed_headers

@@ -81,9 +81,9 @@ def main() -> int:
         stack.start_event_sources()
         stack.buffr.reset(latency_ms=args.latency_ms - args.jitter_ms, jitter_ms=2 * args.jitter_ms)
         api = CycleApi(f"http://127.0.0.1:{port}", PROGRAMME, CYCLE, timeout_s=120)
-        api.prepare(stack.local["OperatorApiKey"], "bench")
+        prepared = api.prepare(stack.local["OperatorApiKey"], "bench")
         started = time.monotonic()
-        api.approve(stack.local["SupervisorApiKey"])
+        api.approve(stack.local["SupervisorApiKey"], prepared["run_id"], prepared["fingerprint"])
         run = api.watch(stack.local["OperatorApiKey"], every_s=1.0, timeout_s=3 * args.vouchers / args.rate + 300,
                         on_progress=_common.progress_printer(started))
         elapsed = time.monotonic() - started
