@@ -40,7 +40,7 @@ import _common
 from smartpay_tools.buffr_sim.state import busiest_second
 
 PROGRAMME, CYCLE = "old_age", "2026-11"
-DB = "smartpay_bench_pay_day"
+DB = f"smartpay_bench_pay_day_{os.getpid()}"  # one per concurrent run
 FAULT_KNOBS = {"5xx": "error_rate", "timeout": "timeout_rate", "429": "rate_429"}
 
 

@@ -151,3 +151,19 @@ def test_payments_go_first_and_status_reads_take_what_is_left(kind: str, request
     assert store.reserve(5, interval, now, payments, 0.5).start == pytest.approx(now + 50 * interval, abs=1e-6)
     later = now + 55 * interval - lookups / 2  # the payments' bookings run out: the status read goes next
     assert store.reserve(5, interval, later, lookups, 0.5).start == pytest.approx(now + 55 * interval, abs=1e-6)
+
+
+def test_with_its_store_down_the_budget_sends_nothing_unmetered_and_gives_up_at_the_deadline() -> None:
+    class Down:
+        def reserve(self, *args: Any) -> rate_budget.Grant:
+            raise ConnectionError("DynamoDB unreachable")
+
+        def slow(self, until: float) -> None:
+            raise ConnectionError("DynamoDB unreachable")
+
+    budget = rate_budget.RateBudget(Down(), RATE)
+
+    async def main() -> bool:
+        return await budget.take(rate_budget.PAYMENTS, deadline=time.monotonic() + 0.3)
+
+    assert asyncio.run(main()) is False

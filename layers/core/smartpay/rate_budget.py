@@ -189,6 +189,8 @@ class RateBudget:
         slots = self._slots[kind]
         while True:
             if not slots:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False  # no slot came in time (a busy budget, or its store down)
                 self._waiting[kind] += 1  # the demand a reservation is sized by
                 try:
                     await self._reserve(kind, deadline)

@@ -53,6 +53,9 @@ class ChunkNotSettled(Exception):
 #: Calls in flight per invocation, in seconds of the agreed rate: enough to carry the whole rate
 #: through Buffr's latency, its retries' backoff and a few timeouts.
 IN_FLIGHT_S = 0.5
+#: Rounds of one chunk in one invocation: vouchers no attempt of a round got an answer for are
+#: sent again in the next (then the queue's redelivery takes over).
+ROUNDS = 3
 
 
 def invocation_concurrency() -> int:
@@ -135,21 +138,27 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
             checked[0], checked[1] = now, repository.run_status(conn, run_id) in RUNNING
         return bool(checked[1])
 
-    sent = batch.send(
-        conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
-        reference=reference_of(run_id), in_flight=in_flight,
-        keep_claiming=keep_claiming)
-    repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
-                            errors=dict(sent.errors))
-    batch.count_outcomes(sent.items)
-    if sent.stopped:
-        _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
-        return
-    left = repository.unsettled(conn, ids, resend.grace_s()) + len(unsendable.unanswered)
-    if left:
-        metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
-        raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
-                              + (" (deadline)" if sent.stopped_early else ""))
+    for rounds in range(1, ROUNDS + 1):
+        sent = batch.send(
+            conn, [r[0] for r in rows], {r[0]: r[1:] for r in rows}, deadline=deadline,
+            reference=reference_of(run_id), in_flight=in_flight,
+            keep_claiming=keep_claiming)
+        repository.record_turns(conn, run_id, chunk_no, attempts=sent.calls, retries=sent.retries,
+                                errors=dict(sent.errors))
+        batch.count_outcomes(sent.items)
+        if sent.stopped:
+            _park(conn, run_id, chunk_no, token, repository.run_status(conn, run_id) or "unknown")
+            return
+        left = repository.unsettled(conn, ids, resend.grace_s()) + len(unsendable.unanswered)
+        if not left:
+            break
+        if sent.stopped_early or rounds == ROUNDS:
+            metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
+            raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
+                                  + (" (deadline)" if sent.stopped_early else ""))
+        # Buffr answered none of a call's attempts: send those again now, paced by the budget
+        # like any call (same key), rather than after the queue's visibility timeout.
+        rows = repository.to_send(conn, ids)
     with conn.transaction():  # the chunk's end and the run's completion (its audit row is the database's) commit together
         completed = repository.finish_chunk(conn, run_id, chunk_no, token, reference=record.message_id)
     if completed:

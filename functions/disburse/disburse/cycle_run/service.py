@@ -215,7 +215,8 @@ def approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Caller
     if run_id is None:
         return status(programme, cycle)
     enqueue(run_id, caller, within_s=_in_request_s())
-    return status(programme, cycle, run_id=run_id)
+    # Without progress: counting a national run's vouchers would cost the reply seconds (GET has it).
+    return status(programme, cycle, run_id=run_id, with_progress=False)
 
 
 def _approve(programme: str, cycle: str, reviewed: ApproveRequest, caller: Caller) -> str | None:
@@ -399,12 +400,12 @@ def _cancel(programme: str, cycle: str, caller: Caller) -> str:
 
 # --- status ----------------------------------------------------------------------------------------
 
-def status(programme: str, cycle: str, *, run_id: str | None = None) -> CycleRun:
-    """The run (the cycle's latest unless ``run_id``) and, once approved, its progress."""
+def status(programme: str, cycle: str, *, run_id: str | None = None, with_progress: bool = True) -> CycleRun:
+    """The run (the cycle's latest unless ``run_id``) and, once approved (and ``with_progress``), its progress."""
     with db.transaction() as conn:
         repository.expire_stale(conn, programme, cycle)
         row = repository.get(conn, run_id) if run_id else repository.latest(conn, programme, cycle)
         if row is None:
             raise NotFound(f"No run of {programme} {cycle} has been prepared.")
-        progress = _progress(conn, str(row["id"])) if row["approved_at"] is not None else None
+        progress = _progress(conn, str(row["id"])) if with_progress and row["approved_at"] is not None else None
         return _view(row, progress)
