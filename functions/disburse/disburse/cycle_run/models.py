@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from smartpay.jsontypes import Count
 
@@ -105,18 +105,29 @@ class ApproveRequest(BaseModel):
     fingerprint: str = Fingerprint
 
 
+def _absent_or_given(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # absent means not chosen; null is not a value
+
+
+def _only_true(schema: dict[str, Any]) -> None:
+    _absent_or_given(schema)
+    schema["const"] = True
+
+
 class SupplementaryRequest(BaseModel):
     """A supplementary run's selection: explicit voucher ids (issued or held vouchers of the cycle),
     or the cycle's held vouchers whose beneficiary is eligible again. Exactly one of the two."""
 
-    model_config = ConfigDict(defer_build=True, extra="forbid")
+    # The document says what the validator checks: exactly one key, neither null, the flag only true.
+    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["voucher_ids"]}, {"required": ["held_eligible_again"]}]})
 
-    voucher_ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=1000)
-    held_eligible_again: bool = False
+    voucher_ids: list[uuid.UUID] = Field(None, min_length=1, max_length=1000, json_schema_extra=_absent_or_given)
+    held_eligible_again: StrictBool = Field(None, json_schema_extra=_only_true)
 
     @model_validator(mode="after")
     def _one_selection(self) -> SupplementaryRequest:
-        if (self.voucher_ids is not None) == self.held_eligible_again:
+        if self.held_eligible_again is False or (self.voucher_ids is not None) == bool(self.held_eligible_again):
             raise ValueError("give exactly one of voucher_ids or held_eligible_again: true")
         return self
 
