@@ -168,6 +168,6 @@ lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES, direct=direct)
 
 
 # SnapStart: primed before the snapshot, connections and secrets renewed after each restore.
-snapstart.register(snapstart.prime_idempotency("issue", "disburse"),
+snapstart.register(snapstart.prime_idempotency("issue"),
                    snapstart.prime_modules("aws_lambda_powertools.utilities.parameters", "psycopg_pool", "smartpay.buffr"))
 coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

@@ -33,9 +33,9 @@ OUTSTANDING = ("issued", "pending", "active")
 #: The terms of the arithmetic check: issued = redeemed + outstanding + expired + cancelled + failed + held.
 SETTLED_TERMS = ("redeemed", "expired", "cancelled", "failed", "held")
 #: Routes whose replays the idempotency layer answers (metric dimension ``route``).
-IDEMPOTENT_ROUTES = ("issue", "disburse", "webhook")
+IDEMPOTENT_ROUTES = ("issue", "webhook")
 #: The function (Powertools ``service``) that answers each route.
-ROUTE_SERVICES = {"issue": "disburse", "disburse": "disburse", "webhook": "webhook"}
+ROUTE_SERVICES = {"issue": "disburse", "webhook": "webhook"}
 #: Latency bucket bounds on a log scale: 1-2-5 steps from 1 ms to 50 min.
 LATENCY_STEPS_MS = tuple(m * 10**e for e in range(7) for m in (1, 2, 5))
 

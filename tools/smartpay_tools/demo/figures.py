@@ -90,14 +90,13 @@ def collect(database_url: str, cycle: str, run_ids: list[str], buffr: dict[str, 
 
 def simulator_metrics(buffr: dict[str, Any]) -> compliance.MetricTotals:
     """The idempotency figures as Buffr's simulator saw them, for the compliance report: webhook
-    requests answered 200 and, of those, answers marked ``Idempotent-Replayed``. The demo
-    disburses through the batch route only (no per-request idempotency), so issue and disburse
-    have no requests. Route figures cover the demo's whole run (all programmes), as CloudWatch's do."""
+    requests answered 200 and, of those, answers marked ``Idempotent-Replayed``. The demo issues
+    through the payroll import and pays through runs (no per-request idempotency), so issue has
+    no requests. Route figures cover the demo's whole run (all programmes), as CloudWatch's do."""
     webhooks = buffr["webhooks"]
     return compliance.totals_from({("IdempotentRequests", "webhook"): webhooks["statuses"].get("200", 0),
                                    ("IdempotencyReplays", "webhook"): webhooks["replayed"],
-                                   ("IdempotentRequests", "issue"): 0, ("IdempotencyReplays", "issue"): 0,
-                                   ("IdempotentRequests", "disburse"): 0, ("IdempotencyReplays", "disburse"): 0})
+                                   ("IdempotentRequests", "issue"): 0, ("IdempotencyReplays", "issue"): 0})
 
 
 def compliance_reports(database_url: str, cycle: str, buffr: dict[str, Any],
