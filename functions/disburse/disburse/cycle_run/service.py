@@ -120,6 +120,10 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
                              from_status="awaiting_approval", to_status="expired", reference=caller.reference)
         existing = repository.by_key(conn, programme, cycle, key)
         if existing is not None:
+            if existing["selection"] != selection:  # the key names another request (kind or selection)
+                raise Unprocessable(f"Idempotency-Key {key!r} already prepared run {existing['id']} of another "
+                                    "selection; use a new key for a new request.", title="Idempotency key reused",
+                                    extra={"run_id": str(existing["id"])})
             return _view(existing), True
         current = repository.open_run(conn, programme, cycle, lock=True)
         if current is not None and current["status"] != "awaiting_approval":
