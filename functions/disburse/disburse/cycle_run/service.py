@@ -126,9 +126,11 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
                                     extra={"run_id": str(existing["id"])})
             return _view(existing), True
         current = repository.open_run(conn, programme, cycle, lock=True)
-        if current is not None and current["status"] != "awaiting_approval":
-            raise Conflict(f"Run {current['id']} of {programme} {cycle} is {current['status']}; a cycle has one run "
-                           "under way at a time.", title="Cycle run under way",
+        kind = "cycle" if selection is None else "supplementary"
+        # A run awaiting approval is superseded only by a run of its own kind.
+        if current is not None and (current["status"] != "awaiting_approval" or current["kind"] != kind):
+            raise Conflict(f"Run {current['id']} ({current['kind']}) of {programme} {cycle} is {current['status']}; "
+                           "a cycle has one run under way at a time.", title="Cycle run under way",
                            extra={"run_id": str(current["id"]), "run_status": current["status"]})
         if current is not None:  # prepared again (e.g. the cycle changed): the old one is superseded
             repository.set_status(conn, str(current["id"]), "cancelled", finished=True)
@@ -152,7 +154,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
         exceptions = {"total": int(sum(snap["by_reason"].values())), "by_reason": snap["by_reason"],
                       "voucher_ids": snap["exception_ids"]}
         run_id = repository.insert(conn, {
-            "kind": "cycle" if selection is None else "supplementary", "selection": selection,
+            "kind": kind, "selection": selection,
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
             "region_totals": snap["region_totals"], "exceptions": exceptions, "chunk_size": _chunk_size(),
