@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, field_validator
 
 from smartpay.jsontypes import Count
 
@@ -96,25 +96,44 @@ class ApproveRequest(BaseModel):
     fingerprint: str = Fingerprint
 
 
-class SupplementaryRequest(BaseModel):
-    """A supplementary run's selection: explicit voucher ids (issued or held vouchers of the cycle),
-    or the cycle's held vouchers whose beneficiary is eligible again. Exactly one of the two."""
+class SupplementaryByIds(BaseModel):
+    """Named vouchers of the cycle (issued or held), in any order (repeats count once)."""
 
-    model_config = ConfigDict(defer_build=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid", title="SupplementaryByVoucherIds")
 
-    voucher_ids: list[uuid.UUID] | None = Field(None, min_length=1, max_length=1000)
-    held_eligible_again: bool = False
+    voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
 
-    @model_validator(mode="after")
-    def _one_selection(self) -> SupplementaryRequest:
-        if (self.voucher_ids is not None) == self.held_eligible_again:
-            raise ValueError("give exactly one of voucher_ids or held_eligible_again: true")
-        return self
+    def selection(self) -> dict[str, Any]:
+        return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
 
-    def selection(self) -> dict[str, object]:
-        if self.voucher_ids is not None:
-            return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
+
+class SupplementaryHeld(BaseModel):
+    """The cycle's held vouchers whose beneficiary is eligible again."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid", title="SupplementaryHeldEligibleAgain")
+
+    held_eligible_again: StrictBool = Field(json_schema_extra={"const": True})
+
+    @field_validator("held_eligible_again")
+    @classmethod
+    def _true(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError("must be true")
+        return value
+
+    def selection(self) -> dict[str, Any]:
         return {"held_eligible_again": True}
+
+
+def _supplementary_shape(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "ids" if isinstance(value, SupplementaryByIds) else "held"
+    return "ids" if isinstance(value, dict) and "voucher_ids" in value else "held"
+
+
+#: A supplementary run's selection: exactly one of the two shapes (``oneOf`` in the document).
+SupplementaryRequest = Annotated[Annotated[SupplementaryByIds, Tag("ids")] | Annotated[SupplementaryHeld, Tag("held")],
+                                 Discriminator(_supplementary_shape)]
 
 
 class ChunkMessage(BaseModel):
