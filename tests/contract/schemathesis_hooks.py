@@ -29,7 +29,8 @@ hook changed, so a negative case stays negative and is judged as one):
   preparing, approving, pausing, resuming and cancelling reach their state machine instead of a
   404; approval and cancel are sent with the supervisor's key (four eyes: the operator key that
   prepared or paused may not), unless the case left the key out or changed it; approval names the
-  run (id and fingerprint) a 2xx reply last showed, as a checker names what they reviewed.
+  run (id and fingerprint) a 2xx reply last showed, as a checker names what they reviewed; a
+  supplementary run's Idempotency-Key is derived from its body, as for issuing.
 
 ``SMARTPAY_FUZZ_SEEDS`` names the JSON file the test wrote with the seeded ids;
 ``SMARTPAY_FUZZ_SECRET`` holds the webhook signing secrets; ``SMARTPAY_FUZZ_KEY`` and
@@ -161,6 +162,12 @@ def _issue(case: Any) -> None:
         body["amount_cents"] = 1 + amount % maximum
     if "expires_at" in body:
         body["expires_at"] = _future(body["expires_at"])
+    _key_from_body(case, body)
+
+
+def _key_from_body(case: Any, body: Any) -> None:
+    """A present Idempotency-Key derived from the body: a repeated body is a replay, and two bodies
+    never share a key (the same key with another body is a documented 422)."""
     headers = _headers(case)
     for name in list(headers):
         if name.lower() == "idempotency-key" and isinstance(headers[name], str) and headers[name].strip():
@@ -173,8 +180,10 @@ def _run_body(case: Any, path: str) -> None:
     body, meta = case.body, case.meta
     if not isinstance(body, dict) or (meta is not None and meta.is_negative_at(ParameterLocation.BODY)):
         return
-    if path.endswith("/supplementary") and isinstance(body.get("voucher_ids"), list):
-        body["voucher_ids"] = [_pick(seeds()["vouchers"], v) for v in body["voucher_ids"]]
+    if path.endswith("/supplementary"):
+        if isinstance(body.get("voucher_ids"), list):
+            body["voucher_ids"] = [_pick(seeds()["vouchers"], v) for v in body["voucher_ids"]]
+        _key_from_body(case, body)
     elif path.endswith("/approve") and LAST_RUN:
         body.update(LAST_RUN)
 

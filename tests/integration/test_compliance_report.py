@@ -19,8 +19,7 @@ CYCLE = ("old_age", "2026-11")
 
 def _voucher(pg, amount: int, *targets: str, beneficiary: dict | None = None, cycle: str = "2026-11") -> str:
     b = beneficiary or factories.beneficiary(pg)
-    v = factories.voucher(pg, b["id"], amount_cents=amount, cycle=cycle,
-                          claimable="pending" in targets)["id"]  # only a run's voucher goes pending
+    v = factories.voucher(pg, b["id"], amount_cents=amount, cycle=cycle, claimable="pending" in targets)["id"]
     for target in targets:
         with pg.transaction():
             assert transition(pg, v, target, source="operator", reference="fixture").applied

@@ -247,6 +247,20 @@ def test_suspended_then_reinstated_is_paid_once_by_a_supplementary_run(
     assert again.status_code == 409 and again.json()["title"] == "Nothing to disburse"
 
 
+def test_a_supplementary_prepare_never_supersedes_the_cycles_run(run_env: Any, pg: psycopg.Connection[Any]) -> None:
+    stack, cycle = run_env, "2026-10"
+    _seed(pg, 3, cycle)
+    run = _prepared(stack, cycle)
+    ids = [r["id"] for r in pg.execute("SELECT id::text AS id FROM vouchers WHERE cycle = %s", (cycle,))]
+    reply = httpx.post(f"{stack.url}/api/v1/cycles/{PROGRAMME}/{cycle}/disbursement/supplementary",
+                       json={"voucher_ids": ids}, timeout=30,
+                       headers={"x-api-key": _keys(stack)["operator"], "Idempotency-Key": "supp-over-cycle"})
+    assert reply.status_code == 409 and reply.json()["title"] == "Cycle run under way"
+    assert _call(stack, "GET", cycle).json()["status"] == "awaiting_approval"
+    assert _approve(stack, cycle, run).status_code == 202
+    assert _wait(stack, cycle)["status"] == "completed"
+
+
 def test_a_supplementary_run_of_named_vouchers_refuses_ids_it_cannot_pay(
         run_env: Any, pg: psycopg.Connection[Any]) -> None:
     stack, cycle = run_env, "2026-09"

@@ -5,8 +5,10 @@ idempotency key are built in one place only: the disburse function. So a re-send
 synchronous invocation of that function with the typed internal event
 :class:`smartpay.internal.Redisburse` (not an API Gateway event), authorised by IAM
 (``lambda:InvokeFunction`` on that one function, docs/reconciliation.md#re-sending-through-disburse).
-Buffr deduplicates by the same ``disburse-<voucher_id>`` key, so a voucher that did reach Buffr is
-never credited twice.
+Buffr deduplicates by the same ``disburse-<voucher_id>`` key while it keeps that key; the disburse
+function does not rely on it: a pending voucher claimed longer ago than its grace period is looked
+up at Buffr again right before the re-send, and a rejection of the re-send is looked up before the
+voucher is failed (:mod:`smartpay.resend`), so a voucher that did reach Buffr is never credited twice.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, field_validator
 
 from smartpay.jsontypes import Count
 
@@ -84,15 +84,6 @@ class CycleRun(BaseModel):
     progress: Progress | None = None
 
 
-class EnqueueMessage(BaseModel):
-    """One SQS message: enqueue the rest of a run's chunks (handed over by approve or resume)."""
-
-    model_config = ConfigDict(defer_build=True, extra="forbid")
-
-    run_id: uuid.UUID
-    enqueue: Literal[True]
-
-
 Fingerprint = Field(pattern=r"^[0-9a-f]{64}$", description="The run's fingerprint, as the checker saw it")
 
 
@@ -105,36 +96,53 @@ class ApproveRequest(BaseModel):
     fingerprint: str = Fingerprint
 
 
-def _absent_or_given(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # absent means not chosen; null is not a value
+class SupplementaryByIds(BaseModel):
+    """Named vouchers of the cycle (issued or held), in any order (repeats count once)."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid", title="SupplementaryByVoucherIds")
+
+    voucher_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+    def selection(self) -> dict[str, Any]:
+        return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
 
 
-def _only_true(schema: dict[str, Any]) -> None:
-    _absent_or_given(schema)
-    schema["const"] = True
+class SupplementaryHeld(BaseModel):
+    """The cycle's held vouchers whose beneficiary is eligible again."""
 
+    model_config = ConfigDict(defer_build=True, extra="forbid", title="SupplementaryHeldEligibleAgain")
 
-class SupplementaryRequest(BaseModel):
-    """A supplementary run's selection: explicit voucher ids (issued or held vouchers of the cycle),
-    or the cycle's held vouchers whose beneficiary is eligible again. Exactly one of the two."""
+    held_eligible_again: StrictBool = Field(json_schema_extra={"const": True})
 
-    # The document says what the validator checks: exactly one key, neither null, the flag only true.
-    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["voucher_ids"]}, {"required": ["held_eligible_again"]}]})
+    @field_validator("held_eligible_again")
+    @classmethod
+    def _true(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError("must be true")
+        return value
 
-    voucher_ids: list[uuid.UUID] = Field(None, min_length=1, max_length=1000, json_schema_extra=_absent_or_given)
-    held_eligible_again: StrictBool = Field(None, json_schema_extra=_only_true)
-
-    @model_validator(mode="after")
-    def _one_selection(self) -> SupplementaryRequest:
-        if self.held_eligible_again is False or (self.voucher_ids is not None) == bool(self.held_eligible_again):
-            raise ValueError("give exactly one of voucher_ids or held_eligible_again: true")
-        return self
-
-    def selection(self) -> dict[str, object]:
-        if self.voucher_ids is not None:
-            return {"voucher_ids": sorted({str(v) for v in self.voucher_ids})}
+    def selection(self) -> dict[str, Any]:
         return {"held_eligible_again": True}
+
+
+def _supplementary_shape(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "ids" if isinstance(value, SupplementaryByIds) else "held"
+    return "ids" if isinstance(value, dict) and "voucher_ids" in value else "held"
+
+
+#: A supplementary run's selection: exactly one of the two shapes (``oneOf`` in the document).
+SupplementaryRequest = Annotated[Annotated[SupplementaryByIds, Tag("ids")] | Annotated[SupplementaryHeld, Tag("held")],
+                                 Discriminator(_supplementary_shape)]
+
+
+class EnqueueMessage(BaseModel):
+    """One SQS message: enqueue the rest of a run's chunks (handed over by approve or resume)."""
+
+    model_config = ConfigDict(defer_build=True, extra="forbid")
+
+    run_id: uuid.UUID
+    enqueue: Literal[True]
 
 
 class ChunkMessage(BaseModel):

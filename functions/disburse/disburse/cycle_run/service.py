@@ -135,11 +135,17 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
         repository.expire_stale(conn, programme, cycle, reference=caller.reference)
         existing = repository.by_key(conn, programme, cycle, key)
         if existing is not None:
+            if existing["selection"] != selection:  # the key names another request (kind or selection)
+                raise Unprocessable(f"Idempotency-Key {key!r} already prepared run {existing['id']} of another "
+                                    "selection; use a new key for a new request.", title="Idempotency key reused",
+                                    extra={"run_id": str(existing["id"])})
             return _view(existing), True
         current = repository.open_run(conn, programme, cycle, lock=True)
-        if current is not None and current["status"] != "awaiting_approval":
-            raise Conflict(f"Run {current['id']} of {programme} {cycle} is {current['status']}; a cycle has one run "
-                           "under way at a time.", title="Cycle run under way",
+        kind = "cycle" if selection is None else "supplementary"
+        # A run awaiting approval is superseded only by a run of its own kind.
+        if current is not None and (current["status"] != "awaiting_approval" or current["kind"] != kind):
+            raise Conflict(f"Run {current['id']} ({current['kind']}) of {programme} {cycle} is {current['status']}; "
+                           "a cycle has one run under way at a time.", title="Cycle run under way",
                            extra={"run_id": str(current["id"]), "run_status": current["status"]})
         if current is not None:  # prepared again (e.g. the cycle changed): the old one is superseded
             repository.set_status(conn, str(current["id"]), "cancelled", expected="awaiting_approval", by=caller,
@@ -161,7 +167,7 @@ def prepare(programme: str, cycle: str, key: str | None, caller: Caller,
         exceptions = {"total": int(sum(snap["by_reason"].values())), "by_reason": snap["by_reason"],
                       "voucher_ids": snap["exception_ids"]}
         run_id = repository.insert(conn, {
-            "kind": "cycle" if selection is None else "supplementary", "selection": selection,
+            "kind": kind, "selection": selection,
             "programme": programme, "cycle": cycle, "idempotency_key": key, "fingerprint": snap["fingerprint"],
             "voucher_count": snap["voucher_count"], "total_amount_cents": snap["total_amount_cents"],
             "region_totals": snap["region_totals"], "exceptions": exceptions,
