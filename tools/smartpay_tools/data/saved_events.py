@@ -89,9 +89,9 @@ def seed(conninfo: str) -> dict[str, int]:
         expires = datetime.now(UTC) + timedelta(days=60)
         # Each sending run is born awaiting approval (the database refuses anything else and writes
         # its events), approved by the supervisor, then enqueued and running.
-        conn.execute("SELECT set_config('smartpay.actor', 'supervisor', true), "
-                     "set_config('smartpay.actor_key', 'supervisor-local', true)")
         for cycle, (run_id, _) in SEND_RUNS.items():
+            conn.execute("SELECT set_config('smartpay.actor', 'operator', true), "
+                         "set_config('smartpay.actor_key', 'operator-local', true)")  # the maker prepares
             fresh_run = conn.execute(
                 """INSERT INTO cycle_runs (id, programme, cycle, idempotency_key, fingerprint, voucher_count,
                                            total_amount_cents, chunk_size, maker_principal, maker_key_id,
@@ -101,6 +101,8 @@ def seed(conninfo: str) -> dict[str, int]:
                    ON CONFLICT DO NOTHING""", (run_id, cycle, f"{REFERENCE}-{cycle}")).rowcount
             added["cycle_runs"] += fresh_run
             if fresh_run:
+                conn.execute("SELECT set_config('smartpay.actor', 'supervisor', true), "
+                             "set_config('smartpay.actor_key', 'supervisor-local', true)")  # the checker approves
                 conn.execute("""UPDATE cycle_runs SET status = 'approved', checker_principal = 'supervisor',
                                        checker_key_id = 'supervisor-local', approved_at = now() - interval '3 days'
                                  WHERE id = %s""", (run_id,))
