@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "arn:aws:secretsmanager:af-south-1:123456789012:secret:smartpay/prod/x-AbC123"
-API_FUNCTIONS = {"authorizer": [], "beneficiaries": [], "disburse": ["issue", "disburse"], "webhook": ["webhook"]}
+API_FUNCTIONS = {"authorizer": [], "beneficiaries": [], "disburse": ["issue"], "webhook": ["webhook"]}
 
 pytestmark = pytest.mark.integration
 
