@@ -84,7 +84,7 @@ def small_cycle(pg) -> dict[str, str]:
 METRIC_LINES = [_emf("IdempotentRequests", "issue", 10), _emf("IdempotencyReplays", "issue", 2),
                 _emf("IdempotentRequests", "webhook", 60), _emf("IdempotentRequests", "webhook", 40),
                 _emf("IdempotencyReplays", "webhook", 25), _emf("IdempotentRequests", "issue", 4),
-                _emf("IdempotentRequests", "disburse", 9),  # a route that no longer exists: not reported
+                _emf("IdempotentRequests", "disburse", 9),  # not an idempotent route: not reported
                 "START RequestId: not a metric line", '{"level": "INFO", "message": "not EMF"}']
 
 

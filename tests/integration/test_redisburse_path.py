@@ -60,7 +60,7 @@ def test_disburse_refuses_any_other_direct_event(disburse_env, pg, sim, change: 
 
 
 def test_the_old_fabricated_batch_body_is_refused_when_invoked_directly(disburse_env, pg, sim) -> None:
-    """What reconcile used to send (the batch route's body with a forged authorizer) is no longer a way in."""
+    """A batch body with a forged authorizer (the removed batch route's shape) is not a way in."""
     from disburse.handler import lambda_handler
 
     voucher_id = _pending(pg)

@@ -190,7 +190,7 @@ def send(conn: Any, ids: list[str], details: dict[str, tuple[Any, ...]], *, dead
     With a spare pooled connection (:func:`db.spare_autocommit`), a turn's two halves run at
     once: the answers are recorded on the spare while ``conn`` claims the next vouchers. They
     touch different vouchers (a voucher is answered only after its claim committed in an earlier
-    turn), each half is one atomic statement as before, and the calls start as soon as the claim
+    turn), each half is one atomic statement, and the calls start as soon as the claim
     is in. One connection's statements would otherwise bound the batch: recording and claiming
     cost about as much database time per voucher as a call on the wire (docs/performance.md).
 

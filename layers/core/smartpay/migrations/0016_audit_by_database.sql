@@ -11,7 +11,7 @@
 --      smartpay.detail     optional, a JSON object {voucher id: detail}; read and cleared by the
 --                          trigger, so one statement's details never reach the next one's rows.
 --    The application roles lose INSERT on voucher_events (R__grants.sql): the trigger is the only
---    writer, and the hash chain (0012) links its rows as before.
+--    writer, and the hash chain (0012) links every row it writes.
 -- 2. cycle_runs: created awaiting approval with no checker; the maker's terms and, once set, the
 --    checker and approval time never change; every status move gets its cycle_run_events row from
 --    the database (principal and key from smartpay.actor / smartpay.actor_key, reference and
