@@ -49,7 +49,9 @@ from smartpay_tools.data import bulk_seed
 import psycopg, sys
 migrate.apply(sys.argv[1])
 with psycopg.connect(sys.argv[1], options="-c smartpay.source=operator") as conn:
-    bulk_seed.issued_vouchers(conn, int(sys.argv[2]), cycle="2026-11")
+    ids = bulk_seed.issued_vouchers(conn, int(sys.argv[2]), cycle="2026-11")
+    if hasattr(bulk_seed, "running_run"):  # a tree with the one door: only a run's vouchers are claimed
+        bulk_seed.running_run(conn, ids, cycle="2026-11")
     conn.commit()
     conn.autocommit = True
     conn.execute("VACUUM ANALYZE")

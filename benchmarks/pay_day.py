@@ -166,7 +166,7 @@ def main() -> int:
             thread = threading.Thread(target=lambda: during.update(
                 stack.invoke("ReconcileFunction", {"mode": "full"})), daemon=True)
             thread.start()
-        run = api.watch(operator, every_s=0.5 if n <= 20_000 else 5.0, timeout_s=4 * n / args.rate + 300,
+        run = api.watch(operator, every_s=0.1 if n <= 5_000 else 0.5 if n <= 20_000 else 5.0, timeout_s=4 * n / args.rate + 300,
                         on_progress=_common.progress_printer(started))
         stages["run"] = time.monotonic() - started
         api.close()

@@ -50,6 +50,7 @@ def seed(url: str, count: int) -> list[str]:
 
     with psycopg.connect(url, autocommit=True, options="-c smartpay.source=operator") as conn:  # audited as
         ids = bulk_seed.issued_vouchers(conn, count, cycle="2026-11", reference="bench")  # born issued
+        bulk_seed.running_run(conn, ids, cycle="2026-11")  # only a run's vouchers are sent
         conn.execute("UPDATE vouchers SET status = 'pending'")  # then sent
     return ids
 

@@ -172,6 +172,45 @@ def test_a_silent_server_is_a_read_timeout_on_every_attempt() -> None:
     assert (server.connections, len(server.requests)) == (2, 2)  # a timed-out connection is never reused
 
 
+def test_a_call_held_far_past_buffrs_latency_is_cut_by_the_adaptive_timeout_and_retried_under_its_key() -> None:
+    """After 20 quick answers the read timeout follows Buffr's latency: the 26th call, held without
+    an answer, is given up long before BUFFR_READ_TIMEOUT_S and its retry (same key) is accepted
+    inside a deadline the full timeout would have used up."""
+    async def handler(reader, writer, server):
+        while True:
+            await server.read_request(reader)
+            if len(server.requests) == 26:
+                await asyncio.sleep(30)  # held: never answered
+            await asyncio.sleep(0.01)
+            writer.write(ACCEPTED)
+
+    with Server(handler) as server:
+        c = client(f"http://127.0.0.1:{server.port}", read_timeout=5.0, read_timeout_min=0.2)
+        warm = [c.disburse(REQUEST, deadline=deadline()) for _ in range(25)]
+        held = c.disburse(REQUEST, deadline=deadline(3))
+        c.close()
+    assert [r.outcome for r in warm] == ["accepted"] * 25
+    assert (held.outcome, held.attempts, held.delivery_id) == ("accepted", 2, "dlv_1")
+    keys = {line for head in server.requests[25:] for line in head.split(b"\r\n") if line.startswith(b"idempotency-key")}
+    assert keys == {f"idempotency-key: disburse-{REQUEST.voucher_id}".encode()} and len(server.requests) == 27
+
+
+def test_the_read_timeout_follows_latency_within_its_bounds() -> None:
+    timeout = buffr.ReadTimeout(0.5, 5.0)
+    for _ in range(buffr.ReadTimeout.WARM_SAMPLES - 1):
+        timeout.observe(0.15)
+    assert timeout.current == 5.0  # too few answers timed: the configured timeout
+    timeout.observe(0.15)
+    assert timeout.current == 0.5  # steady 150 ms: the floor
+    for _ in range(40):
+        timeout.observe(1.2)  # Buffr slows down as a whole: the timeout grows with it
+    assert 1.2 < timeout.current < 5.0
+    for _ in range(40):
+        timeout.observe(9.0)
+    assert timeout.current == 5.0  # never past the configured timeout
+    assert buffr.BuffrSettings(url="https://b.test", read_timeout=0.3).read_timeout_min == 0.3
+
+
 def test_a_refused_connection_is_a_connect_error_retried() -> None:
     with Server(lambda r, w, s: asyncio.sleep(0)) as server:
         port = server.port

@@ -22,7 +22,13 @@ them; a 429 slows the budget for every sender.
 Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exponential
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``), at least ``Retry-After`` when Buffr
 sends one, at most ``BUFFR_MAX_ATTEMPTS`` attempts and never past the deadline (each attempt's
-connect and read timeouts are also cut to the time left). Other 4xx are never retried:
+connect and read timeouts are also cut to the time left). The read timeout adapts to Buffr's
+observed latency as TCP's retransmission timer does (RFC 6298: smoothed latency + 4 × its mean
+deviation, at least ``BUFFR_READ_TIMEOUT_MIN_S``, at most ``BUFFR_READ_TIMEOUT_S``): a call Buffr
+holds far longer than its others is given up and retried under the same key (Buffr answers a
+repeated key with its first answer, so a retry cannot credit twice) instead of holding the run's
+last voucher for the full timeout; when Buffr slows down as a whole, the timeout grows with it.
+Other 4xx are never retried:
 400/410/422 are Buffr *rejecting the voucher* (``rejected``); anything else (401/403 — our key,
 404 — our URL, 409 …) says nothing about the voucher, so the outcome is ``unavailable`` and the
 voucher stays ``pending`` rather than being failed by a configuration mistake. A reply over
@@ -85,6 +91,10 @@ class BuffrSettings:
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
     concurrency: int = 100
+    read_timeout_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_timeout_min", min(self.read_timeout_min, self.read_timeout))
 
     @classmethod
     def from_env(cls) -> BuffrSettings:
@@ -96,7 +106,37 @@ class BuffrSettings:
             backoff_base=env_int("BUFFR_BACKOFF_BASE_MS", 200, minimum=1) / 1000,
             backoff_cap=env_int("BUFFR_BACKOFF_CAP_MS", 5000, minimum=1) / 1000,
             concurrency=env_int("BUFFR_CONCURRENCY", 100, minimum=1, maximum=1000),
+            read_timeout_min=env_float("BUFFR_READ_TIMEOUT_MIN_S", 0.5),
         )
+
+
+class ReadTimeout:
+    """The read timeout of the next attempt, from the latency of Buffr's answers so far (RFC 6298's
+    estimator): ``srtt + 4 × rttvar`` within ``[minimum, maximum]``; ``maximum`` until
+    ``WARM_SAMPLES`` answers were timed. Only answers that settle a call feed it (not a timeout,
+    nor a 5xx/429 that may come from a gateway's own timer), and each attempt's timeout is fixed
+    when it starts."""
+
+    WARM_SAMPLES = 20
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        self.samples = 0
+        self.srtt = self.rttvar = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if self.samples == 0:
+            self.srtt, self.rttvar = seconds, seconds / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
+            self.srtt = 0.875 * self.srtt + 0.125 * seconds
+        self.samples += 1
+
+    @property
+    def current(self) -> float:
+        if self.samples < self.WARM_SAMPLES:
+            return self.maximum
+        return min(self.maximum, max(self.minimum, self.srtt + 4 * self.rttvar))
 
 
 @dataclass(frozen=True)
@@ -259,6 +299,7 @@ class BuffrClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="buffr-client", daemon=True)
         self._thread.start()
         self.retries = 0  # attempts beyond the first, for metrics
+        self.read_timeout = ReadTimeout(self.settings.read_timeout_min, self.settings.read_timeout)
         self._gate: asyncio.Semaphore | None = None  # submit_disburse_many's bound, on the loop
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -296,9 +337,10 @@ class BuffrClient:
             if remaining <= 0.05:
                 break
             attempt += 1
+            sent_at = time.monotonic()
             try:
                 last = await self._transport.request(data, connect_timeout=min(s.connect_timeout, remaining),
-                                                     read_timeout=min(s.read_timeout, remaining))
+                                                     read_timeout=min(self.read_timeout.current, remaining))
             except TransportTimeout:
                 error, retry_after, last = "timeout", None, None
             except ReplyTooLarge as exc:
@@ -308,6 +350,7 @@ class BuffrClient:
                 error, retry_after, last = "connect", None, None
             else:
                 if last.status not in RETRYABLE_STATUSES:
+                    self.read_timeout.observe(time.monotonic() - sent_at)
                     return BuffrResult("", voucher_id, last.status, attempts=attempt), last
                 error = "rate_limited" if last.status == 429 else "server_error"
                 retry_after = _retry_after(last.headers.get("retry-after"))
