@@ -23,7 +23,7 @@ Retry policy: timeouts, connection errors, 408, 429 and 5xx are retried with exp
 backoff and full jitter (``uniform(0, min(cap, base·2^n))``), at least ``Retry-After`` when Buffr
 sends one, at most ``BUFFR_MAX_ATTEMPTS`` attempts and never past the deadline (each attempt's
 connect and read timeouts are also cut to the time left). The read timeout adapts to Buffr's
-observed latency as TCP's retransmission timer does (RFC 6298: smoothed latency + 4 × its mean
+observed latency as TCP's retransmission timer does (RFC 6298: smoothed latency + 4 times its mean
 deviation, at least ``BUFFR_READ_TIMEOUT_MIN_S``, at most ``BUFFR_READ_TIMEOUT_S``): a call Buffr
 holds far longer than its others is given up and retried under the same key (Buffr answers a
 repeated key with its first answer, so a retry cannot credit twice) instead of holding the run's
@@ -112,7 +112,7 @@ class BuffrSettings:
 
 class ReadTimeout:
     """The read timeout of the next attempt, from the latency of Buffr's answers so far (RFC 6298's
-    estimator): ``srtt + 4 × rttvar`` within ``[minimum, maximum]``; ``maximum`` until
+    estimator): ``srtt + 4 * rttvar`` within ``[minimum, maximum]``; ``maximum`` until
     ``WARM_SAMPLES`` answers were timed. Only answers that settle a call feed it (not a timeout,
     nor a 5xx/429 that may come from a gateway's own timer), and each attempt's timeout is fixed
     when it starts."""
