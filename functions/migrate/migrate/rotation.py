@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import psycopg
-from botocore.exceptions import ClientError
 from psycopg.conninfo import make_conninfo
 
 from smartpay import access
@@ -51,6 +49,8 @@ def rotate(event: dict[str, Any]) -> dict[str, str]:
     step, token = event["Step"], event["ClientRequestToken"]
     if step not in STEPS:
         raise RotationRefused(f"unknown rotation step {step!r}")
+    import boto3  # here, not at init: migrate's cold start loads no botocore client (test_cold_start)
+
     sm = boto3.client("secretsmanager")
     metadata = sm.describe_secret(SecretId=event["SecretId"])
     arn = metadata["ARN"]
@@ -97,14 +97,12 @@ def _create(sm: Any, arn: str, token: str, role: str) -> str:
     access.role_password(current, role)  # the current value names this role: never rotate a mis-wired one
     try:
         _value(sm, arn, "AWSPENDING", token)
-        return "pending already created"
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-    password = sm.get_random_password(PasswordLength=PASSWORD_LENGTH, ExcludePunctuation=True)["RandomPassword"]
-    sm.put_secret_value(SecretId=arn, ClientRequestToken=token, SecretString=json.dumps({**current, "password": password}),
-                        VersionStages=["AWSPENDING"])
-    return "pending created"
+    except sm.exceptions.ResourceNotFoundException:  # the version Secrets Manager made has no value yet
+        password = sm.get_random_password(PasswordLength=PASSWORD_LENGTH, ExcludePunctuation=True)["RandomPassword"]
+        sm.put_secret_value(SecretId=arn, ClientRequestToken=token, VersionStages=["AWSPENDING"],
+                            SecretString=json.dumps({**current, "password": password}))
+        return "pending created"
+    return "pending already created"
 
 
 def _role_conninfo(role: str, password: str) -> str:
