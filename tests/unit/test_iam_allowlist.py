@@ -23,6 +23,7 @@ ALLOWLIST = Path(__file__).with_name("iam_allowlist.json")
 NO_RESOURCE_LEVEL = frozenset({
     "xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:GetMetricStatistics",
     "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+    "secretsmanager:GetRandomPassword",  # migrate's rotation: a new password, tied to no secret
 })
 #: AWS-managed policies a role may carry: service roles only AWS services assume (account-wide
 #: API Gateway logging, AWS Backup), never a function's.

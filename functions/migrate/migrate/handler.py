@@ -1,9 +1,14 @@
-"""Migrate function: applies pending migrations; safe to invoke twice or concurrently."""
+"""Migrate function: applies pending migrations; safe to invoke twice or concurrently.
+
+Secrets Manager also invokes it to rotate the function roles' logins (migrate/rotation.py): the
+schema owner's connection and the code that sets role passwords live here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from migrate import rotation
 from smartpay import access, coldstart, migrate
 from smartpay.observability import logger
 from smartpay.settings import database_url, env_str
@@ -11,6 +16,8 @@ from smartpay.settings import database_url, env_str
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if rotation.is_rotation_event(event):
+        return rotation.rotate(event)
     url = database_url()
     result = migrate.apply(url)
     role_secrets = env_str("ROLE_SECRETS", "")

@@ -151,16 +151,19 @@ def read_role_passwords(mapping: dict[str, str]) -> dict[str, str]:
     so a mis-wired secret can never reset another role's password."""
     from aws_lambda_powertools.utilities import parameters
 
-    passwords: dict[str, str] = {}
-    for role, secret_id in mapping.items():
-        data = parameters.get_secret(secret_id, transform="json", max_age=0)
-        if not isinstance(data, dict) or data.get("username") != role:
-            raise ConfigError(f"secret for {role} must be JSON with username {role!r}")
-        password = data.get("password")
-        if not isinstance(password, str) or not password:
-            raise ConfigError(f"secret for {role} has no password")
-        passwords[role] = password
-    return passwords
+    return {role: role_password(parameters.get_secret(secret_id, transform="json", max_age=0,
+                                                     VersionStage="AWSCURRENT"), role)
+            for role, secret_id in mapping.items()}
+
+
+def role_password(data: Any, role: str) -> str:
+    """The password of a role secret's value; refused unless its ``username`` is ``role``."""
+    if not isinstance(data, dict) or data.get("username") != role:
+        raise ConfigError(f"secret for {role} must be JSON with username {role!r}")
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        raise ConfigError(f"secret for {role} has no password")
+    return password
 
 
 def set_passwords(conn: psycopg.Connection[Any], passwords: dict[str, str]) -> tuple[list[str], list[str]]:

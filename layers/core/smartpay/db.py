@@ -15,6 +15,11 @@
 * Connection failures and timeouts become :class:`DatabaseUnavailable` (HTTP 503), never a
   500 with a traceback; so does a transaction the server rolled back to serialise it (a deadlock,
   or a claim refused because the registry changed under it): the caller's retry succeeds.
+* Each new connection reads the login from the secret (Powertools' cache, ``SECRETS_MAX_AGE``),
+  so a rotated password reaches a warm container; a login the server refuses as a wrong
+  password (SQLSTATE 28P01: the cache still held the value a rotation replaced) fetches the
+  secret once more, past the cache, and connects again. Sessions already open are unaffected
+  by a password change.
 * A function runs only as its own role: each new connection reads ``current_user`` once and, if
   ``DB_ROLE`` is set and differs (a mis-wired secret), the connection is closed and every request
   is a 503 with an ERROR log line naming both roles, never a silent run as another role.
@@ -57,6 +62,30 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     _connected_as[conn] = conn.execute("SELECT current_user AS role").fetchone()["role"]  # type: ignore[index]
     conn.rollback()  # the pool takes only an idle connection
     _returned_at[conn] = time.monotonic()  # just connected: no ping needed
+
+
+def password_refused(exc: psycopg.OperationalError) -> bool:
+    """A login refused for its password (SQLSTATE 28P01, invalid_password). libpq reports no
+    SQLSTATE for a failed connection, so the server's message for 28P01 identifies it too."""
+    return exc.sqlstate == "28P01" or "password authentication failed" in str(exc)
+
+
+class _Connection(psycopg.Connection[Any]):
+    """A connection whose login, refused as a wrong password, is tried once more with the secret
+    fetched anew: the pool's other connections, logged in before a rotation, keep working, but a
+    new one would use the replaced password until the cache expires."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+        try:
+            return super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            if not password_refused(exc):
+                raise
+        from smartpay.observability import logger
+
+        logger.warning("database login refused: fetching the secret again (rotated) and retrying once")
+        return super().connect(database_url(force=True), **kwargs)
 
 
 class WrongRole(DatabaseUnavailable):
@@ -104,8 +133,10 @@ def get_pool() -> ConnectionPool:
     if _pool is None:
         with _lock:
             if _pool is None:
+                database_url()  # a misconfigured secret fails here, in the caller, not in a pool worker
                 _pool = ConnectionPool(
-                    conninfo=database_url(),
+                    conninfo=database_url,  # read per new connection: cached, refreshed after a rotation
+                    connection_class=_Connection,
                     min_size=0,
                     max_size=env_int("DB_POOL_SIZE", 2, minimum=1, maximum=100),
                     kwargs={

@@ -61,23 +61,26 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"environment variable {name} must be true/false, got {raw!r}")
 
 
-def secret(name: str, *, transform: str | None = None, max_age: int | None = None) -> str:
+def secret(name: str, *, transform: str | None = None, max_age: int | None = None, force: bool = False) -> str:
     """Resolve a secret: ``<name>_SECRET`` (Secrets Manager) > ``<name>_PARAMETER`` (SSM) > ``<name>``.
 
-    Powertools Parameters caches the value for ``max_age`` seconds per container.
+    Powertools Parameters caches the value for ``max_age`` seconds per container; ``force``
+    fetches it now and refreshes the cache (a login refused with the cached value: rotated).
     """
     age = max_age if max_age is not None else env_int("SECRETS_MAX_AGE", 300, minimum=0)
     secret_id = os.environ.get(f"{name}_SECRET")
     if secret_id:
         from aws_lambda_powertools.utilities import parameters
 
-        value = parameters.get_secret(secret_id, max_age=age)
+        # AWSCURRENT said explicitly: the value a rotation's finishSecret promotes (AWS's default;
+        # moto's default version does not follow a moved label).
+        value = parameters.get_secret(secret_id, max_age=age, force_fetch=force, VersionStage="AWSCURRENT")
         return value if isinstance(value, str) else value.decode()
     parameter_name = os.environ.get(f"{name}_PARAMETER")
     if parameter_name:
         from aws_lambda_powertools.utilities import parameters
 
-        return str(parameters.get_parameter(parameter_name, decrypt=True, max_age=age))
+        return str(parameters.get_parameter(parameter_name, decrypt=True, max_age=age, force_fetch=force))
     return env_str(name)
 
 
@@ -88,17 +91,18 @@ RDS_CA_BUNDLE = Path(__file__).parent / "certs" / "rds-ca-bundle.pem"
 _RELAXED_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca"}
 
 
-def database_url() -> str:
+def database_url(*, force: bool = False) -> str:
     """The function's libpq connection string, with TLS settled by :func:`database_tls`.
 
     ``DATABASE_URL`` (a URL or key=value conninfo), or an RDS-style JSON secret named by
     DATABASE_URL_SECRET. ``DATABASE_HOST``, when set, replaces the secret's host: an RDS-managed
     master secret has none, and the role secrets the template creates cannot name the RDS Proxy
-    endpoint (the proxy lists them, so naming it back would be a dependency cycle).
+    endpoint (the proxy lists them, so naming it back would be a dependency cycle). ``force``:
+    fetch the secret now, past the cache (:func:`secret`).
     """
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    raw = secret("DATABASE_URL")
+    raw = secret("DATABASE_URL", force=force)
     if raw.lstrip().startswith("{"):
         try:
             data = json.loads(raw)

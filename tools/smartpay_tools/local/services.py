@@ -209,7 +209,9 @@ def drop_database(admin_url: str, dbname: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
-def start_embedded(data_dir: Path, port: int | None = None) -> Postgres:
+def start_embedded(data_dir: Path, port: int | None = None, *, password: str | None = None) -> Postgres:
+    """A server of our own in ``data_dir``. ``password``: every login checks a password (SCRAM),
+    the superuser's is this one; otherwise the server trusts every local login."""
     bindir = _pg_bin()
     if bindir is None:
         raise RuntimeError("no PostgreSQL found: set DATABASE_URL, run one on 127.0.0.1:5432, "
@@ -217,11 +219,15 @@ def start_embedded(data_dir: Path, port: int | None = None) -> Postgres:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     if not (data_dir / "PG_VERSION").exists():
-        _as_postgres_user([str(bindir / "initdb"), "-D", str(data_dir), "-U", "smartpay", "--auth=trust",
+        auth = ["--auth=trust"]
+        if password is not None:
+            (data_dir.parent / f"{data_dir.name}.pw").write_text(password)
+            auth = ["--auth=scram-sha-256", f"--pwfile={data_dir.parent / f'{data_dir.name}.pw'}"]
+        _as_postgres_user([str(bindir / "initdb"), "-D", str(data_dir), "-U", "smartpay", *auth,
                            "-E", "UTF8", "--no-locale"], data_dir)
     _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir), "-w", "-l", str(data_dir / "server.log"),
                        "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir}", "start"], data_dir)
-    admin = f"postgresql://smartpay@127.0.0.1:{port}/postgres"
+    admin = f"postgresql://smartpay{':' + password if password is not None else ''}@127.0.0.1:{port}/postgres"
     return Postgres(ensure_database(admin, "smartpay"), "embedded", data_dir, bindir)
 
 
