@@ -198,6 +198,30 @@ def test_failing_test_step_leaves_awscurrent_and_migrate_restores_the_login(migr
     assert not _logs_in(owner_url, ROLE, pending)
 
 
+def test_the_rotation_logs_in_to_the_writer_not_through_database_host(
+        migrate_env, owner_url: str, monkeypatch) -> None:
+    """Deployed, DATABASE_HOST is RDS Proxy, which checks a password against AWSCURRENT and would
+    refuse the pending one. Here it names an address nothing listens on: every step still works,
+    because the rotation connects to DATABASE_WRITER_HOST (the writer) instead."""
+    sm, arn = migrate_env["sm"], migrate_env["arn"]
+    owner = conninfo_to_dict(owner_url)
+    monkeypatch.setenv("DATABASE_URL", json.dumps({  # the owner's RDS-managed secret names no host
+        "username": owner["user"], "password": owner["password"], "port": int(owner["port"]),
+        "dbname": owner["dbname"]}))
+    monkeypatch.setenv("DATABASE_HOST", "127.0.0.2")  # the "proxy": a refused connection
+    monkeypatch.setenv("DATABASE_WRITER_HOST", str(owner["host"]))
+    parameters.clear_caches()
+    token = _start_rotation(arn)
+
+    outcomes = [_step(step, arn, token)["outcome"] for step in rotation.STEPS]
+
+    assert outcomes == ["pending created", "password set", "pending login works", "AWSCURRENT moved"]
+    new = _password(sm, arn, "AWSCURRENT")
+    assert new != OLD and _logs_in(owner_url, ROLE, new) and not _logs_in(owner_url, ROLE, OLD)
+    with pytest.raises(psycopg.OperationalError):  # what DATABASE_HOST alone would have met
+        psycopg.connect(make_conninfo(owner_url, host="127.0.0.2"), connect_timeout=2).close()
+
+
 def _as_function(monkeypatch: pytest.MonkeyPatch, arn: str) -> None:
     """The disburse function's environment: its role secret (no host) and DATABASE_HOST."""
     monkeypatch.delenv("DATABASE_URL", raising=False)

@@ -33,6 +33,40 @@ def test_function_egress_is_postgres_to_the_proxy_and_https_to_endpoints_and_buf
             assert rule.get("CidrIp") != "0.0.0.0/0", logical_id
 
 
+def _ingress(group: str) -> set[tuple[int, str]]:
+    """(port, source group) of every rule admitting traffic into ``group``: inline and separate."""
+    rules = list(RES[group]["Properties"].get("SecurityGroupIngress", []))
+    rules += [v["Properties"] for v in _of_type("AWS::EC2::SecurityGroupIngress").values()
+              if v["Properties"]["GroupId"] == {"Ref": group}]
+    assert all(r["IpProtocol"] == "tcp" and r["FromPort"] == r["ToPort"] for r in rules), group
+    return {(r["FromPort"], r["SourceSecurityGroupId"]["Ref"]) for r in rules}
+
+
+def test_migrate_alone_reaches_the_cluster_besides_the_proxy() -> None:
+    """The rotation's logins go to the writer itself (RDS Proxy checks a password against
+    AWSCURRENT and would refuse the pending one): migrate has a group of its own that reaches the
+    cluster on 5432; every other function keeps FunctionSecurityGroup, which reaches only the proxy."""
+    egress = RES["MigrateSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["DestinationSecurityGroupId"]["Ref"]) for r in egress] == [
+        ("tcp", 5432, 5432, "ProxySecurityGroup"), ("tcp", 5432, 5432, "DatabaseSecurityGroup"),
+        ("tcp", 443, 443, "EndpointSecurityGroup")]
+    assert not [v for v in _of_type("AWS::EC2::SecurityGroupEgress").values()
+                if v["Properties"]["GroupId"] == {"Ref": "MigrateSecurityGroup"}]
+    assert _ingress("DatabaseSecurityGroup") == {(5432, "ProxySecurityGroup"), (5432, "MigrateSecurityGroup")}
+    assert _ingress("ProxySecurityGroup") == {(5432, "FunctionSecurityGroup"), (5432, "MigrateSecurityGroup")}
+    assert _ingress("EndpointSecurityGroup") == {(443, "FunctionSecurityGroup"), (443, "ProxySecurityGroup"),
+                                                 (443, "MigrateSecurityGroup")}
+    in_vpc = {k: v["Properties"]["VpcConfig"]["Fn::If"][1]["SecurityGroupIds"]
+              for k, v in _of_type("AWS::Serverless::Function").items() if "VpcConfig" in v["Properties"]}
+    assert in_vpc.pop("MigrateFunction") == [{"Ref": "MigrateSecurityGroup"}]
+    assert in_vpc and all(groups == [{"Ref": "FunctionSecurityGroup"}] for groups in in_vpc.values()), in_vpc
+    env = RES["MigrateFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["DATABASE_WRITER_HOST"] == {
+        "Fn::If": ["CreateDatabase", {"Fn::GetAtt": ["DatabaseCluster", "Endpoint.Address"]}, ""]}
+    assert not any("DATABASE_WRITER_HOST" in v["Properties"].get("Environment", {}).get("Variables", {})
+                   for k, v in _of_type("AWS::Serverless::Function").items() if k != "MigrateFunction")
+
+
 def test_interface_endpoints_for_every_aws_api_the_functions_call_and_a_dynamodb_gateway() -> None:
     found = {}
     for logical_id, endpoint in _of_type("AWS::EC2::VPCEndpoint").items():

@@ -12,6 +12,10 @@ the second time:
 * ``finishSecret``: AWSCURRENT moves to the pending version (Secrets Manager labels the old one
   AWSPREVIOUS).
 
+Its logins go to the cluster's writer itself (``DATABASE_WRITER_HOST``), not to
+``DATABASE_HOST``: RDS Proxy checks a client's password against the secret's AWSCURRENT value,
+so the pending one would be refused there.
+
 Single user: the role keeps its name and only its password changes, because a function runs
 only as its own role (``DB_ROLE``, smartpay.db); alternating users would fail that check. Only
 the secrets of ``ROLE_SECRETS`` are rotated here: any other is refused before anything changes.
@@ -105,9 +109,17 @@ def _create(sm: Any, arn: str, token: str, role: str) -> str:
     return "pending already created"
 
 
+def _owner_conninfo() -> str:
+    """The owner's connection (TLS as ever) to the cluster's writer, ``DATABASE_WRITER_HOST``, in
+    place of ``DATABASE_HOST`` (the proxy, which would refuse a pending password); without it,
+    the owner's own host (a database that is not behind a proxy, the local stack)."""
+    writer = env_str("DATABASE_WRITER_HOST", "")
+    return make_conninfo(database_url(), host=writer) if writer else database_url()
+
+
 def _role_conninfo(role: str, password: str) -> str:
-    """The owner's connection (DATABASE_HOST, TLS) logging in as ``role`` instead."""
-    return make_conninfo(database_url(), user=role, password=password)
+    """The owner's connection to the writer, logging in as ``role`` instead."""
+    return make_conninfo(_owner_conninfo(), user=role, password=password)
 
 
 def _logs_in(role: str, password: str) -> bool:
@@ -124,7 +136,7 @@ def _set(sm: Any, arn: str, token: str, role: str) -> str:
     pending = access.role_password(_value(sm, arn, "AWSPENDING", token), role)
     if _logs_in(role, pending):
         return "password already set"
-    with psycopg.connect(database_url(), autocommit=True) as conn:
+    with psycopg.connect(_owner_conninfo(), autocommit=True) as conn:
         _, waiting = access.set_passwords(conn, {role: pending})
     if waiting:
         raise RotationRefused(f"role {role} does not exist in the database: run migrate first")
