@@ -24,10 +24,14 @@ def test_the_template_grants_lambda_invoke_no_other_way() -> None:
     """The local runner understands the roles' lambda:InvokeFunction statements on ``!GetAtt <F>.Arn``
     (and LambdaInvokePolicy entries) only; nothing else may grant an invoke (a Lambda permission, a
     managed invoke role, a wildcard), or the local runner and AWS would disagree about who may call
-    disburse. The one Lambda permission lets a service, Secrets Manager, invoke migrate to rotate
-    the role secrets (tests/unit/test_template_secret_rotation.py); no function is its principal."""
-    permissions = {k: v["Properties"]["Principal"] for k, v in RES.items() if v["Type"] == "AWS::Lambda::Permission"}
-    assert permissions == {"MigrateRotationPermission": "secretsmanager.amazonaws.com"}
+    disburse. The only Lambda permissions let a service, Secrets Manager, invoke migrate to rotate
+    a role secret, one per secret (tests/unit/test_template_secret_rotation.py); no function is a
+    principal."""
+    permissions = {k: v["Properties"] for k, v in RES.items() if v["Type"] == "AWS::Lambda::Permission"}
+    assert {(p["Principal"], json.dumps(p["FunctionName"]), p["SourceArn"]["Ref"]) for p in permissions.values()} == {
+        ("secretsmanager.amazonaws.com", '{"Fn::GetAtt": ["MigrateFunction", "Arn"]}', f"{role}RoleSecret")
+        for role in ("Beneficiaries", "Disburse", "Webhook", "Reconcile")}
+    assert len(permissions) == 4
     for logical_id, resource in RES.items():
         text = json.dumps(resource.get("Properties", {}).get("Policies", []))
         assert "AWSLambdaRole" not in text and "lambda:*" not in text, logical_id

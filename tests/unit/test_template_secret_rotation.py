@@ -1,7 +1,7 @@
 """template.yaml rotates every function role's secret with the migrate function: one schedule per
-secret of ROLE_SECRETS (never on create or update: the roles exist only after migrate ran), a
-Lambda permission for Secrets Manager of this account, and the migrate role may rotate exactly
-those four secrets."""
+secret of ROLE_SECRETS (never on create or update: the roles exist only after migrate ran), one
+Lambda permission per secret for Secrets Manager of this account rotating exactly that secret,
+and the migrate role may rotate exactly those four secrets."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def test_each_role_secret_has_one_schedule_that_invokes_migrate() -> None:
     for schedule in by_secret.values():
         props = schedule["Properties"]
         assert schedule["Condition"] == "CreateDatabase"
-        assert schedule["DependsOn"] == "MigrateRotationPermission"
+        # its own secret's permission exists first (the schedule's first rotation would be refused)
+        assert RES[schedule["DependsOn"]]["Properties"]["SourceArn"] == props["SecretId"]
         assert props["RotationLambdaARN"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
         assert props["RotateImmediatelyOnUpdate"] is False
         assert props["RotationRules"] == {"AutomaticallyAfterDays": {"Ref": "DatabaseLoginRotationDays"}}
@@ -57,13 +58,20 @@ def test_each_role_secret_has_one_schedule_that_invokes_migrate() -> None:
     assert (days["Default"], days["MinValue"], days["MaxValue"]) == (30, 1, 365)
 
 
-def test_only_secrets_manager_of_this_account_may_invoke_migrate() -> None:
-    permissions = [v for v in RES.values() if v["Type"] == "AWS::Lambda::Permission"
-                   and v["Properties"]["FunctionName"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}]
-    assert [p["Properties"] for p in permissions] == [{
-        "FunctionName": {"Fn::GetAtt": ["MigrateFunction", "Arn"]}, "Action": "lambda:InvokeFunction",
-        "Principal": "secretsmanager.amazonaws.com", "SourceAccount": {"Ref": "AWS::AccountId"}}]
-    assert RES["MigrateRotationPermission"]["Condition"] == "CreateDatabase"
+def test_only_secrets_manager_rotating_a_role_secret_may_invoke_migrate() -> None:
+    """One permission per role secret, each naming that secret's ARN (SourceArn) and this account:
+    Secrets Manager may invoke migrate to rotate those four secrets and no other (confused deputy)."""
+    permissions = {k: v for k, v in RES.items() if v["Type"] == "AWS::Lambda::Permission"
+                   and v["Properties"]["FunctionName"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}}
+    by_secret = {p["Properties"]["SourceArn"]["Ref"]: p for p in permissions.values()}
+    assert len(by_secret) == len(permissions) == 4
+    assert set(by_secret) == set(_role_secrets().values())
+    for secret, permission in by_secret.items():
+        assert permission["Condition"] == "CreateDatabase"
+        assert permission["Properties"] == {
+            "FunctionName": {"Fn::GetAtt": ["MigrateFunction", "Arn"]}, "Action": "lambda:InvokeFunction",
+            "Principal": "secretsmanager.amazonaws.com", "SourceAccount": {"Ref": "AWS::AccountId"},
+            "SourceArn": {"Ref": secret}}
 
 
 def test_migrate_rotates_exactly_the_four_role_secrets() -> None:
