@@ -198,6 +198,44 @@ def test_failing_test_step_leaves_awscurrent_and_migrate_restores_the_login(migr
     assert not _logs_in(owner_url, ROLE, pending)
 
 
+def _rotation_failures(out: str) -> list[tuple[str, float]]:
+    """(namespace, value) of every ``DatabaseLoginRotationFailed`` in the EMF lines printed."""
+    found = []
+    for line in out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        blob = json.loads(line)
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            if any(m["Name"] == "DatabaseLoginRotationFailed" for m in directive["Metrics"]):
+                found.append((directive["Namespace"], blob["DatabaseLoginRotationFailed"]))
+    return found
+
+
+def test_a_failing_step_counts_a_failed_rotation_and_a_rotation_that_works_does_not(
+        migrate_env, owner_url: str, capsys, caplog) -> None:
+    sm, arn = migrate_env["sm"], migrate_env["arn"]
+    token = _start_rotation(arn)
+    capsys.readouterr()
+    for step in rotation.STEPS:
+        _step(step, arn, token)
+    assert _rotation_failures(capsys.readouterr().out) == []
+
+    token = _start_rotation(arn)
+    _step("createSecret", arn, token)
+    pending = json.loads(sm.get_secret_value(SecretId=arn, VersionId=token)["SecretString"])["password"]
+    capsys.readouterr()
+    caplog.clear()
+    with psycopg.connect(owner_url, autocommit=True) as conn:  # the pending password never set
+        access.set_passwords(conn, {ROLE: "SomethingElse0123456789abcdefghij"})
+    with pytest.raises(psycopg.OperationalError):
+        _step("testSecret", arn, token)
+
+    assert _rotation_failures(capsys.readouterr().out) == [("KetchupSmartPay", [1.0])]
+    failed = [r for r in caplog.records if r.getMessage() == "secret rotation failed"]
+    assert [(r.step, r.version, r.error) for r in failed] == [("testSecret", token, "OperationalError")]
+    assert pending not in repr([r.__dict__ for r in caplog.records])
+
+
 def test_the_rotation_logs_in_to_the_writer_not_through_database_host(
         migrate_env, owner_url: str, monkeypatch) -> None:
     """Deployed, DATABASE_HOST is RDS Proxy, which checks a password against AWSCURRENT and would

@@ -54,6 +54,7 @@ def test_every_alarm_notifies_the_alarm_topic() -> None:
     ("WebhookSignatureRejected", "webhook"),
     ("WebhookRejected", "webhook"),
     ("ReconciliationFlagged", "reconcile"),
+    ("DatabaseLoginRotationFailed", "migrate"),
 ])
 def test_business_alarms_watch_the_metrics_the_functions_emit(metric: str, service: str) -> None:
     # Powertools Metrics adds the dimension service=<POWERTOOLS_SERVICE_NAME> to every EMF metric.

@@ -10,11 +10,12 @@ from typing import Any
 
 from migrate import rotation
 from smartpay import access, coldstart, migrate
-from smartpay.observability import logger
+from smartpay.observability import logger, metrics
 from smartpay.settings import database_url, env_str
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics  # a failed rotation's DatabaseLoginRotationFailed, flushed even as the step raises
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if rotation.is_rotation_event(event):
         return rotation.rotate(event)

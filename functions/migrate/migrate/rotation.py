@@ -14,7 +14,8 @@ the second time:
 
 Its logins go to the cluster's writer itself (``DATABASE_WRITER_HOST``), not to
 ``DATABASE_HOST``: RDS Proxy checks a client's password against the secret's AWSCURRENT value,
-so the pending one would be refused there.
+so the pending one would be refused there. A step that raises counts
+``DatabaseLoginRotationFailed`` (alarmed: Secrets Manager only retries and gives up).
 
 Single user: the role keeps its name and only its password changes, because a function runs
 only as its own role (``DB_ROLE``, smartpay.db); alternating users would fail that check. Only
@@ -28,11 +29,12 @@ import json
 from typing import Any
 
 import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
 from psycopg.conninfo import make_conninfo
 
 from smartpay import access
 from smartpay.db import password_refused
-from smartpay.observability import logger
+from smartpay.observability import logger, metrics
 from smartpay.settings import database_url, env_str
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
@@ -49,7 +51,20 @@ def is_rotation_event(event: Any) -> bool:
 
 
 def rotate(event: dict[str, Any]) -> dict[str, str]:
-    """Run one rotation step; returns what it did (no secret values)."""
+    """Run one rotation step; returns what it did (no secret values). A step that raises is
+    counted (``DatabaseLoginRotationFailed``, flushed by the handler) and raised again, so Secrets
+    Manager sees it fail."""
+    try:
+        return _rotate(event)
+    except Exception as exc:
+        metrics.add_metric(name="DatabaseLoginRotationFailed", unit=MetricUnit.Count, value=1)
+        logger.error("secret rotation failed", extra={"step": event["Step"], "secret": event["SecretId"],
+                                                      "version": event["ClientRequestToken"],
+                                                      "error": type(exc).__name__})
+        raise
+
+
+def _rotate(event: dict[str, Any]) -> dict[str, str]:
     step, token = event["Step"], event["ClientRequestToken"]
     if step not in STEPS:
         raise RotationRefused(f"unknown rotation step {step!r}")
