@@ -117,6 +117,7 @@ def main() -> int:
     parser.add_argument("--no-webhooks", action="store_true", help="the simulator sends no webhooks")
     parser.add_argument("--stop-after", choices=["approve", "run"], help="stop after this stage")
     parser.add_argument("--cold", action="store_true", help="leave the consumers' containers cold")
+    parser.add_argument("--per-second", action="store_true", help="print Buffr's calls in each second of the run")
     args = parser.parse_args()
     n_wanted = 20_000 if args.quick else args.vouchers
 
@@ -222,6 +223,11 @@ def _report(args: argparse.Namespace, n: int, stages: dict[str, float], run: dic
         print(f"  run                 {stages['run']:8.1f} s = {stages['run'] / bound:.2f} x N/rate ({bound:.1f} s)")
         print(f"  Buffr's first call  {first:8.1f} s after approval, last {last:.1f} s; sending "
               f"{(last - first) / bound:.2f} x N/rate")
+        if args.per_second:
+            counts = [0] * (int(last) + 1)
+            for t in calls:
+                counts[int(t - sim["started"])] += 1
+            print("  calls per second    " + " ".join(str(c) for c in counts))
         print(f"  goodput             {goodput:8.1f} credits/s = {goodput / args.rate:.2f} x the fault-free bound")
         print(f"  busiest second      {busiest:8d} disburse calls, {combined} calls in all "
               f"({combined / args.rate:.3f} x the agreed rate; limit 1.05)")

@@ -158,8 +158,8 @@ class RateBudget:
     the slots that kind reserved.
     """
 
-    def __init__(self, store: Store, rate: float, *, headroom: float = 0.97, lease_s: float = 0.1,
-                 horizon_s: float = 2.0, late_s: float = 0.05, slow_factor: float = 0.5) -> None:
+    def __init__(self, store: Store, rate: float, *, headroom: float = 1.0, lease_s: float = 0.1,
+                 horizon_s: float = 2.0, late_s: float = 0.025, slow_factor: float = 0.5) -> None:
         self.store, self.rate = store, rate
         self.interval = (1.0 + late_s) / (rate * headroom) if rate > 0 else 0.0  # a late start stays in the rate
         self.lease = max(1, round(rate * headroom * lease_s))
@@ -253,7 +253,7 @@ def from_env() -> RateBudget:
     rate = env_float("BUFFR_MAX_RATE_PER_S", 0.0)
     table = env_str("RATE_BUDGET_TABLE", "")
     store: Store = DynamoStore(table) if table and rate > 0 else MemoryStore()
-    return RateBudget(store, rate, headroom=env_float("RATE_BUDGET_HEADROOM", 0.97),
+    return RateBudget(store, rate, headroom=env_float("RATE_BUDGET_HEADROOM", 1.0),
                       lease_s=env_float("RATE_BUDGET_LEASE_S", 0.1), horizon_s=env_float("RATE_BUDGET_HORIZON_S", 2.0),
-                      late_s=env_float("RATE_BUDGET_LATE_S", 0.05),
+                      late_s=env_float("RATE_BUDGET_LATE_S", 0.025),
                       slow_factor=env_float("RATE_BUDGET_SLOW_FACTOR", 0.5))
