@@ -27,11 +27,11 @@ serve: venv  ## the local stack on 127.0.0.1:3000 until Ctrl-C
 	$(BIN)/smartpay serve
 
 test: venv  ## the whole suite: unit, then integration (docs/testing.md)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n 2 tests/unit
 	$(BIN)/python -m pytest -q tests/integration tests/contract
 
-unit: venv  ## no services: pure logic, the template, the docs (under a minute)
-	$(BIN)/python -m pytest -q tests/unit
+unit: venv  ## no services: pure logic, the template, the docs (under a minute, two workers)
+	$(BIN)/python -m pytest -q -n 2 tests/unit
 
 integration: venv  ## real PostgreSQL, moto, the Buffr simulator and the local stack (contract tests included)
 	$(BIN)/python -m pytest -q tests/integration tests/contract
