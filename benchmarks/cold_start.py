@@ -376,8 +376,13 @@ def main() -> int:
     worst_cpu = max(f["init_cpu_ratio"] for r in reports.values() for f in r["functions"].values())
     print(f"worst init ratio {worst:.3f} wall, {worst_cpu:.3f} CPU   (target <= {TARGET_RATIO}: "
           f"{'met' if worst <= TARGET_RATIO else 'NOT met'})")
+    snap = [f for r in reports.values() for f in r["functions"].values() if f["snapstart"]]
     print(json.dumps({"benchmark": "cold_start", "samples": args.samples, "worst_ratio": worst,
                       "worst_cpu_ratio": worst_cpu,
+                      # SnapStart functions: the init above the floor and the first request after a restore
+                      "snapstart_worst_init_over_floor": max((f["init_over_floor"] for f in snap), default=None),
+                      "snapstart_worst_after_restore_ratio": max((f["after_restore_ratio"] or 0 for f in snap),
+                                                                 default=None),
                       "load_average": [round(x, 2) for x in os.getloadavg()],
                       "targets": {t: {"baseline_ms": r["baseline_ms"], "floor_ratio": r["floor_ratio"],
                                       "functions": {lid: {k: f[k] for k in ("init_ms", "init_ratio", "init_cpu_ratio",

@@ -8,6 +8,7 @@ stamped with the benchmark's name, the time and the load average, to ``--out`` (
 ``reports/bench-<UTC>.jsonl``), which ``benchmarks/table.py`` renders as docs/performance.md's table.
 
     python benchmarks/run_all.py [--only cold_start,webhook_receipt] [--quick] [--out FILE]
+    python benchmarks/run_all.py --only pay_day --quick --extra "--faults 5xx=0.1,timeout=0.02"
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -31,7 +33,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "payroll_import": ([], ["30000"]),
     "reconcile": ([], ["--n", "20000", "--small", "5000", "--cycle", "0"]),
     "cycle_run": ([], ["--vouchers", "5000"]),
-    "pay_day": ([], ["--quick"]),
+    "pay_day": (["--quick"], ["--vouchers", "2000"]),  # the national 300,000 runs alone: about an hour
+    "anchor_heads": ([], ["--n", "30000"]),
     "audit_chain": ([], ["--rounds", "2", "--turn", "100", "--singles", "20"]),
     "audit_chain_ab": ([], ["--blocks", "2", "--block", "40", "--batch", "100"]),
 }
@@ -41,6 +44,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not the targets)")
+    parser.add_argument("--extra", default="", help="more arguments for the one benchmark --only names "
+                        "(e.g. --only pay_day --quick --extra '--faults 5xx=0.1,timeout=0.02')")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the JSON lines go (default reports/bench-<UTC>.jsonl)")
     args = parser.parse_args()
@@ -48,6 +53,8 @@ def main() -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if args.extra and len(names) != 1:
+        parser.error("--extra goes with exactly one benchmark in --only")
     out = args.out or HERE.parent / "reports" / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -55,7 +62,7 @@ def main() -> int:
         full, quick = BENCHMARKS[name]
         print(f"\n===== {name} =====", flush=True)
         started = time.monotonic()
-        code, figures = _run(name, quick if args.quick else full)
+        code, figures = _run(name, [*(quick if args.quick else full), *shlex.split(args.extra)])
         print(f"----- {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
         with out.open("a") as handle:
             for record in figures:
