@@ -11,6 +11,8 @@ rotated every round, so load from other work on the machine falls on all alike):
 * ``function`` — :func:`transition_many` as it is (a call of the generated function);
 * ``function, custom plans`` — the same with ``plan_cache_mode = force_custom_plan`` for the
   session: whether the generic plan PL/pgSQL may switch to after five calls costs big batches.
+  (The setting holds for everything the call runs, as it would as a ``SET`` clause of the
+  function: the vouchers triggers' statements too, then planned again for every row.)
 
 Each round, on fresh vouchers per arm: batch turns as smartpay_disburse (issued → pending,
 ``--turn`` vouchers per statement, vouchers of a running run) and single transitions as
