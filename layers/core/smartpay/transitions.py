@@ -5,7 +5,9 @@ transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two
 serialised; the lifecycle table decides; the update and its audit row commit together. The audit row
 is written by the database (the ``vouchers`` trigger of migration 0016) from the source, reference
 and detail the statement sets for its transaction (``smartpay.source``, ``smartpay.reference``,
-``smartpay.detail``): no role may write one itself, nor change a voucher without one.
+``smartpay.detail``): no role may write one itself, nor change a voucher without one. The
+statement lives in the database as two PL/pgSQL functions that migrate renders from this module
+(:func:`functions_sql`), so the server keeps its plan per session without a prepared statement.
 
 A move to ``pending`` is a payment (the voucher goes to Buffr next), so it is decided on the
 beneficiary's eligibility too, in the same statement (``smartpay_ineligibility``, the one rule):
