@@ -19,6 +19,7 @@ import pytest
 
 from smartpay import lifecycle, migrate
 from smartpay.lifecycle import VoucherStatus, decide
+from smartpay.transitions import transition
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,38 @@ def test_migrate_re_renders_the_lifecycle_when_lifecycle_py_changes(pg_url, monk
     rendered = migrate.generated()
     edited = [migrate.Migration(m.version, m.name, m.sql + "\n-- lifecycle.py changed\n") for m in rendered]
     monkeypatch.setattr(migrate, "generated", lambda: edited)
-    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle"]
+    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle", "generated:transitions"]
     assert migrate.apply(pg_url)["generated"] == []
     monkeypatch.setattr(migrate, "generated", lambda: rendered)
-    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle"]
+    assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle", "generated:transitions"]
+
+
+def test_the_transition_functions_hold_the_lifecycle_and_are_re_rendered_with_it(
+        pg: psycopg.Connection[Any], pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transitions.py's statement, as two PL/pgSQL functions (plans kept per session by the server),
+    with the lifecycle's decisions written in: a changed lifecycle.py re-renders them on migrate."""
+    functions = pg.execute(
+        "SELECT p.proname, l.lanname, p.prosecdef, p.proconfig FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+        "WHERE p.proname LIKE 'smartpay_transition_many%' ORDER BY p.proname").fetchall()
+    assert functions == [{"proname": name, "lanname": "plpgsql", "prosecdef": False,
+                          "proconfig": ["search_path=pg_catalog, public, pg_temp"]}
+                         for name in ("smartpay_transition_many", "smartpay_transition_many_paying")]
+    voucher = factories.voucher(pg, factories.beneficiary(pg)["id"], status="expired")["id"]
+    table = lifecycle.decision_table()
+    edited = [(a, b, outcome, "re-rendered from lifecycle.py" if (a, b) == ("expired", "redeemed") else review)
+              for a, b, outcome, review in table]
+    assert edited != table
+    monkeypatch.setattr(lifecycle, "decision_table", lambda: edited)
+    try:
+        assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle", "generated:transitions"]
+        with psycopg.connect(pg_url) as conn:  # commits on leaving
+            result = transition(conn, voucher, "redeemed", source="operator", reference="re-render")
+        assert (result.outcome, result.review_reason) == ("applied", "re-rendered from lifecycle.py")
+    finally:
+        monkeypatch.undo()
+        assert migrate.apply(pg_url)["generated"] == ["generated:lifecycle", "generated:transitions"]
+    assert pg.execute("SELECT review_reason FROM vouchers WHERE id = %s", (voucher,)).fetchone() == {
+        "review_reason": "re-rendered from lifecycle.py"}
 
 
 def test_the_trigger_allows_exactly_the_lifecycles_transitions_on_every_pair(pg: psycopg.Connection[Any]) -> None:

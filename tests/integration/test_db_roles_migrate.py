@@ -94,9 +94,12 @@ def test_owner_without_createrole_gets_the_admin_sql_then_grants_after_it_is_run
     assert f'ALTER ROLE "{missing.name}" SET "statement_timeout" = \'5s\'' in out.out
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_repeatables WHERE name NOT LIKE 'generated:%'").fetchone()[0] == 0
-        # the lifecycle (generated from lifecycle.py) never waits for the administrator
-        assert [r[0] for r in conn.execute("SELECT name FROM schema_repeatables WHERE name LIKE 'generated:%'")] == [
-            "generated:lifecycle"]
+        # the lifecycle and the transition functions (generated from Python) never wait for the administrator
+        assert [r[0] for r in conn.execute("SELECT name FROM schema_repeatables WHERE name LIKE 'generated:%' "
+                                           "ORDER BY name")] == ["generated:lifecycle", "generated:transitions"]
+        # and no role may call a transition function before the grants are applied
+        assert conn.execute("SELECT has_function_privilege('smartpay_webhook', 'smartpay_transition_many("
+                            "jsonb, uuid[], text, text)', 'EXECUTE')").fetchone()[0] is False
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrate.available())
     assert not _privilege(url, "smartpay_webhook", "vouchers", "SELECT")
 

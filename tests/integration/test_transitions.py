@@ -2,7 +2,6 @@
 
 import contextlib
 import itertools
-import json
 import threading
 import time
 import uuid
@@ -267,18 +266,22 @@ def test_a_foreign_key_check_never_waits_on_a_transition(pg, clean_db) -> None:
 
 
 def test_a_review_reason_with_a_percent_sign_reaches_the_database_intact(pg, db_env) -> None:
-    """The decisions are literals in a statement that also takes %(name)s parameters."""
-    from smartpay.transitions import _statement
+    """The decisions are literals in the body of a function migrate renders (dollar-quoted, called
+    through a statement that takes %(name)s parameters)."""
+    from smartpay.lifecycle import decision_table
+    from smartpay.transitions import functions_sql
 
-    rules = [("issued", "pending", "applied", "100% checked by 'ops'")]
+    rules = [("issued", "pending", "applied", "100% checked by 'ops' $$")]
     v = factories.voucher(pg, factories.beneficiary(pg)["id"], claimable=True)["id"]
-    with db.transaction() as conn:
-        rows = conn.execute(_statement(rules), {
-            "changes": json.dumps([{"n": 0, "id": v, "to_status": "pending"}]), "ids": "{" + v + "}",
-            "source": "operator", "reference": "pct"}).fetchall()
-    assert [(r["outcome"], r["review"]) for r in rows] == [("applied", "100% checked by 'ops'")]
+    pg.execute(functions_sql(rules))
+    try:
+        with db.transaction() as conn:
+            result = transition(conn, v, "pending", source="operator", reference="pct")
+    finally:
+        pg.execute(functions_sql(decision_table()))
+    assert (result.outcome, result.review_reason) == ("applied", "100% checked by 'ops' $$")
     assert pg.execute("SELECT review_reason FROM vouchers WHERE id = %s", (v,)).fetchone() == {
-        "review_reason": "100% checked by 'ops'"}
+        "review_reason": "100% checked by 'ops' $$"}
 
 
 def test_a_connection_returned_in_autocommit_mid_transaction_comes_back_transactional(db_env, monkeypatch) -> None:

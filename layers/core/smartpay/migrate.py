@@ -16,9 +16,12 @@ exist; if the migrating role may not create them, the repeatables wait, and the 
 Generated migrations are repeatables rendered from Python rather than read from a file: the
 voucher lifecycle (:func:`lifecycle_sql`) lives in :mod:`smartpay.lifecycle` only, and the
 database's copy (the table the ``vouchers`` trigger checks, the status list, where an
-ineligible voucher goes) is re-rendered from it whenever it changes. They run right after the
-numbered migrations, before the roles and grants, so a database never waits for an
-administrator to know its lifecycle.
+ineligible voucher goes) is re-rendered from it whenever it changes; so is the transition
+statement of :mod:`smartpay.transitions`, which the database holds as two PL/pgSQL functions
+(:func:`smartpay.transitions.functions_sql`: the server keeps their plans per session, where the
+pool may not prepare a statement) with the lifecycle's decisions written in. They run right
+after the numbered migrations, before the roles and grants, so a database never waits for an
+administrator to know its lifecycle (``R__grants.sql`` grants EXECUTE on the functions).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from smartpay import access, lifecycle
+from smartpay import access, lifecycle, transitions
 
 _LOCK_KEY = 0x5A7E_9A11  # arbitrary, constant: "smartpay migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -125,8 +128,10 @@ CREATE TRIGGER vouchers_lifecycle BEFORE UPDATE ON vouchers FOR EACH ROW
 
 
 def generated() -> list[Migration]:
-    """Repeatable migrations rendered from Python (applied before the file ones)."""
-    return [Migration("G", "lifecycle", lifecycle_sql())]
+    """Repeatable migrations rendered from Python (applied before the file ones): the lifecycle,
+    then the transition functions, whose statement holds the lifecycle's decisions."""
+    return [Migration("G", "lifecycle", lifecycle_sql()),
+            Migration("G", "transitions", transitions.functions_sql(lifecycle.decision_table()))]
 
 
 def _apply_generated(conn: psycopg.Connection[Any], result: dict[str, Any]) -> None:

@@ -5,7 +5,9 @@ transaction. The voucher row is locked (``SELECT … FOR NO KEY UPDATE``) so two
 serialised; the lifecycle table decides; the update and its audit row commit together. The audit row
 is written by the database (the ``vouchers`` trigger of migration 0016) from the source, reference
 and detail the statement sets for its transaction (``smartpay.source``, ``smartpay.reference``,
-``smartpay.detail``): no role may write one itself, nor change a voucher without one.
+``smartpay.detail``): no role may write one itself, nor change a voucher without one. The
+statement lives in the database as two PL/pgSQL functions that migrate renders from this module
+(:func:`functions_sql`), so the server keeps its plan per session without a prepared statement.
 
 A move to ``pending`` is a payment (the voucher goes to Buffr next), so it is decided on the
 beneficiary's eligibility too, in the same statement (``smartpay_ineligibility``, the one rule):
@@ -27,7 +29,6 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import psycopg
@@ -39,7 +40,6 @@ from smartpay.lifecycle import (
     INELIGIBLE_OTHERWISE,
     WHEN_INELIGIBLE,
     VoucherStatus,
-    decision_table,
 )
 
 SOURCES = frozenset({"disburse", "webhook", "reconcile", "operator"})
@@ -94,8 +94,8 @@ def transition(
 
 
 # One statement: lock the rows (in id order, so two batches cannot deadlock), decide each change
-# by the lifecycle table (its decisions written into the statement once, at import, as
-# literals: nothing to send or parse per call), update the applied ones and write their audit
+# by the lifecycle table (its decisions written into the statement as literals when migrate
+# renders it: nothing to send or parse per call), update the applied ones and write their audit
 # rows (``ctx`` hands the database the source, reference and each row's detail; the vouchers
 # trigger writes the rows as the statement ends). Locking re-reads a row a concurrent writer just
 # committed (READ COMMITTED), so decisions are made on the latest status, exactly as SELECT … FOR UPDATE followed by an UPDATE would.
@@ -103,20 +103,21 @@ def transition(
 # one another, but a foreign-key check (reconciliation records, webhook rows referencing a
 # voucher) never waits on a transition, so no deadlock between a batch and such a transaction.
 # The lock is by ``= ANY(uuid[])`` so the primary key index is used whatever the batch size.
+# $1..$4 are the function's parameters (changes, ids, source, reference: see :func:`functions_sql`).
 # {eligibility}: for statements with a move to pending, the beneficiary join that redirects it.
 _TEMPLATE = """
 WITH req AS (
-    SELECT * FROM jsonb_to_recordset(%(changes)s::jsonb)
+    SELECT * FROM jsonb_to_recordset($1)
         AS r(n int, id uuid, to_status text, delivery text, failure text, detail jsonb, amount bigint)
 ), rule (from_status, to_status, outcome, review) AS (
     VALUES {rules}
 ), locked AS MATERIALIZED (
     SELECT v.id, v.status, v.beneficiary_id, v.programme, v.expires_at, v.amount_cents
-      FROM vouchers v WHERE v.id = ANY(%(ids)s::uuid[]) ORDER BY v.id FOR NO KEY UPDATE
+      FROM vouchers v WHERE v.id = ANY($2) ORDER BY v.id FOR NO KEY UPDATE
 ){runs}, gated AS (
     SELECT r.*, l.id AS found, l.status AS from_status, e.beneficiary_status, e.lapsed, e.refused,
            CASE WHEN e.refused IS NULL AND NOT e.lapsed THEN e.reason END AS ineligible,
-           CASE WHEN r.amount <> l.amount_cents THEN format('amount mismatch: Buffr reported %%s, voucher is %%s',
+           CASE WHEN r.amount <> l.amount_cents THEN format('amount mismatch: Buffr reported %s, voucher is %s',
                                                            r.amount, l.amount_cents) END AS mismatch
       FROM req r
       LEFT JOIN locked l ON l.id = r.id
@@ -140,7 +141,7 @@ WITH req AS (
       FROM target t
       LEFT JOIN rule d ON d.from_status = t.from_status AND d.to_status = t.to_status
 ), ctx AS MATERIALIZED (
-    SELECT set_config('smartpay.source', %(source)s, true), set_config('smartpay.reference', coalesce(%(reference)s::text, ''), true),
+    SELECT set_config('smartpay.source', $3, true), set_config('smartpay.reference', coalesce($4, ''), true),
            set_config('smartpay.detail', coalesce(jsonb_object_agg(x.id, x.audit)::text, ''), true)
       FROM (SELECT x.id, NULLIF(COALESCE(x.detail, '{{}}')
                                 || CASE WHEN x.review IS NULL THEN '{{}}'::jsonb
@@ -167,7 +168,7 @@ SELECT n, from_status, to_status, outcome, review, ineligible, refused FROM deci
 # and not expired (migration 0014).
 _RUNS = """, runs AS MATERIALIZED (
     SELECT i.voucher_id FROM cycle_run_items i JOIN cycle_runs c ON c.id = i.run_id
-     WHERE i.voucher_id = ANY(%(ids)s::uuid[]) AND smartpay_run_claims(c.status)
+     WHERE i.voucher_id = ANY($2) AND smartpay_run_claims(c.status)
        FOR SHARE OF c
 )"""
 _ELIGIBILITY = """LEFT JOIN beneficiaries b ON r.to_status = 'pending' AND b.id = l.beneficiary_id
@@ -186,9 +187,8 @@ _NO_ELIGIBILITY = """CROSS JOIN LATERAL (SELECT NULL::text, NULL::text, false, N
 
 
 def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibility: bool = True) -> str:
-    """The statement with these decisions as its ``rule`` rows (quoted as SQL literals; a ``%``
-    doubled, since the statement also takes ``%(name)s`` parameters), where an ineligible
-    beneficiary's voucher goes (:data:`WHEN_INELIGIBLE`), and the eligibility join if asked."""
+    """The statement with these decisions as its ``rule`` rows (quoted as SQL literals), where an
+    ineligible beneficiary's voucher goes (:data:`WHEN_INELIGIBLE`), and the eligibility join if asked."""
     rules = sql.SQL(", ").join(
         sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, row))) for row in decisions
     ).as_string()
@@ -198,16 +198,48 @@ def _statement(decisions: Iterable[tuple[str, str, str, str | None]], *, eligibi
         sql.Literal(INELIGIBLE_OTHERWISE.value)).as_string()
     before_buffr = sql.SQL(", ").join(sql.Literal(s.value) for s in sorted(BEFORE_BUFFR)).as_string()
     gate = _ELIGIBILITY.format(before_buffr=before_buffr) if eligibility else _NO_ELIGIBILITY
-    return _TEMPLATE.format(rules=rules.replace("%", "%%"), redirect=redirect, before_buffr=before_buffr,
+    return _TEMPLATE.format(rules=rules, redirect=redirect, before_buffr=before_buffr,
                             runs=_RUNS if eligibility else "", eligibility=gate)
 
 
-@cache
-def _transition_many_statement(paying: bool) -> str:
-    """Two statements: one that checks eligibility (any move to pending) and one that does not, so
-    a role that may not read the registry (webhook) never plans a join on it. Each is built on its
-    first use (quoting the lifecycle table takes ~2-3 ms), once per container."""
-    return _statement(decision_table(), eligibility=paying)
+#: The statement's two functions: one that checks eligibility (any move to pending) and one that
+#: does not, so a role that may not read the registry (webhook) never plans a join on it.
+FUNCTIONS = {False: "smartpay_transition_many", True: "smartpay_transition_many_paying"}
+#: The arguments, as ``GRANT``/``REVOKE … ON FUNCTION`` name them (migrations/R__grants.sql).
+ARGUMENTS = "jsonb, uuid[], text, text"
+_CALLS = {paying: f"SELECT * FROM public.{name}(%(changes)s::jsonb, %(ids)s::uuid[], %(source)s, %(reference)s)"
+                  " ORDER BY n"
+          for paying, name in FUNCTIONS.items()}
+
+
+def functions_sql(decisions: Iterable[tuple[str, str, str, str | None]]) -> str:
+    """The statement as two PL/pgSQL functions (:data:`FUNCTIONS`), rendered by migrate from these
+    decisions (:func:`smartpay.lifecycle.decision_table`).
+
+    Why functions: the connection pool sends no server-side prepared statement (one pins the
+    session behind RDS Proxy), so the statement sent as it is would be parsed and planned on
+    every call. PL/pgSQL caches the plan of its static statement for the session, inside the
+    server: the call is parsed and planned once per connection, nothing is pinned. ``SECURITY
+    INVOKER``: each caller keeps exactly its own privileges (the webhook role still may not read
+    the registry); ``#variable_conflict use_column``: the result's column names are the query's.
+    """
+    decisions = list(decisions)
+    parts = ["-- Generated by smartpay.migrate from smartpay/transitions.py and smartpay/lifecycle.py: do not edit."]
+    for paying, name in FUNCTIONS.items():
+        body = _statement(decisions, eligibility=paying)
+        if "$transition$" in body:
+            raise ValueError("a decision holds the function body's quote $transition$")
+        parts.append(f"""CREATE OR REPLACE FUNCTION public.{name}(changes jsonb, ids uuid[], source text, reference text)
+    RETURNS TABLE (n int, from_status text, to_status text, outcome text, review text, ineligible text, refused text)
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = pg_catalog, public, pg_temp
+    AS $transition$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY{body.rstrip()};
+END;
+$transition$;
+REVOKE ALL ON FUNCTION public.{name}({ARGUMENTS}) FROM PUBLIC;""")
+    return "\n".join(parts) + "\n"
 
 
 _TARGETS = {s.value: s.value for s in VoucherStatus}  # StrEnum members hash and compare as their value
@@ -225,7 +257,8 @@ def _canonical(voucher_id: str | uuid.UUID) -> str:
 def transition_many(
     conn: psycopg.Connection[Any], changes: list[Change], *, source: str, reference: str | None
 ) -> list[TransitionResult]:
-    """:func:`transition` for many vouchers at once, in one statement (one round trip).
+    """:func:`transition` for many vouchers at once, in one statement (one round trip): a call of
+    one of the functions of :func:`functions_sql`, whose plan the server keeps for the session.
 
     Each change is decided by the lifecycle table exactly as a single transition would be;
     the applied ones are updated and audited in the same statement, so a batch of N costs the
@@ -257,8 +290,7 @@ def transition_many(
         if change.amount_cents is not None:
             request["amount"] = change.amount_cents
         requests.append(request)
-    statement = _transition_many_statement(paying)
-    rows = conn.cursor(row_factory=tuple_row).execute(statement, {
+    rows = conn.cursor(row_factory=tuple_row).execute(_CALLS[paying], {
         "changes": json.dumps(requests), "ids": "{" + ",".join(ids) + "}", "source": source,
         "reference": reference,
     }).fetchall()

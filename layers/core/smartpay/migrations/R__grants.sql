@@ -100,3 +100,14 @@ GRANT SELECT ON programmes, vouchers, voucher_events, webhook_events, reconcilia
 --    no application role holds INSERT on it). A cycle run's status moves are audited by the
 --    cycle_runs trigger; the disburse role's INSERT on cycle_run_events writes refusals only.
 --    Nobody but the owner holds TRUNCATE anyway.
+
+-- 9. The transition statement, as the two functions migrate generates from smartpay/transitions.py
+--    (SECURITY INVOKER: the caller's own privileges above decide what it may read and change).
+--    EXECUTE for the roles that change a voucher's status; the paying one (a move to pending,
+--    which reads the registry and share-locks the voucher's run) for the disburse role only.
+REVOKE ALL ON FUNCTION smartpay_transition_many(jsonb, uuid[], text, text),
+    smartpay_transition_many_paying(jsonb, uuid[], text, text)
+    FROM PUBLIC, smartpay_beneficiaries, smartpay_disburse, smartpay_webhook, smartpay_reconcile, buffr_readonly, auditor;
+GRANT EXECUTE ON FUNCTION smartpay_transition_many(jsonb, uuid[], text, text)
+    TO smartpay_disburse, smartpay_webhook, smartpay_reconcile;
+GRANT EXECUTE ON FUNCTION smartpay_transition_many_paying(jsonb, uuid[], text, text) TO smartpay_disburse;
