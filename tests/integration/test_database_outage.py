@@ -67,3 +67,26 @@ def test_a_batch_connection_killed_mid_way_is_503_and_the_next_one_works(pg, db_
         assert conn.execute("SELECT 1 AS ok").fetchone() == {"ok": 1}
     with db.connection() as conn:
         assert conn.autocommit is False
+
+
+def test_code_ahead_of_its_migration_is_503_and_changes_nothing_until_migrate_has_run(pg, db_env) -> None:
+    """A deploy updates the functions before migrate runs: a transition function the code calls and
+    the schema does not have yet is a 503 the caller retries (never a 500), with nothing written."""
+    from smartpay.errors import DatabaseUnavailable
+    from smartpay.transitions import transition
+
+    v = factories.voucher(pg, factories.beneficiary(pg)["id"], status="active")
+    events = factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"])
+    pg.execute("ALTER FUNCTION public.smartpay_transition_many(jsonb, uuid[], text, text) "
+               "RENAME TO smartpay_transition_many_not_yet")
+    try:
+        with pytest.raises(DatabaseUnavailable), db.transaction() as conn:
+            transition(conn, v["id"], "redeemed", source="webhook", reference="wh_1")
+        assert pg.execute("SELECT status FROM vouchers WHERE id = %s", (v["id"],)).fetchone()["status"] == "active"
+        assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"]) == events
+    finally:
+        pg.execute("ALTER FUNCTION public.smartpay_transition_many_not_yet(jsonb, uuid[], text, text) "
+                   "RENAME TO smartpay_transition_many")
+    with db.transaction() as conn:  # migrated: the same call applies
+        assert transition(conn, v["id"], "redeemed", source="webhook", reference="wh_1").applied
+    assert factories.count(pg, "SELECT count(*) FROM voucher_events WHERE voucher_id = %s", v["id"]) == events + 1

@@ -178,6 +178,15 @@ def connection(timeout: float | None = None) -> Iterator[psycopg.Connection[dict
                 _returned_at[conn] = time.monotonic()  # idle from now on (see _check)
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable() from exc
+    except psycopg.errors.UndefinedFunction as exc:
+        if "smartpay_" not in str(exc):
+            raise
+        # New code before its migration (a deploy runs migrate after the functions are updated):
+        # a 503 the caller retries, never a 500, until migrate has created what the code calls.
+        from smartpay.observability import logger
+
+        logger.error("the database schema is behind the code: invoke migrate", extra={"error": str(exc)[:200]})
+        raise DatabaseUnavailable() from exc
 
 
 @contextmanager
