@@ -48,3 +48,30 @@ def progress_printer(started: float, every_s: float = 15.0) -> Callable[[dict], 
                   f"{p['rate_per_s']:.0f}/s", flush=True)
 
     return report
+
+
+def active_vouchers(url: str, n: int, cycle: str, *, first: int = 0, amount: int = 140000) -> list[str]:
+    """``n`` active vouchers of ``cycle`` (one beneficiary each, ID numbers ``first``, ``first+1``, …)
+    by COPY: born issued (the database refuses anything else), then active with a delivery id, so
+    each has its two audit rows, written by the database."""
+    import uuid
+
+    import psycopg
+
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    people = [str(uuid.uuid4()) for _ in range(n)]
+    with psycopg.connect(url, autocommit=True, options="-c smartpay.source=operator") as conn, conn.cursor() as cur:
+        with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
+                      "FROM STDIN") as copy:
+            for i, b in enumerate(people):
+                copy.write_row((b, f"{first + i:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
+                                "Khomas", "old_age"))
+        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, "
+                      "issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
+            for v, b in zip(ids, people, strict=True):
+                copy.write_row((v, b, "old_age", cycle, amount, "2026-11-01T00:00:00Z",
+                                "2027-12-31T00:00:00Z", "2026-11-01T01:00:00Z"))
+        cur.execute("""UPDATE vouchers SET status = 'active', buffr_delivery_id = 'dlv_' || left(id::text, 8),
+                              status_changed_at = '2026-11-01T01:00:00Z' WHERE id = ANY(%s::uuid[])""", (ids,))
+        cur.execute("ANALYZE")
+    return ids

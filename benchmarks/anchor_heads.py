@@ -19,35 +19,12 @@ import os
 import statistics
 import sys
 import time
-import uuid
 
 import _common
 
 DB = "smartpay_bench_anchor_heads"
 AMOUNT = 140000
 TIMEOUTS_S = {"smartpay_disburse": 5.0, "smartpay_reconcile": 30.0}
-
-
-def seed(url: str, n: int, cycle: str, first: int) -> None:
-    """``n`` vouchers of ``cycle``, issued then active (two audit rows each, written by the database)."""
-    import psycopg
-
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    people = [str(uuid.uuid4()) for _ in range(n)]
-    with psycopg.connect(url, autocommit=True, options="-c smartpay.source=operator") as conn, conn.cursor() as cur:
-        with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
-                      "FROM STDIN") as copy:
-            for i, b in enumerate(people):
-                copy.write_row((b, f"{first + i:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
-                                "Khomas", "old_age"))
-        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, "
-                      "issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
-            for v, b in zip(ids, people, strict=True):
-                copy.write_row((v, b, "old_age", cycle, AMOUNT, "2026-11-01T00:00:00Z",
-                                "2027-12-31T00:00:00Z", "2026-11-01T01:00:00Z"))
-        cur.execute("""UPDATE vouchers SET status = 'active', buffr_delivery_id = 'dlv_' || left(id::text, 8),
-                              status_changed_at = '2026-11-01T01:00:00Z' WHERE id = ANY(%s::uuid[])""", (ids,))
-        cur.execute("ANALYZE")
 
 
 def main() -> int:
@@ -66,8 +43,8 @@ def main() -> int:
     try:
         started = time.monotonic()
         for k in range(args.cycles):
-            seed(url, args.n, f"2026-{k + 1:02d}", first=k * args.n)
-        seed(url, args.n, "2026-11", first=args.cycles * args.n)
+            _common.active_vouchers(url, args.n, f"2026-{k + 1:02d}", first=k * args.n, amount=AMOUNT)
+        _common.active_vouchers(url, args.n, "2026-11", first=args.cycles * args.n, amount=AMOUNT)
         with psycopg.connect(url) as conn:
             events, = conn.execute("SELECT count(*) FROM voucher_events").fetchone()
             upto, = conn.execute("SELECT max(id) FROM voucher_events").fetchone()

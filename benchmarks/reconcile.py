@@ -42,6 +42,7 @@ for sub in ("layers/core", "tools", "functions/reconcile"):
         sys.path.insert(0, str(ROOT / sub))
 sys.path.append(str(Path(__file__).resolve().parent))  # _wire, after the function's own package
 
+import _common  # noqa: E402
 import _wire  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -62,27 +63,8 @@ def fresh_database() -> str:
 
 
 def seed(url: str, sim: Any, n: int, cycle: str, first: int = 0) -> list[str]:
-    """n active vouchers (one beneficiary each, ID numbers first, first+1, …) by COPY, all held by
-    Buffr as active."""
-    import psycopg
-
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    people = [str(uuid.uuid4()) for _ in range(n)]
-    with psycopg.connect(url, autocommit=True, options="-c smartpay.source=operator") as conn, conn.cursor() as cur:
-        with cur.copy("COPY beneficiaries (id, id_number, first_name, last_name, msisdn, region, programme) "
-                      "FROM STDIN") as copy:
-            for i, b in enumerate(people):
-                copy.write_row((b, f"{first + i:011d}", "Bench", "Person", f"+26481{i % 10**7:07d}",
-                                "Khomas", "old_age"))
-        # Born issued (the database refuses anything else), then active with their delivery ids.
-        with cur.copy("COPY vouchers (id, beneficiary_id, programme, cycle, amount_cents, "
-                      "issued_at, expires_at, status_changed_at) FROM STDIN") as copy:
-            for v, b in zip(ids, people, strict=True):
-                copy.write_row((v, b, "old_age", cycle, AMOUNT, "2026-11-01T00:00:00Z",
-                                "2026-12-31T00:00:00Z", "2026-11-01T01:00:00Z"))
-        cur.execute("""UPDATE vouchers SET status = 'active', buffr_delivery_id = 'dlv_' || left(id::text, 8),
-                              status_changed_at = '2026-11-01T01:00:00Z' WHERE id = ANY(%s::uuid[])""", (ids,))
-        cur.execute("ANALYZE vouchers")
+    """n active vouchers (one beneficiary each, ID numbers first, first+1, …), all held by Buffr as active."""
+    ids = _common.active_vouchers(url, n, cycle, first=first, amount=AMOUNT)
     for start in range(0, n, 50_000):
         sim.load([{"voucher_id": v, "status": "active", "amount": AMOUNT} for v in ids[start:start + 50_000]])
     return ids
