@@ -2,6 +2,10 @@
 
 The route is open at API Gateway (``Auth: NONE``): Buffr authenticates by signature, checked
 here before the body is even parsed.
+
+The init loads only what the route declares (its reply); the service and the body's models load
+with the first request, or, with SnapStart, in the priming hook before the snapshot
+(:data:`FIRST_REQUEST`), so a restored copy finds them loaded.
 """
 
 
@@ -11,14 +15,15 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from smartpay import coldstart, signing, snapstart
+from smartpay import coldstart, snapstart
 from smartpay.api import api_handler, json_reply, make_resolver
 from smartpay.observability import metrics
-from webhook import service
-from webhook.models import WebhookReply, documented_body, parse_body
+from webhook.reply import WebhookReply
 
 MAX_BODY_BYTES = 256 * 1024
 PATH = "/api/v1/webhooks/buffr"
+#: What the route imports when it runs: primed before a SnapStart snapshot.
+FIRST_REQUEST = ("webhook.service", "webhook.models")
 
 app = make_resolver()
 
@@ -46,6 +51,9 @@ def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
     unsigned request is a 401 before anything is parsed): the signature headers and the body.
     tools' OpenAPI builder adds these to the operation. A function, not a module constant: the
     JSON Schemas of the body's models are built for the API document, never at a cold start."""
+    from smartpay import signing
+    from webhook.models import documented_body
+
     return {("post", PATH): {
         "parameters": [
             _header("webhook-id", "Unique per event; signed, the idempotency key",
@@ -72,6 +80,9 @@ def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
                            "content": {"application/json": {"model": WebhookReply}}},
                      401: SIGNATURE_REFUSED})
 def receive() -> Response[WebhookReply]:
+    from webhook import service
+    from webhook.models import parse_body
+
     raw = _raw_body()
     headers = app.current_event.headers  # Powertools' case-insensitive dict
     webhook_id = service.authenticate(raw, headers)
@@ -89,5 +100,5 @@ lambda_handler = api_handler(app, max_body_bytes=MAX_BODY_BYTES)
 
 # SnapStart: primed before the snapshot, connections and secrets renewed after each restore.
 snapstart.register(snapstart.prime_idempotency("webhook"),
-                   snapstart.prime_modules("aws_lambda_powertools.utilities.parameters", "psycopg_pool"))
+                   snapstart.prime_modules(*FIRST_REQUEST, "aws_lambda_powertools.utilities.parameters", "psycopg_pool"))
 coldstart.end()  # the init is over: freeze what it loaded, collector back on (smartpay.coldstart)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import (
@@ -83,19 +83,6 @@ class FailedData(ClosedData):
     """A failed delivery may never have had a delivery id at Buffr."""
 
     delivery_id: Text | None = None  # type: ignore[assignment]
-
-
-class WebhookReply(BaseModel):
-    """What Ketchup answers Buffr (the same again, with ``Idempotent-Replayed: true``, on a repeat)."""
-
-    model_config = ConfigDict(defer_build=True)
-
-    webhook_id: str
-    type: str
-    outcome: Literal["applied", "duplicate", "stale", "ignored"]
-    voucher_id: str | None = None
-    status: str | None = Field(default=None, description="The voucher's status after this event")
-    review_reason: str | None = Field(default=None, description="Set when the change is flagged for review")
 
 
 @dataclass(frozen=True)
