@@ -40,14 +40,32 @@ print(json.dumps({"gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
                   "modules": sorted(sys.modules), "built_models": built}))
 """
 
+# Then the SnapStart hooks before the snapshot, as the runtime calls them, and what is loaded after.
+PRIMED = PROBE + """
+import snapshot_restore_py as hooks
+for func, args, kwargs in list(hooks._before_snapshot_registry):
+    func(*args, **kwargs)
+print(json.dumps({"modules": sorted(sys.modules)}))
+"""
 
-def _cold_start(logical_id: str) -> dict:
+#: What a request of these functions imports when it runs, not at init: with SnapStart, the
+#: priming hook loads it before the snapshot (a restored copy's first request finds it loaded).
+FIRST_REQUEST = {
+    "WebhookFunction": {"webhook.service", "webhook.models", "smartpay.signing", "smartpay.transitions",
+                        "smartpay.db", "smartpay.idempotency"},
+    "DisburseFunction": {"disburse.logic.issue", "disburse.logic.read", "disburse.logic.batch",
+                         "disburse.cycle_run.service", "smartpay.internal", "smartpay.issuance", "smartpay.buffr",
+                         "smartpay.transitions", "smartpay.db", "smartpay.idempotency"},
+}
+
+
+def _cold_start(logical_id: str, probe: str = PROBE) -> dict:
     spec = FUNCTIONS[logical_id]
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "af-south-1", "STAGE": "local",
-           "POWERTOOLS_TRACE_DISABLED": "true",
+           "POWERTOOLS_TRACE_DISABLED": "true", "IDEMPOTENCY_TABLE": "smartpay-idempotency-local",
            "_HANDLER": spec.handler, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONPATH": os.pathsep.join([str(spec.code_uri), *map(str, TEMPLATE.layer_dirs())])}
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.splitlines()[-1])
@@ -107,3 +125,13 @@ def test_disburse_loads_the_queue_consumer_only_for_queue_events() -> None:
     cold start of the disburse function does not load them."""
     modules = set(_cold_start("DisburseFunction")["modules"])
     assert not modules & {"disburse.cycle_run.consumer", "aws_lambda_powertools.utilities.batch"}
+
+
+@pytest.mark.parametrize("logical_id", sorted(FIRST_REQUEST))
+def test_use_cases_load_in_the_priming_hook_not_at_init(logical_id: str) -> None:
+    """The init stays at the libraries' floor; everything the first request imports is loaded
+    before the snapshot all the same."""
+    at_init = FIRST_REQUEST[logical_id] & set(_cold_start(logical_id)["modules"])
+    assert not at_init, sorted(at_init)
+    primed = set(_cold_start(logical_id, PRIMED)["modules"])
+    assert FIRST_REQUEST[logical_id] <= primed, sorted(FIRST_REQUEST[logical_id] - primed)
