@@ -10,9 +10,19 @@ Then the audit's own cost, in this process: each tree's ``transition_many`` (bat
 with a detail per voucher) and ``transition`` (one transaction each) on a database migrated by
 that tree, alternating (ABAB…), microseconds per voucher.
 
+Like for like: this tree's pool sends no server-side prepared statements (they pin a session
+behind RDS Proxy), so the old tree's pool must not either, or the A/B measures the prepares, not
+the audit; its transitions then run unprepared as they would behind the proxy. Prepare the old
+tree so (f92e7c4 is the code before the audit rows moved into the database):
+
+    git archive f92e7c4 | tar -x -C /tmp/old
+    sed -i 's|"options": f"-c statement_timeout|"prepare_threshold": None, "options": f"-c statement_timeout|' \
+        /tmp/old/layers/core/smartpay/db.py
+
 Prints each run, then the medians per side and new / old against the 5 % limit, and one JSON line.
 
     python benchmarks/audit_trigger_ab.py --old /tmp/old [--rounds 4] [--vouchers 5000] [--events 2000]
+    python benchmarks/run_all.py --only audit_trigger_ab --extra "--old /tmp/old --rounds 8 --vouchers 10000 --events 1000 --only processes"
 """
 
 from __future__ import annotations

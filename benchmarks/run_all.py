@@ -37,7 +37,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "anchor_heads": ([], ["--n", "30000"]),
     "audit_chain": ([], ["--rounds", "2", "--turn", "100", "--singles", "20"]),
     "audit_chain_ab": ([], ["--blocks", "2", "--block", "40", "--batch", "100"]),
+    # A/B against an older tree: only when named, with --extra "--old DIR ..." (see its docstring)
+    "audit_trigger_ab": ([], []),
 }
+NAMED_ONLY = {"audit_trigger_ab"}
 
 
 def main() -> int:
@@ -49,7 +52,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where the JSON lines go (default reports/bench-<UTC>.jsonl)")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    names = args.only.split(",") if args.only else [n for n in BENCHMARKS if n not in NAMED_ONLY]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")

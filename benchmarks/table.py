@@ -54,6 +54,10 @@ HEADLINES: dict[str, tuple[str, list[str], str]] = {
                  "status_calls", "double_credits"],
                 "ratio ≤ 1.15 clean, ≤ 1.35 with 10 % 5xx + 2 % timeouts; prepare, approve ≤ 10 s; busiest "
                 "second ≤ 1.05 x agreed rate; 0 double credits"),
+    "audit_trigger_ab": ("audit rows written by the database, A/B against the tree before them in one run "
+                         "(alternating rounds; both sides unprepared, as behind RDS Proxy)",
+                         ["rounds", "vouchers", "events", "ratio_to_wire", "webhook_fresh_p50_ms"],
+                         "new_over_old ≤ 1.05 for the batch's ratio_to_wire and the webhook p50"),
     "anchor_heads": ("the audit anchor's heads query at national scale, as each role that writes anchors",
                      ["vouchers", "audit_rows", "disburse_heads_s", "reconcile_heads_s"],
                      "inside the role's statement timeout (disburse 5 s, reconcile 30 s)"),
