@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "audit_trigger_ab": ([], []),
 }
 NAMED_ONLY = {"audit_trigger_ab"}
+SETTLE_S = 90.0  # at most this long for the 1-minute load to fall under half the cores before each
 
 
 def main() -> int:
@@ -64,12 +65,14 @@ def main() -> int:
     for name in names:
         full, quick = BENCHMARKS[name]
         print(f"\n===== {name} =====", flush=True)
+        load_before = settle()
         started = time.monotonic()
         code, figures = _run(name, [*(quick if args.quick else full), *shlex.split(args.extra)])
         print(f"----- {name}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
         with out.open("a") as handle:
             for record in figures:
                 handle.write(json.dumps({"benchmark": name, **record, "quick": args.quick, "exit": code, "cpus": os.cpu_count(),
+                                         "load_before": load_before,
                                          "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}) + "\n")
         if code:
             failed.append(name)
@@ -77,6 +80,16 @@ def main() -> int:
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def settle(wait_s: float = SETTLE_S) -> list[float]:
+    """Wait (at most ``wait_s``) for the previous benchmark's processes to leave the run queue, so
+    each starts on the box as others left it; the load averages then, which say whether anything
+    else was running (a benchmark's own processes raise the load it reports at its end)."""
+    ends = time.monotonic() + wait_s
+    while os.getloadavg()[0] > (os.cpu_count() or 1) / 2 and time.monotonic() < ends:
+        time.sleep(5)
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _run(name: str, arguments: list[str]) -> tuple[int, list[dict[str, object]]]:
