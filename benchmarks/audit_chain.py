@@ -53,6 +53,7 @@ def ratio_line(label: str, plain: float, chained: float, unit: str) -> bool:
 def _seed(conn: psycopg.Connection, count: int) -> list[str]:
     with conn.transaction():
         ids = bulk_seed.issued_vouchers(conn, count, cycle="2026-11", reference="bench")
+        bulk_seed.running_run(conn, ids, cycle="2026-11")  # only a run's vouchers are claimed
     conn.execute("VACUUM ANALYZE")
     return ids
 

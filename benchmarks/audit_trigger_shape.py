@@ -64,6 +64,7 @@ def main() -> int:
         for kind, conn in conns.items():
             with conn.transaction():
                 ids[kind] = bulk_seed.issued_vouchers(conn, args.rounds * args.per_round, cycle="2026-11")
+                bulk_seed.running_run(conn, ids[kind], cycle="2026-11")  # only a run's vouchers are claimed
             conn.execute("VACUUM ANALYZE")
         for r in range(args.rounds):
             for kind in (("statement", "row") if r % 2 == 0 else ("row", "statement")):
