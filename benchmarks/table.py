@@ -124,7 +124,8 @@ def row(record: dict[str, Any]) -> str:
     cpus, before = record.get("cpus") or 0, record.get("load_before")
     if before:
         when += f" (before it: {_value(before)})"
-    busy = before[0] if before else max(record.get("load_average") or [0])
+    end = record.get("load_average") or [0]
+    busy = before[0] if before else max(end if isinstance(end, list) else [end])
     if cpus and busy > cpus:
         when += f" on {cpus} cores: **busy box**, not comparable with the limit"
     label = f"`{name}` ({variant(record)})" if variant(record) else f"`{name}`"
