@@ -2,7 +2,7 @@
 translator, grants exactly the (role, action, resource) rows of tests/unit/iam_allowlist.json.
 
 A new permission (a resource another function must reach) is a new row in that file, reviewed
-like code; a row no longer granted must go too. Regenerate the file after a deliberate change
+like code; a row the template does not grant must go too. Regenerate the file after a deliberate change
 with ``python -m tests.unit.test_iam_allowlist`` and review its diff.
 """
 
@@ -115,7 +115,7 @@ def test_every_grant_is_in_the_checked_in_allow_list(expanded: dict[str, Any]) -
         new = [r for r in actual.get(role, []) if r not in allowed.get(role, [])]
         gone = [r for r in allowed.get(role, []) if r not in actual.get(role, [])]
         assert not new, f"{role} grants rows not in {ALLOWLIST.name} (review, then add them): {new}"
-        assert not gone, f"{role}: rows of {ALLOWLIST.name} no longer granted (remove them): {gone}"
+        assert not gone, f"{role}: rows of {ALLOWLIST.name} the template does not grant (remove them): {gone}"
 
 
 def test_star_only_where_aws_has_no_resource_level_permission(expanded: dict[str, Any]) -> None:
