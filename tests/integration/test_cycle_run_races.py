@@ -9,6 +9,7 @@ poller: each test hands a chunk's message to the consumer itself) and the Buffr 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -281,6 +282,56 @@ def test_a_completion_is_never_committed_without_its_audit_row(runs: Any, pg: ps
     assert _run(pg, run_id)["status"] == "completed" and _actions(pg, run_id)[-1] == "completed"
     assert _statuses(pg, cycle) == {"active": 2}
     assert local_stack.buffr.stats()["credits"] == 2 and local_stack.buffr.stats()["double_credited"] == {}
+
+
+def _blocked_or_done(pg: psycopg.Connection[Any], worker: threading.Thread) -> None:
+    """Until ``worker`` has finished or waits on a row lock in this database (bounded)."""
+    for _ in range(600):
+        if not worker.is_alive():
+            return
+        if pg.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND wait_event_type = 'Lock'").fetchone()["n"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the second consumer neither finished nor waited for a lock in 30 s")
+
+
+def test_two_consumers_finishing_the_last_two_chunks_at_once_complete_the_run(
+        runs: Any, pg: psycopg.Connection[Any], local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CYCLE_QUEUE_MAX_CONCURRENCY", "2")  # a run of 2 is two chunks of one voucher
+    cycle = "2027-12"
+    run_id = _approved(runs, pg, cycle, 2)
+    assert _chunks(pg, run_id) == ["enqueued", "enqueued"]
+    second = _record(pg, run_id, 1)
+    original = runs.repository.finish_chunk
+    errors: list[BaseException] = []
+
+    def deliver_second() -> None:
+        try:
+            runs.consumer.process_chunk(second, lambda_context())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    worker = threading.Thread(target=deliver_second)
+
+    def second_finishes_meanwhile(conn: Any, rid: str, chunk_no: int, token: str, **kw: Any) -> bool:
+        completed = original(conn, rid, chunk_no, token, **kw)
+        if chunk_no == 0:
+            # the named point: chunk 0 is marked done, its transaction not committed yet; the other
+            # consumer finishes chunk 1 now (or waits for this one's lock on the run)
+            worker.start()
+            _blocked_or_done(pg, worker)
+        return completed
+
+    monkeypatch.setattr(runs.repository, "finish_chunk", second_finishes_meanwhile)
+    runs.consumer.process_chunk(_record(pg, run_id, 0), lambda_context())
+    worker.join(60)
+    assert not worker.is_alive() and errors == []
+    assert _chunks(pg, run_id) == ["done", "done"]
+    assert _run(pg, run_id)["status"] == "completed"
+    assert _actions(pg, run_id).count("completed") == 1
+    assert _statuses(pg, cycle) == {"active": 2}
+    assert local_stack.buffr.stats()["credits"] == 2
 
 
 # --- re-sends and Buffr's key retention ------------------------------------------------------------

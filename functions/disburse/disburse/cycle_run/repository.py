@@ -373,7 +373,12 @@ def unsettled(conn: psycopg.Connection[Any], voucher_ids: list[str], grace_s: fl
 
 def finish_chunk(conn: psycopg.Connection[Any], run_id: str, chunk_no: int, token: str, *,
                  reference: str | None = None) -> bool:
-    """Mark the chunk done; True when that finished the run (it was running, no chunk left)."""
+    """Mark the chunk done; True when that finished the run (it was running, no chunk left).
+
+    Call it in a transaction. The run row is locked first: two invocations finishing a run's last
+    two chunks at once would otherwise each see the other's chunk not yet done (READ COMMITTED)
+    and neither complete the run. Locked, the second waits and then sees the first's chunk done."""
+    conn.execute("SELECT 1 FROM cycle_runs WHERE id = %s FOR NO KEY UPDATE", (run_id,))
     conn.execute("UPDATE cycle_run_chunks SET state = 'done', done_at = now(), updated_at = now() "
                  "WHERE run_id = %s AND chunk_no = %s AND token = %s", (run_id, chunk_no, token))
     return complete_if_done(conn, run_id, reference=reference)
