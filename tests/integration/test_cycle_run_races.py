@@ -309,7 +309,7 @@ def test_two_consumers_finishing_the_last_two_chunks_at_once_complete_the_run(
     def deliver_second() -> None:
         try:
             runs.consumer.process_chunk(second, lambda_context())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     worker = threading.Thread(target=deliver_second)
