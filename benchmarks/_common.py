@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,20 @@ def fresh_database(name: str) -> str:
     url = ensure_database(ADMIN_URL, name)
     migrate.apply(url)
     return url
+
+
+@contextlib.contextmanager
+def sender_stamps() -> Iterator[Path]:
+    """A folder every local function worker started inside stamps its Buffr requests into
+    (:mod:`smartpay_tools.local.send_trace`): the senders' own clock beside the simulator's."""
+    from smartpay_tools.local import send_trace
+
+    with tempfile.TemporaryDirectory(prefix="smartpay-sends-") as folder:
+        os.environ[send_trace.ENV] = folder
+        try:
+            yield Path(folder)
+        finally:
+            os.environ.pop(send_trace.ENV, None)
 
 
 def drop(name: str) -> None:

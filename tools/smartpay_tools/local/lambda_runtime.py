@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from smartpay_tools import PROJECT_ROOT
+from smartpay_tools.local.send_trace import ENV as SEND_TRACE_ENV
 
 
 @dataclass
@@ -56,6 +57,7 @@ class InvocationError(Exception):
 
 def _worker_main(conn: Connection, code_dir: str, layer_dirs: list[str], handler: str,
                  env: dict[str, str], name: str, memory: int, log_path: str | None = None) -> None:
+    send_trace = os.environ.get(SEND_TRACE_ENV)  # a benchmark's, not the function's (cleared below)
     os.environ.clear()
     os.environ.update(env)
     # Function logs go to stderr, as with `sam local` (stdout stays clean for results), or all of
@@ -78,6 +80,10 @@ def _worker_main(conn: Connection, code_dir: str, layer_dirs: list[str], handler
     ]
     started = time.perf_counter()
     try:
+        if send_trace:
+            from smartpay_tools.local import send_trace as trace
+
+            trace.install(send_trace)
         module_name, func_name = handler.rsplit(".", 1)
         func = getattr(importlib.import_module(module_name), func_name)
     except BaseException as exc:  # init error: report and die, as Lambda does
