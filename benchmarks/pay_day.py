@@ -123,8 +123,8 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vouchers", type=int, default=300_000)
-    parser.add_argument("--quick", action="store_true", help="20,000 vouchers")
+    parser.add_argument("--vouchers", type=int, default=None, help="N (default 300,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 vouchers (unless --vouchers says)")
     parser.add_argument("--rate", type=int, default=200, help="BuffrMaxRatePerSecond (the template default)")
     parser.add_argument("--concurrency", type=int, default=5, help="CycleQueueMaxConcurrency")
     parser.add_argument("--latency-ms", type=float, default=150.0, help="Buffr's mean latency per call")
@@ -137,7 +137,7 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="leave the consumers' containers cold")
     parser.add_argument("--per-second", action="store_true", help="print Buffr's calls in each second of the run")
     args = parser.parse_args()
-    n_wanted = 20_000 if args.quick else args.vouchers
+    n_wanted = args.vouchers or (20_000 if args.quick else 300_000)
 
     from smartpay_tools.cli.cycle import CycleApi
     from smartpay_tools.local.gateway import Gateway, serve
