@@ -46,14 +46,15 @@ HEADLINES: dict[str, tuple[str, list[str], str]] = {
                   ["n", "elapsed_s", "ratio_to_wire", "speedup_over_guide", "peak_rss_mb", "cycle_wall_s"],
                   "ratio_to_wire ≤ 1.3; ≥ 50 x the guide's loop; ≤ 256 MB, flat"),
     "cycle_run": ("a whole cycle run through the queue at Buffr's agreed rate",
-                  ["vouchers", "agreed_rate", "consumers", "elapsed_s", "ratio", "busiest_second", "double_credits"],
+                  ["vouchers", "agreed_rate", "consumers", "elapsed_s", "ratio", "busiest_second",
+                   "busiest_second_sent", "double_credits"],
                   "ratio ≤ 1.2; busiest second ≤ 1.05 x agreed_rate; 0 double credits"),
     "pay_day": ("a programme cycle on the local stack: import, prepare, approve, the run through the queue at "
                 "the agreed rate (Buffr 150 ± 50 ms), reconcile, compliance report",
-                ["vouchers", "stages_s", "ratio", "goodput_ratio", "busiest_second_all_calls", "disburse_calls",
-                 "status_calls", "double_credits"],
+                ["vouchers", "stages_s", "ratio", "goodput_ratio", "busiest_second_all_calls", "busiest_second_sent",
+                 "disburse_calls", "status_calls", "reconcile_invocations", "reconcile_remaining", "double_credits"],
                 "ratio ≤ 1.15 clean, ≤ 1.35 with 10 % 5xx + 2 % timeouts; prepare, approve ≤ 10 s; busiest "
-                "second ≤ 1.05 x agreed rate; 0 double credits"),
+                "second ≤ 1.05 x agreed rate; reconcile remaining 0; 0 double credits"),
     "audit_trigger_ab": ("audit rows written by the database, A/B against the tree before them in one run "
                          "(alternating rounds; both sides unprepared, as behind RDS Proxy)",
                          ["rounds", "vouchers", "events", "ratio_to_wire", "webhook_fresh_p50_ms"],
