@@ -334,6 +334,38 @@ def test_two_consumers_finishing_the_last_two_chunks_at_once_complete_the_run(
     assert local_stack.buffr.stats()["credits"] == 2
 
 
+def _received(sqs: Any, url: str, run_id: str, wait_s: int) -> SQSRecord | None:
+    """The run's chunk message as SQS hands it out now (others on the shared queue are left visible)."""
+    ends = time.monotonic() + wait_s
+    while time.monotonic() < ends:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            if json.loads(m["Body"]).get("run_id") == run_id:
+                return SQSRecord({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                                  "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"})
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    return None
+
+
+def test_a_chunk_the_deadline_cut_short_is_delivered_again_at_once(runs: Any, pg: psycopg.Connection[Any],
+                                                                    local_stack: Any) -> None:
+    cycle = "2028-01"
+    run_id = _approved(runs, pg, cycle, 3)
+    sqs, url = local_stack.sqs(), local_stack.queue_urls[QUEUE]
+    first = _received(sqs, url, run_id, 10)
+    assert first is not None
+    # the named point: less than one attempt fits before the invocation's deadline
+    with pytest.raises(runs.consumer.ChunkCutShort):
+        runs.consumer.process_chunk(first, lambda_context(seconds=0.5))
+    assert _statuses(pg, cycle) == {"issued": 3} and _run(pg, run_id)["status"] == "running"
+    # visible again within seconds, not after the queue's visibility timeout (180 s)
+    again = _received(sqs, url, run_id, 15)
+    assert again is not None and again.message_id == first.message_id
+    runs.consumer.process_chunk(again, lambda_context())
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=again.receipt_handle)
+    assert _run(pg, run_id)["status"] == "completed" and _statuses(pg, cycle) == {"active": 3}
+    assert local_stack.buffr.stats()["credits"] == 3 and local_stack.buffr.stats()["calls"]["disburse"] == 3
+
+
 # --- re-sends and Buffr's key retention ------------------------------------------------------------
 
 def _timed_out_after_credit(runs: Any, pg: psycopg.Connection[Any], sim: Any, cycle: str, n: int) -> str:

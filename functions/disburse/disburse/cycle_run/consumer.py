@@ -5,7 +5,8 @@ Powertools' batch utility runs each record and reports the ones that raised as
 redelivers those after the visibility timeout; after ``maxReceiveCount`` deliveries a message
 goes to the dead-letter queue (alarmed). A record fails when some of its vouchers are not
 settled yet (still ``pending``: Buffr did not answer), when the invocation's deadline came
-first, or when its body is not a chunk message at all (a poison message).
+first (that message is made visible again at once: the next invocation continues the chunk),
+or when its body is not a chunk message at all (a poison message).
 
 Exactly once per chunk: the message carries the chunk's token; a message whose token is not
 the chunk's current one (re-sent after a crash) or whose chunk is already done is dropped.
@@ -27,7 +28,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import TypeAdapter
 
-from disburse.cycle_run import repository
+from disburse.cycle_run import queue, repository
 from disburse.cycle_run import service as run_service
 from disburse.cycle_run.models import ChunkMessage, EnqueueMessage
 from disburse.cycle_run.service import reference_of
@@ -48,6 +49,16 @@ ENQUEUE_MARGIN_S = 5.0  # of the invocation kept back when it continues an enque
 
 class ChunkNotSettled(Exception):
     """Some of the chunk's vouchers are not settled yet: SQS delivers the message again."""
+
+
+class ChunkCutShort(ChunkNotSettled):
+    """The invocation's deadline came before the chunk was sent (a budget slowed by Buffr's 429s
+    sends a chunk at a fraction of the rate): the message is made visible again in
+    ``DELIVER_AGAIN_S``, so the next invocation continues the chunk at once rather than after the
+    queue's visibility timeout."""
+
+
+DELIVER_AGAIN_S = 1
 
 
 #: Calls in flight per invocation, in seconds of the agreed rate: enough to carry the whole rate
@@ -82,16 +93,22 @@ def process_chunk(record: SQSRecord, lambda_context: Any = None) -> None:
         return
     run_id, chunk_no = str(message.run_id), message.chunk_no
     logger.append_keys(run_id=run_id, chunk_no=chunk_no, message_id=record.message_id)
-    with db.autocommit() as conn:
-        holder = repository.try_lock_chunk(conn, run_id, chunk_no, leases.ttl_for(context, 60))
-        if holder is None:
-            # Redelivered while another invocation still works on it (a visibility timeout shorter
-            # than that invocation): never two senders for one chunk; SQS delivers it again later.
-            raise ChunkNotSettled(f"chunk {chunk_no} is being processed by another invocation")
-        try:
-            _process(conn, record, message, context)
-        finally:
-            repository.unlock_chunk(conn, run_id, chunk_no, holder)
+    try:
+        with db.autocommit() as conn:
+            holder = repository.try_lock_chunk(conn, run_id, chunk_no, leases.ttl_for(context, 60))
+            if holder is None:
+                # Redelivered while another invocation still works on it (a visibility timeout shorter
+                # than that invocation): never two senders for one chunk; SQS delivers it again later.
+                raise ChunkNotSettled(f"chunk {chunk_no} is being processed by another invocation")
+            try:
+                _process(conn, record, message, context)
+            finally:
+                repository.unlock_chunk(conn, run_id, chunk_no, holder)
+    except ChunkCutShort:
+        # The lease is released: the next delivery may take the chunk as soon as it comes.
+        if not queue.deliver_again_in(record.receipt_handle, DELIVER_AGAIN_S):
+            logger.warning("chunk cut short by the deadline: SQS delivers it again after the visibility timeout")
+        raise
 
 
 def _continue_enqueue(run_id: str, record: SQSRecord, context: Any) -> None:
@@ -154,8 +171,9 @@ def _process(conn: Any, record: SQSRecord, message: ChunkMessage, context: Any) 
             break
         if sent.stopped_early or rounds == ROUNDS:
             metrics.add_metric(name="CycleChunksRetried", unit="Count", value=1)
-            raise ChunkNotSettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
-                                  + (" (deadline)" if sent.stopped_early else ""))
+            unsettled = ChunkCutShort if sent.stopped_early else ChunkNotSettled
+            raise unsettled(f"{left} of chunk {chunk_no}'s vouchers are not settled yet"
+                            + (" (deadline)" if sent.stopped_early else ""))
         # Buffr answered none of a call's attempts: send those again now, paced by the budget
         # like any call (same key), rather than after the queue's visibility timeout.
         rows = repository.to_send(conn, ids)

@@ -39,3 +39,16 @@ def send_batch(bodies: dict[str, str]) -> dict[str, str]:
         raise ServiceUnavailable("The cycle queue is unavailable; the run resumes where it stopped "
                                  "(POST …/disbursement/resume).", retry_after=5) from exc
     return {ok["Id"]: ok["MessageId"] for ok in reply.get("Successful", [])}
+
+
+def deliver_again_in(receipt_handle: str, seconds: int) -> bool:
+    """Make a received chunk message visible again in ``seconds`` rather than after the queue's
+    visibility timeout; False when SQS did not take it (the visibility timeout then applies)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _sqs().change_message_visibility(QueueUrl=env_str("CYCLE_QUEUE_URL"), ReceiptHandle=receipt_handle,
+                                         VisibilityTimeout=seconds)
+    except (BotoCoreError, ClientError):
+        return False
+    return True
