@@ -76,8 +76,6 @@ def variant(record: dict[str, Any]) -> str | None:
               for k, v in faults.items()]
     if record.get("reconcile_during"):
         parts.append("reconcile during the run")
-    if record.get("beside"):  # other work on the box during the run, noted when the line was recorded
-        parts.append(f"beside {record['beside']}")
     return ", ".join(parts)
 
 
